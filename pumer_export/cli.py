@@ -1,0 +1,67 @@
+"""The ``pumer-export`` command line.
+
+Each sub-command lives in :mod:`pumer_export.commands` as a module with a
+``register(subparsers)`` function; heavy imports happen inside the command's run
+function so ``pumer-export --help`` stays fast. A :class:`PumerExportError` (a
+user mistake or a missing component) is printed as one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import PumerExportError
+
+#: Sub-command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "convert",
+    "apply",
+    "info",
+    "onnx_export",
+    "inspect",
+    "build_plugins",
+    "build",
+    "doctor",
+    "validate",
+    "bench",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pumer-export",
+        description="Export PuMer vision-language models (ViLT) to ONNX and TensorRT, check parity, measure speedup.",
+    )
+    parser.add_argument("--version", action="version", version=f"pumer-export {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.commands.{name}")
+        except ModuleNotFoundError as exc:  # pragma: no cover - during development only
+            if exc.name == f"{__package__}.commands.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PumerExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Terminal output shared by the commands: a stderr console, progress, tables."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+#: Human-facing messages and progress go to stderr; stdout stays for results (tables, JSON).
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err_console.print(message)
+
+
+@contextlib.contextmanager
+def step(description: str) -> Iterator[None]:
+    """Show a spinner with elapsed time while a long step runs."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
+    err_console.print(f"[green]done[/green] {description}")
+
+
+def progress_bar() -> Progress:
+    """A progress bar for counted work (use as a context manager)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+    )
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    result = Table(title=title, title_justify="left")
+    for column in columns:
+        result.add_column(column)
+    for row in rows:
+        result.add_row(*(str(cell) for cell in row))
+    return result

@@ -1,0 +1,67 @@
+"""Atomic writes: an artifact is either complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import PumerExportError
+
+
+def check_destination(dst: Path, force: bool) -> None:
+    """Refuse to overwrite ``dst`` unless ``force``."""
+    if dst.exists() and not force:
+        raise PumerExportError(f"{dst} already exists; pass --force to overwrite it")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(dst: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to ``dst`` that becomes ``dst`` only if the block succeeds.
+
+    On any exception the temporary directory is removed and an existing ``dst`` is left untouched.
+    """
+    dst = Path(dst)
+    check_destination(dst, force)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+            old.rmdir()
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_file(dst: str | os.PathLike, *, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``dst`` that is renamed to ``dst`` only if the block succeeds."""
+    dst = Path(dst)
+    check_destination(dst, force)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(dst: str | os.PathLike, text: str) -> None:
+    with atomic_output_file(dst) as tmp:
+        tmp.write_text(text, encoding="utf-8")
