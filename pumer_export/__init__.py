@@ -1,3 +1,34 @@
-"""pumer-export: take a finetuned PuMer vision-language model to deployment."""
+"""pumer-export: take a finetuned PuMer vision-language model to deployment.
+
+Top-level names are imported lazily so that ``pumer-export --help`` stays fast.
+Importing :mod:`pumer_export.ops` (done by the model module) registers the
+``torch.ops.pumer`` custom operators.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "PumerConfig": "config",
+    "TokenSchedule": "schedule",
+    "token_schedule": "schedule",
+    "PumerViltModel": "modeling_vilt",
+    "PumerViltForQuestionAnswering": "modeling_vilt",
+    "load_pumer_model": "checkpoints",
+    "convert_official": "checkpoints",
+    "apply_pumer": "checkpoints",
+    "tiny_vilt_model": "tiny",
+    "PumerExportError": "errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

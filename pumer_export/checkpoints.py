@@ -238,6 +238,9 @@ def official_config_to_hf(official: Mapping[str, Any], weights: Mapping[str, tor
 
 
 def _save(model, dst: Path, force: bool, source: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     with atomic_output_dir(dst, force=force) as tmp:
         model.save_pretrained(tmp)
         for name in PROCESSOR_FILES:
@@ -287,6 +290,8 @@ def _hf_vilt_config(source: Path):
 
     data = read_config_json(source)
     model_type = data.get("model_type")
+    if "num_layers" in data and "num_hidden_layers" not in data:
+        raise CheckpointError(f"{source} is an official PuMer checkpoint; convert it with `pumer-export convert`")
     if model_type != "vilt":
         hint = " (an official PuMer checkpoint? use `pumer-export convert`)" if "num_layers" in data else ""
         raise CheckpointError(f"{source}: model_type is {model_type!r}, not 'vilt'; only ViLT is supported{hint}")
@@ -301,14 +306,17 @@ def _build_and_load(config, source: Path):
 
     try:
         model = PumerViltForQuestionAnswering(config)
-    except PumerExportError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
+    except (PumerExportError, ValueError) as exc:  # transformers checks shapes with ValueError
+        raise CheckpointError(f"{source}: invalid model configuration: {exc}") from None
     load_state_strict(model, load_weights(source), source)
     return model.eval()
 
 
-def load_pumer_model(path: str | Path):
-    """Load a pumer-export checkpoint (a directory made by ``convert`` or ``apply``)."""
+def load_pumer_config(path: str | Path):
+    """The ``ViltConfig`` of a pumer-export checkpoint, checked (PuMer settings present and valid)."""
+    from .config import get_pumer_config
+    from .modeling_vilt import check_model_config
+
     source = Path(path)
     if not source.is_dir():
         raise CheckpointError(f"{source}: no such checkpoint directory")
@@ -318,4 +326,14 @@ def load_pumer_model(path: str | Path):
             "create one with `pumer-export apply` or `pumer-export convert`"
         )
     config = _hf_vilt_config(source)
-    return _build_and_load(config, source)
+    try:
+        get_pumer_config(config)
+        check_model_config(config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    return config
+
+
+def load_pumer_model(path: str | Path):
+    """Load a pumer-export checkpoint (a directory made by ``convert`` or ``apply``)."""
+    return _build_and_load(load_pumer_config(path), Path(path))

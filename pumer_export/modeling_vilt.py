@@ -272,7 +272,9 @@ def check_model_config(config: ViltConfig) -> None:
             f"max_image_length={config.max_image_length} makes ViLT sample random patches, which cannot be "
             "exported; set it to -1 in config.json"
         )
-    get_pumer_config(config) and get_pumer_config(config).check_depth(config.num_hidden_layers)
+    pumer = get_pumer_config(config)
+    if pumer is not None:
+        pumer.check_depth(config.num_hidden_layers)
 
 
 class PumerViltModel(_PumerMixin, ViltPreTrainedModel):

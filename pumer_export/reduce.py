@@ -43,7 +43,7 @@ class MergePlan(NamedTuple):
 def stable_topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the ``k`` largest values along the last dim, descending, ties by lower index."""
     order = torch.sort(values, dim=-1, descending=True, stable=True).indices
-    return order[..., :k]
+    return order[..., :k].contiguous()
 
 
 def text_informed_scores(

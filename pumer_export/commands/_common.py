@@ -1,0 +1,54 @@
+"""Argument parsing shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..errors import PumerExportError
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"384x384"`` (or a single ``"384"``) to (height, width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 384x384, got {text!r}")
+    height = int(match.group(1))
+    width = int(match.group(2) or match.group(1))
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return height, width
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -> None:
+    """Raise a one-line error when an image size or text length does not fit the model."""
+    patch = config.patch_size
+    if image_size[0] % patch or image_size[1] % patch:
+        raise PumerExportError(
+            f"image size {image_size[0]}x{image_size[1]} is not a multiple of the patch size {patch}; "
+            f"use e.g. {image_size[0] // patch * patch or patch}x{image_size[1] // patch * patch or patch}"
+        )
+    if not 1 <= text_length <= config.max_position_embeddings:
+        raise PumerExportError(
+            f"text length {text_length} is outside the model's position table (1..{config.max_position_embeddings})"
+        )

@@ -1,0 +1,37 @@
+"""``pumer-export convert``: official PuMer checkpoint -> pumer-export checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an official PuMer ViLT checkpoint to a pumer-export checkpoint",
+        description=(
+            "Convert an official PuMer ViLT checkpoint (config.json with reduce_layers/prune_r/merge_r/merge_text "
+            "and pytorch_model.bin or model.safetensors with the official key names) into a pumer-export "
+            "checkpoint: Hugging Face ViLT layout, safetensors weights, PuMer settings and the official "
+            "attention masking recorded in config.json. Lossless."
+        ),
+    )
+    parser.add_argument("src", metavar="SRC", help="official checkpoint directory (or hub id)")
+    parser.add_argument("dst", metavar="DST", help="output directory (written atomically)")
+    parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import convert_official
+    from ..console import info, step
+
+    with step(f"converting {args.src}"):
+        model = convert_official(args.src, args.dst, force=args.force)
+    pumer = model.pumer_config
+    info(
+        f"wrote {args.dst}: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
+        f"reduce layers {list(pumer.reduce_layers)}, prune {pumer.prune_ratio}, merge {pumer.image_merge_ratio}, "
+        f"text merge {pumer.text_merge_ratio}, score {pumer.score}, masking {pumer.attention_masking}"
+    )
+    return 0

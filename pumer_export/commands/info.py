@@ -1,0 +1,105 @@
+"""``pumer-export info``: architecture, PuMer settings, token schedule and FLOPs of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import parse_image_size, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="show a checkpoint's architecture, PuMer settings, token schedule and FLOPs",
+        description=(
+            "Show the architecture and PuMer settings of a pumer-export checkpoint, the token counts before and "
+            "after every reduce layer, and the analytic encoder FLOPs with and without PuMer: their ratio is the "
+            "FLOP-ideal speedup that benchmarks are compared with."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
+    parser.add_argument("--image-size", type=parse_image_size, default=None,
+                        help="input image size HxW (default: the model's square image size)")
+    parser.add_argument("--text-length", type=positive_int, default=None,
+                        help="padded text length (default: the model's position table size)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(func=run)
+
+
+def model_info(config, image_size: tuple[int, int], text_length: int) -> dict:
+    """Everything ``info`` reports, as a JSON-ready dict."""
+    from ..config import get_pumer_config
+    from ..schedule import encoder_flops, image_tokens_for, token_schedule
+
+    pumer = get_pumer_config(config)
+    schedule = token_schedule(
+        pumer, num_layers=config.num_hidden_layers, text_tokens=text_length,
+        image_tokens=image_tokens_for(image_size, config.patch_size),
+    )
+    baseline = token_schedule(
+        pumer.without_reduction(), num_layers=config.num_hidden_layers, text_tokens=text_length,
+        image_tokens=schedule.image_tokens,
+    )
+    flops_pumer = encoder_flops(schedule, config.hidden_size, config.intermediate_size)
+    flops_base = encoder_flops(baseline, config.hidden_size, config.intermediate_size)
+    return {
+        "architecture": {
+            "model_type": config.model_type,
+            "num_layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size,
+            "num_heads": config.num_attention_heads,
+            "intermediate_size": config.intermediate_size,
+            "patch_size": config.patch_size,
+            "position_grid": config.image_size // config.patch_size,
+            "vocab_size": config.vocab_size,
+            "max_text_length": config.max_position_embeddings,
+            "num_labels": config.num_labels,
+        },
+        "pumer": pumer.to_dict(),
+        "inputs": {"image_size": list(image_size), "text_length": text_length},
+        "schedule": schedule.to_dict(),
+        "flops": {
+            "baseline_gflops": flops_base / 1e9,
+            "pumer_gflops": flops_pumer / 1e9,
+            "flop_ideal_speedup": flops_base / flops_pumer,
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import load_pumer_config
+    from ..console import out_console, table
+    from ._common import check_input_lengths
+
+    config = load_pumer_config(args.model)
+    image_size = args.image_size or (config.image_size, config.image_size)
+    text_length = args.text_length or config.max_position_embeddings
+    check_input_lengths(config, image_size, text_length)
+    data = model_info(config, image_size, text_length)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+
+    arch, pumer, flops, layers = data["architecture"], data["pumer"], data["flops"], data["schedule"]["layers"]
+    out_console.print(table("Architecture", ("field", "value"), list(arch.items())))
+    out_console.print(table("PuMer", ("setting", "value"), [(k, v) for k, v in pumer.items() if k != "format_version"]))
+    rows = [
+        (c["layer"], f"{c['text_in']}->{c['text_out']}", f"{c['image_in']}->{c['keep']}->{c['image_out']}",
+         c["prune"], c["image_merge"], c["text_merge"], "yes" if c["active"] else "no (prune count 0)")
+        for c in layers
+    ]
+    out_console.print(table(
+        f"Token schedule ({image_size[0]}x{image_size[1]} image, text length {text_length})",
+        ("layer", "text in->out", "image in->kept->out", "pruned", "img merged", "txt merged", "active"), rows,
+    ))
+    if layers:
+        out_console.print("image tokens: " + ", ".join(f"{c['image_in']}->{c['keep']}->{c['image_out']}" for c in layers))
+        out_console.print("text tokens: " + "->".join([str(layers[0]["text_in"])] + [str(c["text_out"]) for c in layers]))
+    else:
+        out_console.print("no reduce layers: this is the baseline model")
+    out_console.print(
+        f"encoder GFLOPs per sample: baseline {flops['baseline_gflops']:.3f}, PuMer {flops['pumer_gflops']:.3f}, "
+        f"FLOP-ideal speedup {flops['flop_ideal_speedup']:.3f}x"
+    )
+    return 0
