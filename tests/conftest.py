@@ -1,0 +1,75 @@
+"""Shared fixtures: the official-format test checkpoint, tiny models, a CLI runner."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+OFFICIAL = DATA / "pumer_official_vilt_small"
+
+
+@pytest.fixture(scope="session")
+def official_dir() -> Path:
+    """The small official-format PuMer checkpoint with its inputs and the official outputs."""
+    return OFFICIAL
+
+
+@pytest.fixture(scope="session")
+def official_inputs() -> dict[str, torch.Tensor]:
+    """Inputs of the official fixture as model inputs (float pixels and the HF-style pixel mask)."""
+    from safetensors.torch import load_file
+
+    raw = load_file(str(OFFICIAL / "inputs_A.safetensors"))
+    pixels = (raw["pixel_values_uint8"].float() / 255.0 - 0.5) / 0.5
+    return {
+        "input_ids": raw["input_ids"],
+        "attention_mask": raw["attention_mask"],
+        "token_type_ids": raw["token_type_ids"],
+        "pixel_values": pixels,
+        "pixel_mask": (pixels.sum(1) != 0).long(),
+    }
+
+
+@pytest.fixture(scope="session")
+def converted_official(tmp_path_factory) -> Path:
+    """The official fixture converted once per session to a pumer-export checkpoint."""
+    from pumer_export.checkpoints import convert_official
+
+    dst = tmp_path_factory.mktemp("converted") / "official-small"
+    convert_official(OFFICIAL / "model", dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A saved tiny pumer-export checkpoint (random weights, layers 1 and 3 reduce)."""
+    from pumer_export.tiny import tiny_vilt_model
+
+    dst = tmp_path_factory.mktemp("tiny") / "tiny-pumer"
+    tiny_vilt_model(seed=0).save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``pumer-export`` in-process: returns (exit code, stdout, stderr)."""
+    from pumer_export.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,168 @@
+"""The reference reduction steps against independent, loop-by-loop implementations of the rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pumer_export import ops, reduce  # noqa: F401  (ops registers torch.ops.pumer)
+
+
+# ----------------------------------------------------------------- naive versions
+def naive_scores(attn, text_mask, text_len, head):
+    batch, heads, n, _ = attn.shape
+    out = []
+    for b in range(batch):
+        denom = float(text_mask[b].sum())
+        row = []
+        for j in range(text_len, n):
+            total = 0.0
+            for t in range(text_len):
+                if head < 0:
+                    total += sum(float(attn[b, h, t, j]) for h in range(heads)) / heads
+                else:
+                    total += float(attn[b, head, t, j])
+            row.append(total / denom)
+        out.append(row)
+    return out
+
+
+def naive_topk(values, k):
+    return [i for _, i in sorted(((-v, i) for i, v in enumerate(values)))][:k]
+
+
+def naive_merge(x, metric, mask, r):
+    """ToMe as specified: returns (x_out, mask_out, slots) for one sample (lists)."""
+    t = len(x)
+    if r == 0:
+        return [list(v) for v in x], list(mask), list(range(t))
+    norm = [[v / math.sqrt(sum(c * c for c in row)) for v in row] for row in metric]
+    a_pos, b_pos = list(range(0, t, 2)), list(range(1, t, 2))
+    best = []
+    for ai, p in enumerate(a_pos):
+        if ai == 0:
+            best.append((-math.inf, 0))
+            continue
+        sims = [sum(u * v for u, v in zip(norm[p], norm[q])) for q in b_pos]
+        top = max(sims)
+        best.append((top, sims.index(top)))  # first (lowest) index of the maximum
+    order = sorted(range(len(a_pos)), key=lambda ai: (-best[ai][0], ai))
+    src, unm = order[:r], sorted(order[r:])
+    groups = {bj: [b_pos[bj]] for bj in range(len(b_pos))}
+    for ai in src:
+        groups[best[ai][1]].append(a_pos[ai])
+    out_x = [list(x[a_pos[ai]]) for ai in unm]
+    out_m = [mask[a_pos[ai]] for ai in unm]
+    slots = [0] * t
+    for k, ai in enumerate(unm):
+        slots[a_pos[ai]] = k
+    for bj in range(len(b_pos)):
+        members = groups[bj]
+        out_x.append([sum(x[p][c] for p in members) / len(members) for c in range(len(x[0]))])
+        out_m.append(sum(mask[p] for p in members) / len(members))
+        for p in members:
+            slots[p] = len(unm) + bj
+    return out_x, out_m, slots
+
+
+# ------------------------------------------------------------------------ inputs
+def make_attention(batch, heads, n, seed, ties=False):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, heads, n, n, generator=gen)
+    if ties:
+        logits = (logits * 2).round() / 2  # coarse values: many exact ties among image columns
+        logits[..., -3:] = logits[..., -4:-3]
+    return torch.softmax(logits, dim=-1)
+
+
+CASES = [
+    # batch, heads, text_len, n, keep, head
+    (2, 4, 5, 17, 9, -1),
+    (1, 3, 1, 8, 8, 0),
+    (3, 2, 6, 21, 1, -1),
+    (2, 4, 7, 30, 20, 2),
+]
+
+
+@pytest.mark.parametrize("batch, heads, text_len, n, keep, head", CASES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_prune_follows_the_rules(batch, heads, text_len, n, keep, head, ties):
+    gen = torch.Generator().manual_seed(1)
+    attn = make_attention(batch, heads, n, seed=batch + n, ties=ties)
+    text_mask = (torch.rand(batch, text_len, generator=gen) > 0.6).float()
+    text_mask[:, 0] = 1.0  # heavy padding, text CLS always valid
+    x = torch.randn(batch, n, 6, generator=gen)
+    metric = torch.randn(batch, n, 4, generator=gen)
+
+    kept_x, kept_metric, keep_idx = reduce.prune(x, metric, attn, text_mask, text_len, keep, head)
+
+    scores = reduce.text_informed_scores(attn, text_mask, text_len, head)
+    expected_scores = torch.tensor(naive_scores(attn.double(), text_mask, text_len, head), dtype=torch.float64)
+    torch.testing.assert_close(scores.double(), expected_scores, atol=1e-6, rtol=1e-6)
+    for b in range(batch):
+        assert keep_idx[b].tolist() == naive_topk(scores[b].tolist(), keep)
+        assert torch.equal(kept_x[b], x[b, text_len:][keep_idx[b]])
+        assert torch.equal(kept_metric[b], metric[b, text_len:][keep_idx[b]])
+
+
+def test_equal_scores_keep_lower_indices_first():
+    attn = torch.full((1, 2, 6, 6), 1 / 6)
+    _, _, keep_idx = reduce.prune(torch.zeros(1, 6, 3), torch.zeros(1, 6, 3), attn, torch.ones(1, 2), 2, 3, -1)
+    assert keep_idx.tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3, 4, 9, 10, 31])
+@pytest.mark.parametrize("kind", ["random", "ties", "all_equal"])
+def test_merge_follows_the_rules(tokens, kind):
+    gen = torch.Generator().manual_seed(tokens)
+    batch = 2
+    metric = torch.randn(batch, tokens, 5, generator=gen)
+    if kind == "ties":
+        metric[:, 1::3] = metric[:, 1:2]  # repeated b/a rows give equal similarities
+    elif kind == "all_equal":
+        metric = torch.ones(batch, tokens, 5)
+    x = torch.randn(batch, tokens, 3, generator=gen)
+    mask = (torch.rand(batch, tokens, generator=gen) > 0.3).float()
+    cap = (tokens - 1) // 2
+    for r in sorted({0, 1, cap} & set(range(cap + 1))):
+        out_x, out_mask, slots = reduce.merge(x, metric, mask, r)
+        assert out_x.shape == (batch, tokens - r, 3) and slots.shape == (batch, tokens)
+        for b in range(batch):
+            exp_x, exp_m, exp_slots = naive_merge(x[b].tolist(), metric[b].tolist(), mask[b].tolist(), r)
+            assert slots[b].tolist() == exp_slots, (kind, tokens, r)
+            torch.testing.assert_close(out_x[b], torch.tensor(exp_x), atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(out_mask[b], torch.tensor(exp_m), atol=1e-6, rtol=1e-6)
+
+
+def test_first_token_is_never_merged():
+    metric = torch.ones(3, 11, 4)  # everything is equally similar
+    _, _, slots = reduce.merge(torch.randn(3, 11, 2), metric, torch.ones(3, 11), 5)
+    assert (slots[:, 0] == 0).all()
+
+
+def test_merge_keeps_dtype_and_accumulates_in_float32():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 9, 8, generator=gen)
+    metric = torch.randn(2, 9, 4, generator=gen)
+    ref_x, _, ref_slots = reduce.merge(x, metric, torch.ones(2, 9), 3)
+    for dtype in (torch.float16, torch.bfloat16):
+        out_x, _, slots = reduce.merge(x.to(dtype), metric.to(dtype), torch.ones(2, 9), 3)
+        assert out_x.dtype == dtype
+        torch.testing.assert_close(out_x.float(), ref_x, atol=2e-2, rtol=2e-2)
+
+
+def test_custom_ops_are_the_reference_steps():
+    gen = torch.Generator().manual_seed(5)
+    x, metric = torch.randn(2, 12, 6, generator=gen), torch.randn(2, 12, 4, generator=gen)
+    attn = make_attention(2, 3, 12, seed=5)
+    mask = torch.ones(2, 4)
+    for got, want in zip(torch.ops.pumer.prune(x, metric, attn, mask, 4, 5, -1),
+                         reduce.prune(x, metric, attn, mask, 4, 5, -1)):
+        assert torch.equal(got, want)
+    for got, want in zip(torch.ops.pumer.merge(x, metric, torch.ones(2, 12), 4),
+                         reduce.merge(x, metric, torch.ones(2, 12), 4)):
+        assert torch.equal(got, want)
+    torch.library.opcheck(torch.ops.pumer.merge.default, (x, metric, torch.ones(2, 12), 4))
+    torch.library.opcheck(torch.ops.pumer.prune.default, (x, metric, attn, mask, 4, 5, -1))
