@@ -18,6 +18,8 @@ _LAZY = {
     "token_schedule": "schedule",
     "PumerViltModel": "modeling_vilt",
     "PumerViltForQuestionAnswering": "modeling_vilt",
+    "PumerViltForImageAndTextRetrieval": "modeling_vilt",
+    "PumerViltForImagesAndTextClassification": "modeling_vilt",
     "load_pumer_model": "checkpoints",
     "convert_official": "checkpoints",
     "apply_pumer": "checkpoints",

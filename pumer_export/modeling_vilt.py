@@ -418,3 +418,65 @@ class PumerViltForQuestionAnswering(_PumerMixin, ViltPreTrainedModel):
             reduction_indices=out.reduction_indices,
             reduction_records=out.reduction_records,
         )
+
+
+@dataclasses.dataclass
+class PumerViltHeadOutput(ModelOutput):
+    """Output of the retrieval and image-pair heads: ``logits`` and, per encoder pass, the
+    reduction indices (one dict per image for the image-pair head)."""
+
+    logits: torch.Tensor | None = None
+    reduction_indices: list[dict[str, torch.Tensor]] | None = None
+    reduction_records: list[list[dict[str, Any]] | None] | None = None
+
+
+class PumerViltForImageAndTextRetrieval(_PumerMixin, ViltPreTrainedModel):
+    """Image-text retrieval score with PuMer (parameters as transformers' ``ViltForImageAndTextRetrieval``)."""
+
+    def __init__(self, config: ViltConfig):
+        super().__init__(config)
+        self.vilt = PumerViltModel(config)
+        self.rank_output = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, pixel_values=None, pixel_mask=None,
+                output_reduction_records: bool = False, trim_image_padding: bool = True, **kwargs: Any):
+        out = self.vilt(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask,
+                        output_reduction_records=output_reduction_records, trim_image_padding=trim_image_padding)
+        return PumerViltHeadOutput(logits=self.rank_output(out.pooler_output),
+                                   reduction_indices=[out.reduction_indices],
+                                   reduction_records=[out.reduction_records])
+
+
+class PumerViltForImagesAndTextClassification(_PumerMixin, ViltPreTrainedModel):
+    """NLVR2-style image-pair classification with PuMer (parameters as transformers'
+    ``ViltForImagesAndTextClassification``): each image runs through the encoder with its own
+    modality embedding (1, 2, ...) and its own reduction."""
+
+    def __init__(self, config: ViltConfig):
+        super().__init__(config)
+        if config.num_images < 1:
+            raise ConfigError("num_images must be set (e.g. 2 for NLVR2) for the image-pair head")
+        self.vilt = PumerViltModel(config)
+        width = config.hidden_size * config.num_images
+        self.classifier = nn.Sequential(
+            nn.Linear(width, width), nn.LayerNorm(width), nn.GELU(), nn.Linear(width, config.num_labels)
+        )
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, pixel_values=None, pixel_mask=None,
+                output_reduction_records: bool = False, trim_image_padding: bool = True, **kwargs: Any):
+        if pixel_values is None or pixel_values.ndim != 5 or pixel_values.shape[1] != self.config.num_images:
+            raise ValueError(f"pixel_values must be [batch, {self.config.num_images}, channels, height, width]")
+        pooled, indices, records = [], [], []
+        for i in range(self.config.num_images):
+            out = self.vilt(
+                input_ids, attention_mask, token_type_ids, pixel_values[:, i],
+                pixel_mask[:, i] if pixel_mask is not None else None, image_token_type_idx=i + 1,
+                output_reduction_records=output_reduction_records, trim_image_padding=trim_image_padding,
+            )
+            pooled.append(out.pooler_output)
+            indices.append(out.reduction_indices)
+            records.append(out.reduction_records)
+        return PumerViltHeadOutput(logits=self.classifier(torch.cat(pooled, dim=-1)),
+                                   reduction_indices=indices, reduction_records=records)

@@ -79,3 +79,32 @@ def test_full_grid_is_kept_when_asked():
     grid = (96 // 16) * (128 // 16)
     assert full.hidden_states[0].shape[1] == 16 + 1 + grid
     assert trimmed.hidden_states[0].shape[1] == 16 + 1 + 4 * 8  # largest valid extent 64x128 -> 4x8 patches
+
+
+def test_retrieval_and_image_pair_heads_match_transformers_without_reduction():
+    from transformers import ViltForImageAndTextRetrieval, ViltForImagesAndTextClassification
+
+    from pumer_export import PumerViltForImageAndTextRetrieval, PumerViltForImagesAndTextClassification
+    from pumer_export.tiny import tiny_vilt_config
+
+    config = tiny_vilt_config(pumer=PumerConfig(), num_labels=2)
+    config.num_images = 2
+    config.modality_type_vocab_size = 3
+    inputs = random_inputs(config, 2, text_length=10, seed=7)
+    pair = {**inputs, "pixel_values": torch.stack([inputs["pixel_values"], inputs["pixel_values"].flip(-1)], 1),
+            "pixel_mask": torch.stack([inputs["pixel_mask"]] * 2, 1)}
+    for ours_cls, theirs_cls, batch in (
+        (PumerViltForImageAndTextRetrieval, ViltForImageAndTextRetrieval, inputs),
+        (PumerViltForImagesAndTextClassification, ViltForImagesAndTextClassification, pair),
+    ):
+        torch.manual_seed(0)
+        ours = ours_cls(config).eval()
+        theirs = theirs_cls(config).eval()
+        theirs.load_state_dict(ours.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, atol=1e-4, rtol=0)
+    # with PuMer each image of the pair is reduced on its own
+    ours.set_pumer_config(PumerConfig((1,), 0.2, 0.3, 0.2))
+    with torch.no_grad():
+        out = ours(**pair)
+    assert len(out.reduction_indices) == 2 and "layer1.keep_idx" in out.reduction_indices[1]
