@@ -46,6 +46,19 @@ def tiny_vilt_config(
     return config
 
 
+#: ViLT-B/32 shapes (dandelin/vilt-b32-finetuned-vqa): for benchmarks with random weights.
+VILT_B32_SHAPES = dict(
+    num_layers=12, hidden_size=768, num_heads=12, vocab_size=30522, num_labels=3129, image_size=384, patch_size=32
+)
+#: The PuMer settings of the released ViLT checkpoints (csarron/vilt-vqa2-p0.1-r0.3-t0.2-258).
+VILT_B32_PUMER = PumerConfig(reduce_layers=(2, 5, 8), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
+
+
+def vilt_b32_model(seed: int = 0, pumer: PumerConfig | None = VILT_B32_PUMER):
+    """A randomly initialised model with ViLT-B/32 shapes (about 115M parameters)."""
+    return tiny_vilt_model(seed=seed, pumer=pumer, **VILT_B32_SHAPES)
+
+
 def tiny_vilt_model(seed: int = 0, **config_kwargs):
     """A seeded random :class:`PumerViltForQuestionAnswering` in eval mode (see :func:`tiny_vilt_config`)."""
     from .modeling_vilt import PumerViltForQuestionAnswering
