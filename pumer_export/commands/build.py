@@ -1,0 +1,56 @@
+"""``pumer-export build``: a TensorRT engine (plan + sidecar JSON) from a pumer-export ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build a TensorRT engine from an exported ONNX model (needs TensorRT and a GPU)",
+        description=(
+            "Build a TensorRT engine from a pumer-export ONNX model with the pumer plugins. Writes OUT (the "
+            "serialized engine) and OUT.json (its sidecar: TensorRT version, GPU, precision, profile, plugin "
+            "library, ONNX and op-definition hashes), both atomically. The engine has one optimization profile "
+            "over the batch dimension. Precision comes from the ONNX model (strongly typed network); on "
+            "TensorRT 10, --fp16 on a float32 model sets the FP16 builder flag instead."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL.onnx", help="exported ONNX model (or its export directory)")
+    parser.add_argument("out", metavar="OUT.plan", help="engine file to write (the sidecar is OUT.plan.json)")
+    parser.add_argument("--plugins", metavar="LIB", default=None,
+                        help="pumer plugin library (default: $PUMER_PLUGINS, then the build-plugins output)")
+    parser.add_argument("--batch", metavar="MIN:OPT:MAX", default=None,
+                        help="batch sizes of the optimization profile (default: 1:8:32 for a dynamic batch, "
+                             "N:N:N for a model exported with a fixed batch N)")
+    parser.add_argument("--timing-cache", metavar="FILE", default=None,
+                        help="TensorRT timing cache: read when it exists, written (updated) after the build")
+    parser.add_argument("--workspace", metavar="SIZE", default=None,
+                        help="workspace memory pool limit, e.g. 512M or 4G (default: TensorRT's, the GPU memory)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="allow fp16 kernels for a float32 model (TensorRT 10 only; on TensorRT 11 export a "
+                             "float16 model)")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT and OUT.json")
+    parser.add_argument("--verbose", action="store_true", help="show TensorRT's verbose log")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..console import info, step
+    from ..tensorrt.engine import build_engine
+
+    with step(f"building TensorRT engine {args.out}"):
+        result = build_engine(
+            args.model, args.out, plugins=args.plugins, batch=args.batch, timing_cache=args.timing_cache,
+            workspace=args.workspace, fp16=args.fp16, force=args.force, verbose=args.verbose,
+        )
+    record = result.record
+    batch = record["profile"]["batch"]
+    info(
+        f"wrote {result.plan} and {result.sidecar.name} in {result.seconds:.1f} s: TensorRT "
+        f"{record['tensorrt']['version']}, {record['gpu']['name']} (SM {record['gpu']['sm']}), "
+        f"{record['precision']['description']}, batch {batch['min']}:{batch['opt']}:{batch['max']}, "
+        f"{record['function_policy']['plugin_layers']} plugin layers"
+    )
+    return 0
