@@ -1,0 +1,410 @@
+/*
+ * PuMer TensorRT plugins: host-side logic (see pumerHostLogic.h). Plain C++17, no CUDA, no TensorRT.
+ */
+#include "pumerHostLogic.h"
+
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+namespace pumer
+{
+
+size_t dtypeSize(DType t) noexcept
+{
+    return t == DType::kFLOAT ? 4 : 2;
+}
+
+char const* dtypeName(DType t) noexcept
+{
+    switch (t)
+    {
+    case DType::kFLOAT: return "float32";
+    case DType::kHALF: return "float16";
+    case DType::kBF16: return "bfloat16";
+    }
+    return "unknown";
+}
+
+namespace
+{
+
+bool nameIs(FieldView const& f, char const* name)
+{
+    return f.name != nullptr && std::strcmp(f.name, name) == 0;
+}
+
+bool isIgnoredField(FieldView const& f)
+{
+    return nameIs(f, "plugin_namespace") || nameIs(f, "plugin_version");
+}
+
+//! Read one integer field (kINT8/16/32/64, length 1) into an int32 with range checking.
+Status readInt(FieldView const& f, char const* op, int32_t& out)
+{
+    std::ostringstream msg;
+    if (f.data == nullptr || f.length != 1)
+    {
+        msg << op << ": attribute '" << f.name << "' must be a single integer (got length " << f.length << ")";
+        return Status::error(msg.str());
+    }
+    int64_t v = 0;
+    switch (static_cast<FieldType>(f.type))
+    {
+    case FieldType::kINT8: v = *static_cast<int8_t const*>(f.data); break;
+    case FieldType::kINT16: v = *static_cast<int16_t const*>(f.data); break;
+    case FieldType::kINT32: v = *static_cast<int32_t const*>(f.data); break;
+    case FieldType::kINT64: v = *static_cast<int64_t const*>(f.data); break;
+    default:
+        msg << op << ": attribute '" << f.name << "' must be an integer (kINT32), got field type " << f.type;
+        return Status::error(msg.str());
+    }
+    if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+    {
+        msg << op << ": attribute '" << f.name << "' = " << v << " does not fit in int32";
+        return Status::error(msg.str());
+    }
+    out = static_cast<int32_t>(v);
+    return Status::success();
+}
+
+Status unknownField(FieldView const& f, char const* op, char const* expected)
+{
+    std::ostringstream msg;
+    msg << op << ": unknown attribute '" << (f.name ? f.name : "(null)") << "' (expected " << expected << ")";
+    return Status::error(msg.str());
+}
+
+} // namespace
+
+Status parsePruneFields(FieldView const* fields, int32_t nbFields, PruneAttrs& out)
+{
+    PruneAttrs a;
+    bool haveTextLen = false;
+    bool haveKeep = false;
+    for (int32_t i = 0; i < nbFields; ++i)
+    {
+        FieldView const& f = fields[i];
+        Status s;
+        if (nameIs(f, "text_len"))
+        {
+            s = readInt(f, kPruneName, a.textLen);
+            haveTextLen = true;
+        }
+        else if (nameIs(f, "keep"))
+        {
+            s = readInt(f, kPruneName, a.keep);
+            haveKeep = true;
+        }
+        else if (nameIs(f, "score_head"))
+        {
+            s = readInt(f, kPruneName, a.scoreHead);
+        }
+        else if (!isIgnoredField(f))
+        {
+            return unknownField(f, kPruneName, "text_len, keep, score_head");
+        }
+        if (!s.ok)
+        {
+            return s;
+        }
+    }
+    if (!haveTextLen || !haveKeep)
+    {
+        return Status::error(std::string(kPruneName) + ": missing required attribute '" + (haveTextLen ? "keep" : "text_len") + "'");
+    }
+    Status s = validatePruneAttrs(a);
+    if (s.ok)
+    {
+        out = a;
+    }
+    return s;
+}
+
+Status parseMergeFields(FieldView const* fields, int32_t nbFields, MergeAttrs& out)
+{
+    MergeAttrs a;
+    bool haveR = false;
+    for (int32_t i = 0; i < nbFields; ++i)
+    {
+        FieldView const& f = fields[i];
+        if (nameIs(f, "r"))
+        {
+            Status s = readInt(f, kMergeName, a.r);
+            if (!s.ok)
+            {
+                return s;
+            }
+            haveR = true;
+        }
+        else if (!isIgnoredField(f))
+        {
+            return unknownField(f, kMergeName, "r");
+        }
+    }
+    if (!haveR)
+    {
+        return Status::error(std::string(kMergeName) + ": missing required attribute 'r'");
+    }
+    Status s = validateMergeAttrs(a);
+    if (s.ok)
+    {
+        out = a;
+    }
+    return s;
+}
+
+Status validatePruneAttrs(PruneAttrs const& a)
+{
+    std::ostringstream msg;
+    if (a.textLen < 1)
+    {
+        msg << kPruneName << ": text_len must be >= 1, got " << a.textLen;
+    }
+    else if (a.keep < 1)
+    {
+        msg << kPruneName << ": keep must be >= 1, got " << a.keep;
+    }
+    else if (a.scoreHead < -1)
+    {
+        msg << kPruneName << ": score_head must be -1 (mean over heads) or a head index >= 0, got " << a.scoreHead;
+    }
+    else
+    {
+        return Status::success();
+    }
+    return Status::error(msg.str());
+}
+
+Status validateMergeAttrs(MergeAttrs const& a)
+{
+    if (a.r < 0)
+    {
+        return Status::error(std::string(kMergeName) + ": r must be >= 0, got " + std::to_string(a.r));
+    }
+    return Status::success();
+}
+
+std::vector<FieldView> pruneFieldsToSerialize(PruneAttrs const& a)
+{
+    auto const t = static_cast<int32_t>(FieldType::kINT32);
+    return {FieldView{"text_len", &a.textLen, t, 1}, FieldView{"keep", &a.keep, t, 1},
+        FieldView{"score_head", &a.scoreHead, t, 1}};
+}
+
+std::vector<FieldView> mergeFieldsToSerialize(MergeAttrs const& a)
+{
+    return {FieldView{"r", &a.r, static_cast<int32_t>(FieldType::kINT32), 1}};
+}
+
+Shape makeShape(std::initializer_list<int64_t> dims)
+{
+    Shape s;
+    for (int64_t d : dims)
+    {
+        if (s.nbDims < 8)
+        {
+            s.d[s.nbDims++] = d;
+        }
+    }
+    return s;
+}
+
+namespace
+{
+
+bool known(int64_t d)
+{
+    return d >= 0;
+}
+
+std::string shapeStr(Shape const& s)
+{
+    std::ostringstream o;
+    o << "[";
+    for (int32_t i = 0; i < s.nbDims; ++i)
+    {
+        o << (i ? ", " : "");
+        if (known(s.d[i]))
+        {
+            o << s.d[i];
+        }
+        else
+        {
+            o << "?";
+        }
+    }
+    o << "]";
+    return o.str();
+}
+
+//! Both known and different.
+bool differ(int64_t a, int64_t b)
+{
+    return known(a) && known(b) && a != b;
+}
+
+Status rankError(char const* op, char const* name, int32_t rank, Shape const& s)
+{
+    std::ostringstream msg;
+    msg << op << ": input '" << name << "' must have rank " << rank << ", got shape " << shapeStr(s);
+    return Status::error(msg.str());
+}
+
+} // namespace
+
+Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& attn, Shape const& mask)
+{
+    if (x.nbDims != 3) return rankError(kPruneName, "x", 3, x);
+    if (metric.nbDims != 3) return rankError(kPruneName, "metric", 3, metric);
+    if (attn.nbDims != 4) return rankError(kPruneName, "attn", 4, attn);
+    if (mask.nbDims != 2) return rankError(kPruneName, "text_mask", 2, mask);
+    std::ostringstream msg;
+    msg << kPruneName << ": ";
+    int64_t const b = x.d[0];
+    int64_t const n = x.d[1];
+    if (differ(b, metric.d[0]) || differ(b, attn.d[0]) || differ(b, mask.d[0]) || differ(metric.d[0], attn.d[0])
+        || differ(metric.d[0], mask.d[0]) || differ(attn.d[0], mask.d[0]))
+    {
+        msg << "batch sizes differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", attn " << shapeStr(attn)
+            << ", text_mask " << shapeStr(mask);
+        return Status::error(msg.str());
+    }
+    if (differ(n, metric.d[1]) || differ(n, attn.d[2]) || differ(n, attn.d[3]) || differ(attn.d[2], attn.d[3])
+        || differ(metric.d[1], attn.d[2]))
+    {
+        msg << "token counts differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", attn "
+            << shapeStr(attn) << " (expected [B, N, C], [B, N, D], [B, H, N, N])";
+        return Status::error(msg.str());
+    }
+    if (differ(mask.d[1], a.textLen))
+    {
+        msg << "text_mask " << shapeStr(mask) << " must be [B, text_len] with text_len = " << a.textLen;
+        return Status::error(msg.str());
+    }
+    int64_t tokens = known(n) ? n : (known(metric.d[1]) ? metric.d[1] : (known(attn.d[2]) ? attn.d[2] : attn.d[3]));
+    if (known(tokens) && tokens - a.textLen < a.keep)
+    {
+        msg << "keep = " << a.keep << " exceeds the " << (tokens - a.textLen) << " image tokens (N = " << tokens
+            << ", text_len = " << a.textLen << ")";
+        return Status::error(msg.str());
+    }
+    if (a.scoreHead >= 0 && known(attn.d[1]) && a.scoreHead >= attn.d[1])
+    {
+        msg << "score_head = " << a.scoreHead << " but attn has " << attn.d[1] << " heads";
+        return Status::error(msg.str());
+    }
+    if (known(attn.d[1]) && attn.d[1] < 1)
+    {
+        msg << "attn has no heads: " << shapeStr(attn);
+        return Status::error(msg.str());
+    }
+    return Status::success();
+}
+
+int64_t mergeMaxR(int64_t tokens) noexcept
+{
+    return tokens <= 2 ? 0 : (tokens - 1) / 2;
+}
+
+Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& metric, Shape const& mask)
+{
+    if (x.nbDims != 3) return rankError(kMergeName, "x", 3, x);
+    if (metric.nbDims != 3) return rankError(kMergeName, "metric", 3, metric);
+    if (mask.nbDims != 2) return rankError(kMergeName, "mask", 2, mask);
+    std::ostringstream msg;
+    msg << kMergeName << ": ";
+    if (differ(x.d[0], metric.d[0]) || differ(x.d[0], mask.d[0]) || differ(metric.d[0], mask.d[0]))
+    {
+        msg << "batch sizes differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", mask " << shapeStr(mask);
+        return Status::error(msg.str());
+    }
+    if (differ(x.d[1], metric.d[1]) || differ(x.d[1], mask.d[1]) || differ(metric.d[1], mask.d[1]))
+    {
+        msg << "token counts differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", mask "
+            << shapeStr(mask) << " (expected [B, t, C], [B, t, D], [B, t])";
+        return Status::error(msg.str());
+    }
+    int64_t const t = known(x.d[1]) ? x.d[1] : (known(metric.d[1]) ? metric.d[1] : mask.d[1]);
+    if (known(t) && a.r > mergeMaxR(t))
+    {
+        msg << "r = " << a.r << " exceeds (t - 1) // 2 = " << mergeMaxR(t) << " for t = " << t << " tokens";
+        return Status::error(msg.str());
+    }
+    if (a.r > 0 && known(metric.d[2]) && metric.d[2] < 1)
+    {
+        msg << "metric has no features: " << shapeStr(metric);
+        return Status::error(msg.str());
+    }
+    return Status::success();
+}
+
+void pruneOutputShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape out[3])
+{
+    out[0] = makeShape({x.d[0], a.keep, x.d[2]});
+    out[1] = makeShape({x.d[0], a.keep, metric.d[2]});
+    out[2] = makeShape({x.d[0], a.keep});
+}
+
+void mergeOutputShapes(MergeAttrs const& a, Shape const& x, Shape out[3])
+{
+    int64_t const t = x.d[1];
+    int64_t const kept = known(t) ? t - a.r : -1;
+    out[0] = makeShape({x.d[0], kept, x.d[2]});
+    out[1] = makeShape({x.d[0], kept});
+    out[2] = makeShape({x.d[0], t});
+}
+
+size_t alignUp(size_t bytes, size_t align) noexcept
+{
+    return (bytes + align - 1) / align * align;
+}
+
+int64_t nextPow2(int64_t n) noexcept
+{
+    int64_t p = 1;
+    while (p < n)
+    {
+        p <<= 1;
+    }
+    return p;
+}
+
+PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t tokens, int64_t textLen) noexcept
+{
+    PruneWorkspace w;
+    int64_t const images = tokens > textLen ? tokens - textLen : 0;
+    w.scores = 0;
+    w.total = alignUp(static_cast<size_t>(batch > 0 ? batch : 0) * static_cast<size_t>(images) * sizeof(float));
+    return w;
+}
+
+MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t metricDim) noexcept
+{
+    MergeWorkspace w;
+    size_t const b = static_cast<size_t>(batch > 0 ? batch : 0);
+    size_t const t = static_cast<size_t>(tokens > 0 ? tokens : 0);
+    size_t const d = static_cast<size_t>(metricDim > 0 ? metricDim : 0);
+    size_t const na = (t + 1) / 2;
+    size_t const nb = t / 2;
+    size_t at = 0;
+    auto take = [&](size_t bytes) {
+        size_t const off = at;
+        at += alignUp(bytes);
+        return off;
+    };
+    w.normMetric = take(b * t * d * sizeof(float));
+    w.nodeMax = take(b * na * sizeof(float));
+    w.nodeIdx = take(b * na * sizeof(int32_t));
+    w.order = take(b * na * sizeof(int32_t));
+    w.rank = take(b * na * sizeof(int32_t));
+    w.dstByRank = take(b * na * sizeof(int32_t));
+    w.unmList = take(b * na * sizeof(int32_t));
+    w.srcList = take(b * na * sizeof(int32_t));
+    w.count = take(b * nb * sizeof(int32_t));
+    w.offset = take(b * nb * sizeof(int32_t));
+    w.total = at;
+    return w;
+}
+
+} // namespace pumer

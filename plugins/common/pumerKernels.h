@@ -1,0 +1,72 @@
+/*
+ * PuMer kernels: plain launch functions (no TensorRT dependency).
+ *
+ * All tensors are contiguous (linear, row-major). Scores, similarities and merge sums are computed in float32
+ * whatever the input type; ties follow pumer_export/reduce.py (stable descending order, lowest index first).
+ * No host synchronisation and no allocation: scratch memory comes from `workspace`, whose size is given by
+ * pruneWorkspaceLayout / mergeWorkspaceLayout (pumerHostLogic.h). Launches go to `stream`.
+ */
+#pragma once
+
+#include "pumerHostLogic.h"
+
+#include <cuda_runtime_api.h>
+#include <cstdint>
+
+#if defined(_WIN32)
+#define PUMER_KERNEL_API __declspec(dllexport)
+#else
+#define PUMER_KERNEL_API __attribute__((visibility("default")))
+#endif
+
+namespace pumer
+{
+
+//! PumerPrune: x [B,N,C], metric [B,N,D] (type T); attn [B,H,N,N] (type A); text_mask [B,text_len] float32.
+//! Outputs: x_kept [B,keep,C], metric_kept [B,keep,D] (type T), keep_idx [B,keep] int64.
+struct PruneParams
+{
+    DType tType{DType::kFLOAT};
+    DType aType{DType::kFLOAT};
+    void const* x{nullptr};
+    void const* metric{nullptr};
+    void const* attn{nullptr};
+    float const* textMask{nullptr};
+    void* xOut{nullptr};
+    void* metricOut{nullptr};
+    int64_t* keepIdx{nullptr};
+    int64_t batch{0};
+    int64_t tokens{0}; //!< N
+    int64_t channels{0}; //!< C
+    int64_t metricDim{0}; //!< D
+    int64_t heads{0};     //!< H
+    int32_t textLen{0};
+    int32_t keep{0};
+    int32_t scoreHead{-1};
+};
+
+//! PumerMerge: x [B,t,C], metric [B,t,D] (type T), mask [B,t] float32.
+//! Outputs: x_out [B,t-r,C] (type T), mask_out [B,t-r] float32, slots [B,t] int64.
+struct MergeParams
+{
+    DType tType{DType::kFLOAT};
+    void const* x{nullptr};
+    void const* metric{nullptr};
+    float const* mask{nullptr};
+    void* xOut{nullptr};
+    float* maskOut{nullptr};
+    int64_t* slots{nullptr};
+    int64_t batch{0};
+    int64_t tokens{0};    //!< t
+    int64_t channels{0};  //!< C
+    int64_t metricDim{0}; //!< D
+    int32_t r{0};
+};
+
+//! Enqueue the prune kernels. Returns cudaErrorInvalidValue for inconsistent parameters or a too small workspace.
+PUMER_KERNEL_API cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream);
+
+//! Enqueue the merge kernels (r == 0: identity copy, slots = arange).
+PUMER_KERNEL_API cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream);
+
+} // namespace pumer

@@ -1,0 +1,305 @@
+/*
+ * CPU unit test of the PuMer plugins' host-side logic (pumerHostLogic.h): attribute parsing and validation,
+ * shape validation, output-shape arithmetic, workspace layout and the serialisation round trip.
+ * Plain C++17, no CUDA, no TensorRT. Exit status 0 when every check passes.
+ *
+ *   g++ -std=c++17 -I plugins/common plugins/tests/host_logic_test.cpp plugins/common/pumerHostLogic.cpp \
+ *       plugins/common/pumerVersion.cpp -o host_logic_test && ./host_logic_test
+ */
+#include "pumerHostLogic.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace pumer;
+
+namespace
+{
+int gChecks = 0;
+int gFailures = 0;
+
+void check(bool cond, char const* expr, char const* file, int line)
+{
+    ++gChecks;
+    if (!cond)
+    {
+        ++gFailures;
+        std::printf("FAIL %s:%d: %s\n", file, line, expr);
+    }
+}
+#define CHECK(cond) check(static_cast<bool>(cond), #cond, __FILE__, __LINE__)
+#define CHECK_EQ(a, b) check((a) == (b), #a " == " #b, __FILE__, __LINE__)
+
+bool contains(std::string const& s, char const* part)
+{
+    return s.find(part) != std::string::npos;
+}
+
+constexpr int32_t kI32 = static_cast<int32_t>(FieldType::kINT32);
+constexpr int32_t kI64 = static_cast<int32_t>(FieldType::kINT64);
+constexpr int32_t kChr = static_cast<int32_t>(FieldType::kCHAR);
+
+bool sameShape(Shape const& s, std::vector<int64_t> const& d)
+{
+    if (s.nbDims != static_cast<int32_t>(d.size()))
+    {
+        return false;
+    }
+    for (size_t i = 0; i < d.size(); ++i)
+    {
+        if (s.d[i] != d[i])
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+void testPruneParsing()
+{
+    int32_t textLen = 40, keep = 72, head = -1;
+    char const ns[] = "pumer";
+    char const ver[] = "1";
+    std::vector<FieldView> f = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1},
+        {"score_head", &head, kI32, 1}, {"plugin_namespace", ns, kChr, 5}, {"plugin_version", ver, kChr, 1}};
+    PruneAttrs a;
+    Status s = parsePruneFields(f.data(), static_cast<int32_t>(f.size()), a);
+    CHECK(s.ok);
+    CHECK_EQ(a.textLen, 40);
+    CHECK_EQ(a.keep, 72);
+    CHECK_EQ(a.scoreHead, -1);
+
+    // int64 fields are accepted too; score_head defaults to -1.
+    int64_t textLen64 = 8, keep64 = 3;
+    std::vector<FieldView> f64 = {{"keep", &keep64, kI64, 1}, {"text_len", &textLen64, kI64, 1}};
+    PruneAttrs b;
+    CHECK(parsePruneFields(f64.data(), 2, b).ok);
+    CHECK_EQ(b.textLen, 8);
+    CHECK_EQ(b.keep, 3);
+    CHECK_EQ(b.scoreHead, -1);
+
+    // Missing, unknown, wrong type, wrong length, out of range.
+    s = parsePruneFields(f.data() + 1, 2, b);
+    CHECK(!s.ok && contains(s.message, "text_len"));
+    int32_t other = 1;
+    std::vector<FieldView> unknown = f;
+    unknown.push_back({"ratio", &other, kI32, 1});
+    s = parsePruneFields(unknown.data(), static_cast<int32_t>(unknown.size()), b);
+    CHECK(!s.ok && contains(s.message, "unknown attribute 'ratio'"));
+    float fl = 1.0f;
+    std::vector<FieldView> wrongType = {{"text_len", &fl, 1 /* kFLOAT32 */, 1}, {"keep", &keep, kI32, 1}};
+    s = parsePruneFields(wrongType.data(), 2, b);
+    CHECK(!s.ok && contains(s.message, "integer"));
+    int32_t two[2] = {1, 2};
+    std::vector<FieldView> wrongLen = {{"text_len", two, kI32, 2}, {"keep", &keep, kI32, 1}};
+    s = parsePruneFields(wrongLen.data(), 2, b);
+    CHECK(!s.ok && contains(s.message, "single integer"));
+    int64_t huge = int64_t{1} << 40;
+    std::vector<FieldView> tooBig = {{"text_len", &huge, kI64, 1}, {"keep", &keep, kI32, 1}};
+    s = parsePruneFields(tooBig.data(), 2, b);
+    CHECK(!s.ok && contains(s.message, "int32"));
+    int32_t zero = 0, badHead = -2;
+    std::vector<FieldView> zeroKeep = {{"text_len", &textLen, kI32, 1}, {"keep", &zero, kI32, 1}};
+    s = parsePruneFields(zeroKeep.data(), 2, b);
+    CHECK(!s.ok && contains(s.message, "keep must be >= 1"));
+    std::vector<FieldView> zeroText = {{"text_len", &zero, kI32, 1}, {"keep", &keep, kI32, 1}};
+    CHECK(!parsePruneFields(zeroText.data(), 2, b).ok);
+    std::vector<FieldView> headBad = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1}, {"score_head", &badHead, kI32, 1}};
+    s = parsePruneFields(headBad.data(), 3, b);
+    CHECK(!s.ok && contains(s.message, "score_head"));
+    CHECK(!parsePruneFields(nullptr, 0, b).ok);
+}
+
+void testMergeParsing()
+{
+    int32_t r = 36;
+    char const ns[] = "pumer";
+    std::vector<FieldView> f = {{"r", &r, kI32, 1}, {"plugin_namespace", ns, kChr, 5}};
+    MergeAttrs a;
+    CHECK(parseMergeFields(f.data(), 2, a).ok);
+    CHECK_EQ(a.r, 36);
+    int32_t zero = 0, neg = -1;
+    std::vector<FieldView> z = {{"r", &zero, kI32, 1}};
+    CHECK(parseMergeFields(z.data(), 1, a).ok);
+    CHECK_EQ(a.r, 0);
+    std::vector<FieldView> n = {{"r", &neg, kI32, 1}};
+    Status s = parseMergeFields(n.data(), 1, a);
+    CHECK(!s.ok && contains(s.message, "r must be >= 0"));
+    CHECK_EQ(a.r, 0); // unchanged on failure
+    s = parseMergeFields(f.data() + 1, 1, a);
+    CHECK(!s.ok && contains(s.message, "missing required attribute 'r'"));
+    std::vector<FieldView> u = {{"r", &r, kI32, 1}, {"keep", &r, kI32, 1}};
+    CHECK(!parseMergeFields(u.data(), 2, a).ok);
+}
+
+void testSerialisationRoundTrip()
+{
+    PruneAttrs p{40, 100, 3};
+    std::vector<FieldView> fp = pruneFieldsToSerialize(p);
+    CHECK_EQ(fp.size(), size_t{3});
+    for (FieldView const& v : fp)
+    {
+        CHECK_EQ(v.type, kI32);
+        CHECK_EQ(v.length, 1);
+    }
+    PruneAttrs p2;
+    CHECK(parsePruneFields(fp.data(), static_cast<int32_t>(fp.size()), p2).ok);
+    CHECK(p2.textLen == 40 && p2.keep == 100 && p2.scoreHead == 3);
+
+    MergeAttrs m{17};
+    std::vector<FieldView> fm = mergeFieldsToSerialize(m);
+    CHECK_EQ(fm.size(), size_t{1});
+    CHECK(std::strcmp(fm[0].name, "r") == 0);
+    MergeAttrs m2;
+    CHECK(parseMergeFields(fm.data(), 1, m2).ok);
+    CHECK_EQ(m2.r, 17);
+}
+
+void testPruneShapes()
+{
+    PruneAttrs a{40, 72, -1};
+    Shape x = makeShape({8, 185, 768}), metric = makeShape({8, 185, 64}), attn = makeShape({8, 12, 185, 185}),
+          mask = makeShape({8, 40});
+    CHECK(validatePruneShapes(a, x, metric, attn, mask).ok);
+    // Wildcards are accepted.
+    CHECK(validatePruneShapes(a, makeShape({-1, 185, 768}), makeShape({-1, 185, 64}), makeShape({-1, 12, 185, 185}),
+        makeShape({-1, 40}))
+              .ok);
+    CHECK(validatePruneShapes(a, makeShape({-1, -1, 768}), makeShape({-1, -1, 64}), makeShape({-1, 12, -1, -1}),
+        makeShape({-1, 40}))
+              .ok);
+    Status s = validatePruneShapes(a, makeShape({8, 185}), metric, attn, mask);
+    CHECK(!s.ok && contains(s.message, "rank 3"));
+    s = validatePruneShapes(a, x, metric, attn, makeShape({8, 39}));
+    CHECK(!s.ok && contains(s.message, "text_len"));
+    s = validatePruneShapes(a, x, metric, makeShape({4, 12, 185, 185}), mask);
+    CHECK(!s.ok && contains(s.message, "batch"));
+    s = validatePruneShapes(a, x, metric, makeShape({8, 12, 186, 186}), mask);
+    CHECK(!s.ok && contains(s.message, "token counts"));
+    PruneAttrs tooMany{40, 146, -1};
+    s = validatePruneShapes(tooMany, x, metric, attn, mask);
+    CHECK(!s.ok && contains(s.message, "exceeds the 145 image tokens"));
+    PruneAttrs all{40, 145, -1};
+    CHECK(validatePruneShapes(all, x, metric, attn, mask).ok);
+    PruneAttrs head{40, 72, 12};
+    s = validatePruneShapes(head, x, metric, attn, mask);
+    CHECK(!s.ok && contains(s.message, "12 heads"));
+    PruneAttrs head11{40, 72, 11};
+    CHECK(validatePruneShapes(head11, x, metric, attn, mask).ok);
+
+    Shape out[3];
+    pruneOutputShapes(a, x, metric, out);
+    CHECK(sameShape(out[0], {8, 72, 768}));
+    CHECK(sameShape(out[1], {8, 72, 64}));
+    CHECK(sameShape(out[2], {8, 72}));
+    pruneOutputShapes(a, makeShape({-1, -1, 768}), makeShape({-1, -1, 64}), out);
+    CHECK(sameShape(out[0], {-1, 72, 768}));
+    CHECK(sameShape(out[2], {-1, 72}));
+}
+
+void testMergeShapes()
+{
+    CHECK_EQ(mergeMaxR(0), 0);
+    CHECK_EQ(mergeMaxR(1), 0);
+    CHECK_EQ(mergeMaxR(2), 0);
+    CHECK_EQ(mergeMaxR(3), 1);
+    CHECK_EQ(mergeMaxR(4), 1);
+    CHECK_EQ(mergeMaxR(145), 72);
+    CHECK_EQ(mergeMaxR(146), 72);
+
+    MergeAttrs a{36};
+    Shape x = makeShape({2, 145, 768}), metric = makeShape({2, 145, 64}), mask = makeShape({2, 145});
+    CHECK(validateMergeShapes(a, x, metric, mask).ok);
+    CHECK(validateMergeShapes(MergeAttrs{72}, x, metric, mask).ok);
+    Status s = validateMergeShapes(MergeAttrs{73}, x, metric, mask);
+    CHECK(!s.ok && contains(s.message, "(t - 1) // 2 = 72"));
+    CHECK(validateMergeShapes(MergeAttrs{0}, makeShape({1, 1, 4}), makeShape({1, 1, 4}), makeShape({1, 1})).ok);
+    CHECK(!validateMergeShapes(MergeAttrs{1}, makeShape({1, 2, 4}), makeShape({1, 2, 4}), makeShape({1, 2})).ok);
+    s = validateMergeShapes(a, x, metric, makeShape({2, 144}));
+    CHECK(!s.ok && contains(s.message, "token counts"));
+    s = validateMergeShapes(a, x, makeShape({3, 145, 64}), mask);
+    CHECK(!s.ok && contains(s.message, "batch"));
+    s = validateMergeShapes(a, x, metric, makeShape({2, 145, 1}));
+    CHECK(!s.ok && contains(s.message, "rank 2"));
+    CHECK(validateMergeShapes(a, makeShape({-1, -1, 768}), makeShape({-1, -1, 64}), makeShape({-1, -1})).ok);
+
+    Shape out[3];
+    mergeOutputShapes(a, x, out);
+    CHECK(sameShape(out[0], {2, 109, 768}));
+    CHECK(sameShape(out[1], {2, 109}));
+    CHECK(sameShape(out[2], {2, 145}));
+    mergeOutputShapes(a, makeShape({-1, -1, 768}), out);
+    CHECK(sameShape(out[0], {-1, -1, 768}));
+    CHECK(sameShape(out[2], {-1, -1}));
+}
+
+void testWorkspace()
+{
+    CHECK_EQ(alignUp(0), size_t{0});
+    CHECK_EQ(alignUp(1), size_t{256});
+    CHECK_EQ(alignUp(256), size_t{256});
+    CHECK_EQ(alignUp(257), size_t{512});
+    CHECK_EQ(nextPow2(1), 1);
+    CHECK_EQ(nextPow2(145), 256);
+    CHECK_EQ(nextPow2(4096), 4096);
+    CHECK_EQ(nextPow2(4097), 8192);
+
+    PruneWorkspace p = pruneWorkspaceLayout(64, 185, 40);
+    CHECK_EQ(p.scores, size_t{0});
+    CHECK_EQ(p.total, alignUp(64 * 145 * 4));
+    CHECK_EQ(pruneWorkspaceLayout(0, 185, 40).total, size_t{0});
+    CHECK(pruneWorkspaceLayout(64, 185, 40).total >= pruneWorkspaceLayout(1, 100, 40).total);
+
+    int64_t const b = 3, t = 145, d = 64, na = 73, nb = 72;
+    MergeWorkspace m = mergeWorkspaceLayout(b, t, d);
+    size_t const offsets[] = {m.normMetric, m.nodeMax, m.nodeIdx, m.order, m.rank, m.dstByRank, m.unmList, m.srcList,
+        m.count, m.offset, m.total};
+    size_t const sizes[] = {size_t(b * t * d * 4), size_t(b * na * 4), size_t(b * na * 4), size_t(b * na * 4),
+        size_t(b * na * 4), size_t(b * na * 4), size_t(b * na * 4), size_t(b * na * 4), size_t(b * nb * 4),
+        size_t(b * nb * 4)};
+    CHECK_EQ(m.normMetric, size_t{0});
+    for (int i = 0; i < 10; ++i)
+    {
+        CHECK_EQ(offsets[i] % kWorkspaceAlign, size_t{0});
+        CHECK(offsets[i + 1] >= offsets[i] + sizes[i]); // no overlap, in order
+        CHECK(offsets[i + 1] - offsets[i] < sizes[i] + kWorkspaceAlign);
+    }
+    // A bigger problem never needs less (TensorRT sizes the workspace for the profile's maximum).
+    CHECK(mergeWorkspaceLayout(64, 250, 64).total >= mergeWorkspaceLayout(8, 145, 64).total);
+    CHECK(mergeWorkspaceLayout(1, 1, 64).total > 0);
+    CHECK_EQ(mergeWorkspaceLayout(0, 145, 64).total, size_t{0});
+}
+
+void testIdentity()
+{
+    CHECK(std::strcmp(kPluginNamespace, "pumer") == 0);
+    CHECK(std::strcmp(kPluginVersion, "1") == 0);
+    CHECK(std::strcmp(kPruneName, "PumerPrune") == 0);
+    CHECK(std::strcmp(kMergeName, "PumerMerge") == 0);
+    CHECK_EQ(dtypeSize(DType::kFLOAT), size_t{4});
+    CHECK_EQ(dtypeSize(DType::kHALF), size_t{2});
+    CHECK_EQ(dtypeSize(DType::kBF16), size_t{2});
+    CHECK(std::strcmp(dtypeName(DType::kBF16), "bfloat16") == 0);
+    CHECK_EQ(std::strlen(opSpecSha256()), size_t{64});
+#ifdef PUMER_EXPECTED_SHA256
+    CHECK(std::strcmp(opSpecSha256(), PUMER_EXPECTED_SHA256) == 0);
+#endif
+}
+
+} // namespace
+
+int main()
+{
+    testPruneParsing();
+    testMergeParsing();
+    testSerialisationRoundTrip();
+    testPruneShapes();
+    testMergeShapes();
+    testWorkspace();
+    testIdentity();
+    std::printf("%d checks, %d failures\n", gChecks, gFailures);
+    return gFailures == 0 ? 0 : 1;
+}

@@ -1,0 +1,327 @@
+"""GPU harness: every PuMer kernel against the PyTorch reference ops (``pumer_export.reduce``).
+
+Builds a PyTorch C++/CUDA extension from the same kernel sources the TensorRT plugins use
+(``plugins/tests/torch_binding.cpp`` + ``plugins/*/pumer*Kernel.cu``) and compares, on random and
+adversarial inputs (exact ties, all-equal scores/similarities, r = 0, r at its cap, odd/even token counts,
+batch 1, heavy text padding, the counting-rank fallback beyond 4096 sort keys, fp32/fp16/bf16 with
+independent attention dtype), the decisions (keep_idx, slots) exactly and the values within float
+tolerance. Timings of each kernel vs. the equivalent PyTorch ops (median of repeated runs) are printed,
+never asserted: run with ``-s`` to see them.
+
+Skipped when CUDA is not available (CPU-only PyTorch or no GPU).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from pumer_export import reduce
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ROOT / "plugins"
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="CUDA is not available (CPU-only PyTorch or no GPU): the kernel harness needs a GPU",
+)
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Value tolerances for outputs in each dtype (the merge means are computed in float32, then rounded once).
+ATOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+SCORE_TOL = 1e-5  # float32 scores/similarities: near-ties within this may legitimately resolve differently
+
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory):
+    if shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"):
+        pytest.skip("nvcc not found (set CUDA_HOME): cannot build the kernel extension")
+    from torch.utils.cpp_extension import load
+
+    build_dir = tmp_path_factory.mktemp("pumer_ext")
+    return load(
+        name="pumer_kernels_ext",
+        sources=[
+            str(PLUGINS / "tests" / "torch_binding.cpp"),
+            str(PLUGINS / "pumerPrunePlugin" / "pumerPruneKernel.cu"),
+            str(PLUGINS / "pumerMergePlugin" / "pumerMergeKernel.cu"),
+            str(PLUGINS / "common" / "pumerHostLogic.cpp"),
+            str(PLUGINS / "common" / "pumerVersion.cpp"),
+        ],
+        extra_include_paths=[str(PLUGINS / "common")],
+        extra_cuda_cflags=["--expt-relaxed-constexpr", "-lineinfo"],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator(device="cuda")
+    g.manual_seed(seed)
+    return g
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prune
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _prune_inputs(batch, tokens, text_len, heads, channels, dim, t_dtype, a_dtype, seed, attn_kind="random", mask_kind="ones"):
+    g = _gen(seed)
+    x = torch.randn(batch, tokens, channels, device="cuda", generator=g).to(t_dtype)
+    metric = torch.randn(batch, tokens, dim, device="cuda", generator=g).to(t_dtype)
+    if attn_kind == "random":
+        attn = torch.rand(batch, heads, tokens, tokens, device="cuda", generator=g)
+    elif attn_kind == "equal":  # every image token scores the same: keep_idx = arange(keep)
+        attn = torch.full((batch, heads, tokens, tokens), 0.25, device="cuda")
+    elif attn_kind == "levels":  # few exactly representable levels: many exact ties, exact sums
+        levels = torch.tensor([0.0, 0.25, 0.5, 1.0], device="cuda")
+        attn = levels[torch.randint(0, 4, (batch, heads, tokens, tokens), device="cuda", generator=g)]
+    else:
+        raise ValueError(attn_kind)
+    attn = attn.to(a_dtype)
+    if mask_kind == "ones":
+        mask = torch.ones(batch, text_len, device="cuda")
+    elif mask_kind == "padded":  # heavy text padding: mostly-zero text mask
+        mask = torch.zeros(batch, text_len, device="cuda")
+        mask[:, : max(1, text_len // 16)] = 1.0
+    elif mask_kind == "fractional":
+        mask = torch.rand(batch, text_len, device="cuda", generator=g)
+        mask[:, 0] = 1.0
+    else:
+        raise ValueError(mask_kind)
+    return x, metric, attn, mask
+
+
+def _check_prune(ext, x, metric, attn, mask, text_len, keep, score_head, exact):
+    got_x, got_m, got_idx = ext.prune(x, metric, attn, mask, text_len, keep, score_head)
+    torch.cuda.synchronize()
+    ref_x, ref_m, ref_idx = reduce.prune(x, metric, attn, mask, text_len, keep, score_head)
+    assert got_idx.dtype == torch.int64 and got_idx.shape == ref_idx.shape
+    assert got_x.dtype == x.dtype and got_x.shape == ref_x.shape
+    assert got_m.dtype == metric.dtype and got_m.shape == ref_m.shape
+    if exact or torch.equal(got_idx, ref_idx):
+        assert torch.equal(got_idx, ref_idx), "keep_idx differs from the reference"
+        assert torch.equal(got_x, ref_x) and torch.equal(got_m, ref_m), "gathered rows differ"
+        return
+    # Random inputs: a difference is only acceptable between (float32) near-tied scores.
+    scores = reduce.text_informed_scores(attn, mask, text_len, score_head)
+    assert all(len(set(row.tolist())) == keep for row in got_idx), "keep_idx has duplicates"
+    got_s = scores.gather(1, got_idx)
+    ref_s = scores.gather(1, ref_idx)
+    assert torch.allclose(got_s, ref_s, atol=SCORE_TOL, rtol=SCORE_TOL), "keep_idx differs beyond near-ties"
+    assert torch.equal(got_x, reduce._gather_tokens(x[:, text_len:], got_idx))
+    assert torch.equal(got_m, reduce._gather_tokens(metric[:, text_len:], got_idx))
+
+
+@pytest.mark.parametrize("t_dtype,a_dtype", list(itertools.product(DTYPES, DTYPES)))
+def test_prune_random_all_dtypes(ext, t_dtype, a_dtype):
+    x, metric, attn, mask = _prune_inputs(3, 185, 40, 12, 96, 64, t_dtype, a_dtype, seed=1)
+    for keep, head in ((72, -1), (1, -1), (145, -1), (100, 5)):
+        _check_prune(ext, x, metric, attn, mask, 40, keep, head, exact=False)
+
+
+@pytest.mark.parametrize("a_dtype", DTYPES)
+@pytest.mark.parametrize("mask_kind", ["ones", "padded", "fractional"])
+def test_prune_exact_ties(ext, a_dtype, mask_kind):
+    # heads = 8 (a power of two) and levels k/4: every score is exact, so ties are real ties in both.
+    x, metric, attn, mask = _prune_inputs(2, 77, 13, 8, 40, 16, torch.float16, a_dtype, seed=2, attn_kind="levels", mask_kind=mask_kind)
+    for keep, head in ((1, -1), (30, -1), (64, -1), (17, 7), (64, 0)):
+        _check_prune(ext, x, metric, attn, mask, 13, keep, head, exact=True)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_prune_all_equal_scores(ext, batch):
+    x, metric, attn, mask = _prune_inputs(batch, 60, 8, 12, 32, 8, torch.bfloat16, torch.float16, seed=3, attn_kind="equal", mask_kind="padded")
+    got = ext.prune(x, metric, attn, mask, 8, 20, -1)[2]
+    assert torch.equal(got, torch.arange(20, device="cuda").expand(batch, -1))
+    _check_prune(ext, x, metric, attn, mask, 8, 52, -1, exact=True)
+
+
+def test_prune_sort_fallback_beyond_shared_memory(ext):
+    # 4200 image tokens > kMaxSharedSortKeys (4096): the counting-rank path.
+    x, metric, attn, mask = _prune_inputs(1, 4208, 8, 1, 16, 8, torch.float32, torch.float16, seed=4, attn_kind="levels")
+    _check_prune(ext, x, metric, attn, mask, 8, 1000, -1, exact=True)
+    _check_prune(ext, x, metric, attn, mask, 8, 4200, 0, exact=True)
+
+
+def test_prune_rejects_bad_attributes(ext):
+    x, metric, attn, mask = _prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=5)
+    with pytest.raises(RuntimeError, match="keep"):
+        ext.prune(x, metric, attn, mask, 4, 17, -1)
+    with pytest.raises(RuntimeError, match="score_head"):
+        ext.prune(x, metric, attn, mask, 4, 3, 2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# merge
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _merge_inputs(batch, tokens, channels, dim, dtype, seed, kind="random"):
+    g = _gen(seed)
+    x = torch.randn(batch, tokens, channels, device="cuda", generator=g).to(dtype)
+    if kind == "random":
+        metric = torch.randn(batch, tokens, dim, device="cuda", generator=g)
+    elif kind in ("equal", "duplicates"):
+        # +-1 entries with dim a power of 4: norms, normalised rows and similarities are exact in float32 in any
+        # summation order, so ties are exact ties in both implementations.
+        assert dim in (4, 16, 64, 256)
+        n_base = 1 if kind == "equal" else 3  # equal: every similarity ties; duplicates: ties between equal rows
+        base = torch.randint(0, 2, (n_base, dim), device="cuda", generator=g).float() * 2 - 1
+        metric = base[torch.randint(0, n_base, (batch, tokens), device="cuda", generator=g)]
+    else:
+        raise ValueError(kind)
+    metric = metric.to(dtype)
+    mask = torch.rand(batch, tokens, device="cuda", generator=g)
+    mask[:, ::3] = 1.0
+    return x, metric, mask
+
+
+def _plan_from_slots(slots, tokens, r):
+    """Rebuild a MergePlan (src in a-index order) from slots, checking its structure."""
+    na, nb = (tokens + 1) // 2, tokens // 2
+    kept = na - r
+    batch = slots.shape[0]
+    slot_a, slot_b = slots[:, ::2], slots[:, 1::2]
+    assert torch.equal(slot_b, kept + torch.arange(nb, device=slots.device).expand(batch, -1)), "b-token slots"
+    merged = slot_a >= kept
+    assert bool((merged.sum(1) == r).all()), "not exactly r merged tokens"
+    assert not bool(merged[:, 0].any()), "token 0 was merged"
+    src, dst, unm = [], [], []
+    for row, m in zip(slot_a, merged):
+        src.append(torch.nonzero(m).flatten())
+        dst.append(row[m] - kept)
+        keep_rows = torch.nonzero(~m).flatten()
+        assert torch.equal(row[keep_rows], torch.arange(kept, device=slots.device)), "kept a-tokens not ascending"
+        unm.append(keep_rows)
+    return reduce.MergePlan(torch.stack(src), torch.stack(dst), torch.stack(unm))
+
+
+def _check_merge(ext, x, metric, mask, r, exact):
+    tokens = x.shape[1]
+    got_x, got_mask, got_slots = ext.merge(x, metric, mask, r)
+    torch.cuda.synchronize()
+    ref_x, ref_mask, ref_slots = reduce.merge(x, metric, mask, r)
+    assert got_x.shape == ref_x.shape and got_x.dtype == x.dtype
+    assert got_mask.shape == ref_mask.shape and got_mask.dtype == torch.float32
+    assert got_slots.shape == ref_slots.shape and got_slots.dtype == torch.int64
+    if r == 0:
+        assert torch.equal(got_slots, ref_slots) and torch.equal(got_x, x) and torch.equal(got_mask, mask)
+        return
+    if exact or torch.equal(got_slots, ref_slots):
+        assert torch.equal(got_slots, ref_slots), "slots differ from the reference"
+        torch.testing.assert_close(got_x, ref_x, atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
+        torch.testing.assert_close(got_mask, ref_mask, atol=1e-6, rtol=1e-6)
+        return
+    # Random inputs: the kernel's plan must be a valid ToMe plan that differs only between near-ties.
+    plan = _plan_from_slots(got_slots, tokens, r)
+    m = metric.float()
+    m = m / m.norm(dim=-1, keepdim=True)
+    sim = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
+    sim[:, 0, :] = -torch.inf
+    best = sim.max(dim=-1).values
+    chosen = sim.gather(-1, plan.dst_idx.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(chosen, best.gather(-1, plan.src_idx), atol=SCORE_TOL), "merged into a non-best b-token"
+    worst_merged = best.gather(-1, plan.src_idx).min(dim=-1).values
+    unm_best = best.gather(-1, plan.unm_idx)[:, 1:] if plan.unm_idx.shape[1] > 1 else None
+    if unm_best is not None and unm_best.numel():
+        assert bool((worst_merged >= unm_best.max(dim=-1).values - SCORE_TOL).all()), "not the r best a-tokens"
+    torch.testing.assert_close(got_x, reduce.apply_merge(x, plan), atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
+    torch.testing.assert_close(got_mask, reduce.apply_merge(mask.unsqueeze(-1), plan).squeeze(-1), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens", [145, 144, 9, 40])
+def test_merge_random(ext, dtype, tokens):
+    x, metric, mask = _merge_inputs(3, tokens, 96, 64, dtype, seed=tokens)
+    cap = (tokens - 1) // 2
+    for r in sorted({0, 1, cap // 2, cap}):
+        _check_merge(ext, x, metric, mask, r, exact=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_merge_all_equal(ext, dtype, batch):
+    tokens = 31
+    x, metric, mask = _merge_inputs(batch, tokens, 48, 16, dtype, seed=7, kind="equal")
+    for r in (1, 7, (tokens - 1) // 2):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+        # every a-token ties on every b-token: a-tokens 1..r all go to b-token 0
+        slots = ext.merge(x, metric, mask, r)[2]
+        kept = (tokens + 1) // 2 - r
+        assert bool((slots[:, 2 : 2 * r + 1 : 2] == kept).all())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens", [50, 51])
+def test_merge_duplicate_rows(ext, dtype, tokens):
+    x, metric, mask = _merge_inputs(2, tokens, 64, 16, dtype, seed=11, kind="duplicates")
+    for r in (1, 5, 12, (tokens - 1) // 2):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3, 4])
+def test_merge_tiny(ext, tokens):
+    x, metric, mask = _merge_inputs(2, tokens, 8, 4, torch.float32, seed=13)
+    for r in range((tokens - 1) // 2 + 1):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+
+
+def test_merge_sort_fallback_beyond_shared_memory(ext):
+    tokens = 8500  # 4250 a-tokens > 4096 sort keys: the counting-rank path
+    x, metric, mask = _merge_inputs(1, tokens, 16, 16, torch.float32, seed=17, kind="duplicates")
+    for r in (100, (tokens - 1) // 2):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+
+
+def test_merge_rejects_r_above_cap(ext):
+    x, metric, mask = _merge_inputs(1, 9, 8, 4, torch.float32, seed=19)
+    with pytest.raises(RuntimeError, match="exceeds"):
+        ext.merge(x, metric, mask, 5)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# timings (printed, never asserted)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _median_ms(fn, repeats=50, warmup=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kernel_timings(ext, batch, dtype):
+    """ViLT-B/32 sizes: text 40 + 145 image tokens, 12 heads, C 768, D 64."""
+    x, metric, attn, mask = _prune_inputs(batch, 185, 40, 12, 768, 64, dtype, dtype, seed=23)
+    keep = 100
+    t_prune = _median_ms(lambda: ext.prune(x, metric, attn, mask, 40, keep, -1))
+    r_prune = _median_ms(lambda: reduce.prune(x, metric, attn, mask, 40, keep, -1))
+    xm, mm, km = _merge_inputs(batch, keep, 768, 64, dtype, seed=29)
+    r = 30
+    t_merge = _median_ms(lambda: ext.merge(xm, mm, km, r))
+    r_merge = _median_ms(lambda: reduce.merge(xm, mm, km, r))
+    print(
+        f"\n[pumer kernels] B={batch} {str(dtype).removeprefix('torch.')}: "
+        f"prune(N=185, keep={keep}) kernel {t_prune:.3f} ms vs torch {r_prune:.3f} ms; "
+        f"merge(t={keep}, r={r}) kernel {t_merge:.3f} ms vs torch {r_merge:.3f} ms (median of 50)"
+    )
