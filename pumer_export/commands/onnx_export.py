@@ -1,0 +1,106 @@
+"""``pumer-export onnx``: a pumer-export checkpoint -> one ONNX file for ONNX Runtime and TensorRT."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import parse_image_size, positive_int
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,3, got {text!r}")
+    return sizes
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..onnx.functions import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    parser = subparsers.add_parser(
+        "onnx",
+        help="export a checkpoint to ONNX (pumer custom ops with function bodies) and validate it",
+        description=(
+            "Export a pumer-export checkpoint to OUTDIR/model.onnx. Every pruning and merging step is one "
+            "pumer::PumerPrune / pumer::PumerMerge node with a model-local function body in standard ONNX, so the "
+            "file runs unchanged in ONNX Runtime (any execution provider, no custom library) while TensorRT can "
+            "swap in plugins of the same name. The batch dimension is dynamic; image size and text length are "
+            "fixed. The file is then run in ONNX Runtime at several batch sizes and compared with the PyTorch "
+            "reference (logits within atol/rtol, reduction indices exact in fp32); a mismatch is an error and "
+            "leaves no OUTDIR. Default tolerances: fp32 atol=rtol=1e-4, indices exact; fp16 (against the float32 "
+            "reference) atol=rtol=1e-1, index agreement reported only."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
+    parser.add_argument("outdir", metavar="OUTDIR", help="output directory (written atomically)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                        help="weights and activations type (fp16 keeps softmax, layer norm and reduction math in fp32)")
+    parser.add_argument("--image-size", type=parse_image_size, default=(384, 384), metavar="HxW",
+                        help="fixed input image size (default 384x384)")
+    parser.add_argument("--text-length", type=positive_int, default=40, metavar="T",
+                        help="fixed padded text length (default 40)")
+    parser.add_argument("--no-reduction", action="store_true",
+                        help="export the same model without reducers (the baseline of every speedup)")
+    parser.add_argument("--skip-validation", action="store_true", help="do not run the file in ONNX Runtime")
+    parser.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 3), metavar="B1,B2",
+                        help="batch sizes validated from the one file (default 1,3)")
+    parser.add_argument("--atol", type=_tolerance, default=None, help="absolute tolerance of the logits")
+    parser.add_argument("--rtol", type=_tolerance, default=None, help="relative tolerance of the logits")
+    parser.add_argument("--index-agreement", type=_tolerance, default=None, metavar="FRACTION",
+                        help="fraction of reduction indices that must equal the reference (default: fp32 1.0, fp16 0)")
+    parser.add_argument("--external-data", action="store_true",
+                        help="always write the weights to model.onnx.data (default: only above 1 GiB)")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTDIR if it exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..checkpoints import load_pumer_config, load_pumer_model
+    from ..console import info, step
+    from ..errors import PumerExportError
+    from ..fsutil import check_destination
+    from ..onnx.export import check_settings, export_onnx
+
+    outdir = Path(args.outdir)
+    check_destination(outdir, args.force)
+    config = load_pumer_config(args.model)
+    check_settings(config, opset=args.opset, dtype=args.dtype, image_size=args.image_size,
+                   text_length=args.text_length)
+    if args.index_agreement is not None and args.index_agreement > 1:
+        raise PumerExportError(f"--index-agreement is a fraction in [0, 1], got {args.index_agreement}")
+    with step(f"loading {args.model}"):
+        model = load_pumer_model(args.model)
+    height, width = args.image_size
+    what = "baseline (no reduction)" if args.no_reduction else "PuMer"
+    with step(f"exporting {what} model to ONNX (opset {args.opset}, {args.dtype}, {height}x{width}, "
+              f"text {args.text_length})"):
+        result = export_onnx(
+            model, outdir, opset=args.opset, dtype=args.dtype, image_size=args.image_size,
+            text_length=args.text_length, reduction=not args.no_reduction, validate=not args.skip_validation,
+            validation_options={"batch_sizes": args.batch_sizes, "atol": args.atol, "rtol": args.rtol,
+                                "index_agreement": args.index_agreement},
+            force=args.force, external_data=True if args.external_data else None,
+        )
+    layers = result.schedule.layers
+    tokens = (f"tokens {result.schedule.text_tokens}+{result.schedule.image_tokens} -> "
+              f"{result.schedule.final_text_tokens}+{result.schedule.final_image_tokens}") if layers else "no reduction"
+    validated = "validated" if result.validation is not None else "not validated"
+    info(f"wrote {result.path} ({tokens}; {validated}; {result.seconds:.1f}s)")
+    return 0

@@ -1,0 +1,378 @@
+"""Export a PuMer ViLT model to ONE ONNX file that runs on ONNX Runtime and TensorRT.
+
+The file (``OUTDIR/model.onnx``):
+
+* takes ``input_ids``, ``attention_mask``, ``token_type_ids`` ([batch, T] int64),
+  ``pixel_values`` ([batch, 3, H, W], the model's float type) and ``pixel_mask``
+  ([batch, H, W] int64) and returns ``logits`` followed by the reduction index tensors
+  (``layerL.keep_idx``, ``layerL.image_slots``, ``layerL.text_slots``) of the reference model;
+* has a dynamic batch dimension (``batch``); H, W and T are fixed at export, so every token
+  dimension is a concrete number after shape inference (checked);
+* holds each pruning / merging step as one ``pumer::PumerPrune`` / ``pumer::PumerMerge`` node and
+  their model-local function bodies (standard ONNX at the model's opset);
+* records the export settings in ``metadata_props`` (keys ``pumer.*``, JSON values, see
+  :data:`METADATA_KEYS`);
+* keeps its weights inside the file unless they exceed :data:`EXTERNAL_DATA_THRESHOLD` bytes, in
+  which case they go to ``model.onnx.data`` next to it (protobuf caps one file at 2 GiB).
+
+``dtype="fp16"`` converts the weights to float16 before export. The model already computes the
+attention softmax in float32, ONNX ``LayerNormalization`` accumulates in float32
+(``stash_type=1``), and the pumer function bodies compute scores, similarities and merge sums
+in float32, so the float16 model keeps float32 wherever the reduction decisions depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import onnx
+import torch
+
+from .. import __version__
+from ..errors import ConfigError, PumerExportError
+from ..fsutil import atomic_output_dir
+from ..ops import op_spec_hash
+from ..schedule import TokenSchedule
+from . import functions
+from .translation import custom_translation_table
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+#: Weights above this many bytes are written as external data (``model.onnx.data``).
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DEFAULT_IMAGE_SIZE = (384, 384)
+DEFAULT_TEXT_LENGTH = 40
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
+BATCH_DIM = "batch"
+#: Metadata format; bumped when a key changes meaning.
+METADATA_FORMAT = 1
+METADATA_KEYS = (
+    "pumer.format",  # METADATA_FORMAT
+    "pumer.config",  # PumerConfig.to_dict() of the exported model (reduce_layers [] with --no-reduction)
+    "pumer.reduction",  # true / false
+    "pumer.schedule",  # TokenSchedule.to_dict() for the fixed text length and image size
+    "pumer.image_size",  # [H, W]
+    "pumer.text_length",  # padded text length T
+    "pumer.patch_size",
+    "pumer.dtype",  # "fp32" / "fp16"
+    "pumer.opset",
+    "pumer.inputs",  # input names
+    "pumer.outputs",  # output names (logits first)
+    "pumer.op_spec_hash",  # sha256 of op_spec.json (plugins compare it)
+    "pumer.versions",  # exporter and library versions
+    "pumer.model",  # ViLT shape summary
+)
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    schedule: TokenSchedule
+    output_names: list[str]
+    seconds: float
+    validation: Any = None  # validation.ValidationReport when validation ran
+
+
+class _ExportModule(torch.nn.Module):
+    """forward(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask) -> (logits, *indices)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask):
+        out = self.model(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask, trim_image_padding=False)
+        return (out.logits, *out.reduction_indices.values())
+
+
+# ------------------------------------------------------------------ argument checks
+def check_settings(config, *, opset: int, dtype: str, image_size: Sequence[int], text_length: int) -> None:
+    """One-line errors for settings the export cannot honour."""
+    if opset not in functions.SUPPORTED_OPSETS:
+        raise PumerExportError(
+            f"opset {opset} is not supported; use {functions.MIN_OPSET}..{functions.MAX_OPSET} "
+            f"(default {functions.DEFAULT_OPSET})"
+        )
+    if dtype not in DTYPES:
+        raise PumerExportError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    patch = config.patch_size
+    height, width = image_size
+    if height < patch or width < patch or height % patch or width % patch:
+        raise PumerExportError(
+            f"image size {height}x{width} is not a multiple of the patch size {patch}; "
+            f"use e.g. {max(height // patch, 1) * patch}x{max(width // patch, 1) * patch}"
+        )
+    limit = config.max_position_embeddings
+    if text_length < 1 or text_length > limit:
+        raise PumerExportError(
+            f"text length {text_length} is outside the model's text position table (1..{limit}); "
+            f"use --text-length {limit} or less"
+        )
+
+
+# ------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def pumer_settings(model, reduction: bool) -> Iterator[None]:
+    original = model.pumer_config
+    if not reduction:
+        model.set_pumer_config(original.without_reduction())
+    try:
+        yield
+    finally:
+        model.set_pumer_config(original)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Hide the exporter's progress prints and warnings that are not about the user's model."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def example_inputs(config, batch: int, *, text_length: int, image_size: Sequence[int], dtype=torch.float32,
+                   seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random inputs in the exported model's layout (pixel_values in ``dtype``)."""
+    from ..tiny import random_inputs
+
+    inputs = random_inputs(config, batch, text_length=text_length, image_size=tuple(image_size), seed=seed)
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    return inputs
+
+
+def _versions() -> dict[str, str]:
+    import onnxscript
+    import transformers
+
+    versions = {"pumer_export": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return versions
+
+
+def _set_metadata(model_proto: onnx.ModelProto, entries: dict[str, Any]) -> None:
+    existing = {p.key: p for p in model_proto.metadata_props}
+    for key, value in entries.items():
+        text = json.dumps(value, sort_keys=True)
+        if key in existing:
+            existing[key].value = text
+        else:
+            model_proto.metadata_props.add(key=key, value=text)
+
+
+def read_metadata(model_proto: onnx.ModelProto) -> dict[str, Any]:
+    """The ``pumer.*`` metadata of an exported model, JSON-decoded."""
+    result = {}
+    for prop in model_proto.metadata_props:
+        if prop.key.startswith("pumer."):
+            try:
+                result[prop.key] = json.loads(prop.value)
+            except ValueError:
+                result[prop.key] = prop.value
+    return result
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
+    if not value_info.type.tensor_type.HasField("shape"):
+        return [None]
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_static_token_dims(model_proto: onnx.ModelProto) -> None:
+    """After shape inference: every tensor of rank >= 2 has concrete dims after the batch dim."""
+    values = list(model_proto.graph.value_info) + list(model_proto.graph.output)
+    known = {v.name for v in values}
+    for node in model_proto.graph.node:
+        if node.domain == functions.DOMAIN:
+            missing = [o for o in node.output if o not in known]
+            if missing:
+                raise PumerExportError(f"shape inference gave no shape for {node.op_type} output(s) {missing}")
+    for value in values:
+        dims = _dims(value)
+        if dims == [None]:
+            raise PumerExportError(f"shape inference gave no shape for {value.name!r}")
+        if any(not isinstance(d, int) for d in dims[1:]):
+            raise PumerExportError(f"{value.name!r} has a symbolic token dimension after shape inference: {dims}")
+
+
+def _fold_constants(model_proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and dead-node removal only.
+
+    The exporter's ``optimize=True`` also runs onnxscript's rewrite rules, whose "x + 0 -> x" rule
+    matches constants within 1e-8 of zero: it deletes PuMer's ``+ 1e-6 / N`` attention smoothing
+    (official masking), which changes the probabilities of masked keys from ~1e-9 to 0 and, through
+    the pruning scores of padded text rows, the kept tokens. Folding alone is exact.
+    """
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model_proto)
+    onnxscript.optimizer.remove_unused_nodes(model_proto)
+    return model_proto
+
+
+_NODE_NAMES = {"keep_idx": "prune", "image_slots": "image_merge", "text_slots": "text_merge"}
+
+
+def name_pumer_nodes(model_proto: onnx.ModelProto) -> None:
+    """Name each pumer node after the index output it produces (``layer1.prune``, ``layer1.image_merge``, ...)."""
+    outputs = {o.name for o in model_proto.graph.output}
+    used = {n.name for n in model_proto.graph.node}
+    for node in model_proto.graph.node:
+        if node.domain != functions.DOMAIN:
+            continue
+        for output in node.output:
+            layer, _, kind = output.rpartition(".")
+            if output in outputs and kind in _NODE_NAMES:
+                name = f"{layer}.{_NODE_NAMES[kind]}"
+                if name not in used:
+                    used.add(name)
+                    node.name = name
+                break
+
+
+def _weight_bytes(model_proto: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model_proto.graph.initializer)
+
+
+# -------------------------------------------------------------------------- export
+def export_onnx(
+    model,
+    outdir: str | Path,
+    *,
+    opset: int = functions.DEFAULT_OPSET,
+    dtype: str = "fp32",
+    image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
+    text_length: int = DEFAULT_TEXT_LENGTH,
+    reduction: bool = True,
+    validate: bool = True,
+    validation_options: dict[str, Any] | None = None,
+    force: bool = False,
+    external_data: bool | None = None,
+) -> ExportResult:
+    """Export ``model`` (a :class:`~pumer_export.modeling_vilt.PumerViltForQuestionAnswering`) to ``outdir``.
+
+    Args:
+        opset: ONNX opset (:data:`functions.SUPPORTED_OPSETS`).
+        dtype: ``"fp32"`` or ``"fp16"``.
+        image_size: (H, W) fixed in the file; multiples of the patch size.
+        text_length: padded text length fixed in the file (at most the position table).
+        reduction: False exports the same weights without reducers (the speedup baseline).
+        validate: run :func:`pumer_export.onnx.validation.validate_onnx` before publishing ``outdir``;
+            a failure raises :class:`~pumer_export.errors.ParityError` and leaves no ``outdir``.
+        validation_options: keyword arguments for ``validate_onnx`` (batch_sizes, atol, rtol, ...).
+        force: replace an existing ``outdir``.
+        external_data: force (True) or forbid (False) ``model.onnx.data``; default: above
+            :data:`EXTERNAL_DATA_THRESHOLD`.
+
+    Returns:
+        An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``).
+    """
+    start = time.perf_counter()
+    image_size = tuple(int(v) for v in image_size)
+    check_settings(model.config, opset=opset, dtype=dtype, image_size=image_size, text_length=text_length)
+    outdir = Path(outdir)
+    if outdir.exists() and not force:
+        raise PumerExportError(f"{outdir} already exists; pass --force to overwrite it")
+
+    model = model.eval()
+    with pumer_settings(model, reduction):
+        pumer = model.pumer_config
+        try:
+            schedule = model.token_schedule(text_length, image_size=image_size)
+        except ConfigError as exc:
+            raise PumerExportError(str(exc)) from None
+        export_model = model if dtype == "fp32" else copy.deepcopy(model).to(DTYPES[dtype])
+        module = _ExportModule(export_model).eval()
+        inputs = example_inputs(model.config, 2, text_length=text_length, image_size=image_size, dtype=DTYPES[dtype])
+        with torch.no_grad():
+            outputs = export_model(**inputs, trim_image_padding=False)
+        output_names = ["logits", *outputs.reduction_indices]
+        batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                tuple(inputs[name] for name in INPUT_NAMES),
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=output_names,
+                dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+                custom_translation_table=custom_translation_table(),
+                optimize=False,  # see _fold_constants
+                verbose=False,
+            )
+            proto = _fold_constants(program.model_proto)
+        del program, export_model, module
+        reduction_meta = pumer.to_dict()
+
+    got = functions.model_opset(proto)
+    if got != opset:
+        raise PumerExportError(f"the exporter produced opset {got} instead of {opset}; use the default opset")
+    functions.add_functions(proto, opset)
+    name_pumer_nodes(proto)
+    proto.producer_name = "pumer-export"
+    proto.producer_version = __version__
+    config = model.config
+    _set_metadata(proto, {
+        "pumer.format": METADATA_FORMAT,
+        "pumer.config": reduction_meta,
+        "pumer.reduction": bool(reduction and pumer.enabled),
+        "pumer.schedule": schedule.to_dict(),
+        "pumer.image_size": list(image_size),
+        "pumer.text_length": text_length,
+        "pumer.patch_size": config.patch_size,
+        "pumer.dtype": dtype,
+        "pumer.opset": opset,
+        "pumer.inputs": list(INPUT_NAMES),
+        "pumer.outputs": output_names,
+        "pumer.op_spec_hash": op_spec_hash(),
+        "pumer.versions": _versions(),
+        "pumer.model": {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
+                        "num_attention_heads": config.num_attention_heads, "num_labels": config.num_labels,
+                        "max_position_embeddings": config.max_position_embeddings},
+    })
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    check_static_token_dims(proto)
+    use_external = _weight_bytes(proto) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+
+    report = None
+    with atomic_output_dir(outdir, force=force) as tmp:
+        path = tmp / MODEL_FILE
+        if use_external:
+            onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=DATA_FILE, size_threshold=1024)
+            del proto
+            onnx.checker.check_model(str(path), full_check=True)
+        else:
+            onnx.checker.check_model(proto, full_check=True)
+            onnx.save_model(proto, str(path))
+            del proto
+        if validate:
+            from .validation import validate_onnx
+
+            report = validate_onnx(path, model, dtype=dtype, image_size=image_size, text_length=text_length,
+                                   reduction=reduction, **(validation_options or {}))
+    return ExportResult(outdir / MODEL_FILE, schedule, output_names, time.perf_counter() - start, report)
