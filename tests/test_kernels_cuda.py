@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pumer_export import ops as _ops  # noqa: F401  (registers torch.ops.pumer.prune / merge)
 from pumer_export import reduce
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +38,19 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ATOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 SCORE_TOL = 1e-5  # float32 scores/similarities: near-ties within this may legitimately resolve differently
+# Merged masks are float32 means of up to thousands of values: the reference's scatter_add (CUDA atomics, any
+# order) and the kernel's fixed order may differ by a few ulps of the sum, i.e. ~1e-6 of the mean.
+MASK_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory):
     if shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"):
         pytest.skip("nvcc not found (set CUDA_HOME): cannot build the kernel extension")
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import is_ninja_available, load
+
+    if not is_ninja_available():
+        pytest.skip("ninja not found (pip install ninja): torch.utils.cpp_extension.load needs it")
 
     build_dir = tmp_path_factory.mktemp("pumer_ext")
     return load(
@@ -103,7 +110,7 @@ def _prune_inputs(batch, tokens, text_len, heads, channels, dim, t_dtype, a_dtyp
 def _check_prune(ext, x, metric, attn, mask, text_len, keep, score_head, exact):
     got_x, got_m, got_idx = ext.prune(x, metric, attn, mask, text_len, keep, score_head)
     torch.cuda.synchronize()
-    ref_x, ref_m, ref_idx = reduce.prune(x, metric, attn, mask, text_len, keep, score_head)
+    ref_x, ref_m, ref_idx = torch.ops.pumer.prune(x, metric, attn, mask, text_len, keep, score_head)
     assert got_idx.dtype == torch.int64 and got_idx.shape == ref_idx.shape
     assert got_x.dtype == x.dtype and got_x.shape == ref_x.shape
     assert got_m.dtype == metric.dtype and got_m.shape == ref_m.shape
@@ -150,6 +157,36 @@ def test_prune_sort_fallback_beyond_shared_memory(ext):
     x, metric, attn, mask = _prune_inputs(1, 4208, 8, 1, 16, 8, torch.float32, torch.float16, seed=4, attn_kind="levels")
     _check_prune(ext, x, metric, attn, mask, 8, 1000, -1, exact=True)
     _check_prune(ext, x, metric, attn, mask, 8, 4200, 0, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels,dim", [(37, 5), (6, 1), (10, 3)])
+def test_prune_odd_row_sizes(ext, dtype, channels, dim):
+    # Rows whose byte size is not a multiple of 16 (or of 4 for fp16/bf16 with odd C): the narrower copy paths.
+    x, metric, attn, mask = _prune_inputs(
+        2, 23, 5, 4, channels, dim, dtype, torch.float32, seed=31, attn_kind="levels"
+    )
+    for keep, head in ((1, -1), (9, -1), (18, -1), (7, 3)):
+        _check_prune(ext, x, metric, attn, mask, 5, keep, head, exact=True)
+
+
+@pytest.mark.parametrize("tokens", [2, 3, 9])
+def test_prune_text_len_one(ext, tokens):
+    # text_len = 1 (a single text row); tokens = 2 leaves a single image token (keep = 1 = N - text_len).
+    x, metric, attn, mask = _prune_inputs(
+        1, tokens, 1, 2, 8, 4, torch.float16, torch.bfloat16, seed=37, attn_kind="levels"
+    )
+    for keep in sorted({1, tokens - 1}):
+        _check_prune(ext, x, metric, attn, mask, 1, keep, -1, exact=True)
+        _check_prune(ext, x, metric, attn, mask, 1, keep, 1, exact=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_prune_vilt_sizes(ext, dtype):
+    """ViLT-B/32 sizes (text 40 + 145 image tokens, 12 heads, C 768, D 64): values and decisions."""
+    x, metric, attn, mask = _prune_inputs(4, 185, 40, 12, 768, 64, dtype, dtype, seed=41, mask_kind="fractional")
+    for keep in (1, 100, 145):
+        _check_prune(ext, x, metric, attn, mask, 40, keep, -1, exact=False)
 
 
 def test_prune_rejects_bad_attributes(ext):
@@ -209,7 +246,7 @@ def _check_merge(ext, x, metric, mask, r, exact):
     tokens = x.shape[1]
     got_x, got_mask, got_slots = ext.merge(x, metric, mask, r)
     torch.cuda.synchronize()
-    ref_x, ref_mask, ref_slots = reduce.merge(x, metric, mask, r)
+    ref_x, ref_mask, ref_slots = torch.ops.pumer.merge(x, metric, mask, r)
     assert got_x.shape == ref_x.shape and got_x.dtype == x.dtype
     assert got_mask.shape == ref_mask.shape and got_mask.dtype == torch.float32
     assert got_slots.shape == ref_slots.shape and got_slots.dtype == torch.int64
@@ -219,7 +256,7 @@ def _check_merge(ext, x, metric, mask, r, exact):
     if exact or torch.equal(got_slots, ref_slots):
         assert torch.equal(got_slots, ref_slots), "slots differ from the reference"
         torch.testing.assert_close(got_x, ref_x, atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
-        torch.testing.assert_close(got_mask, ref_mask, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(got_mask, ref_mask, atol=MASK_TOL, rtol=MASK_TOL)
         return
     # Random inputs: the kernel's plan must be a valid ToMe plan that differs only between near-ties.
     plan = _plan_from_slots(got_slots, tokens, r)
@@ -235,7 +272,9 @@ def _check_merge(ext, x, metric, mask, r, exact):
     if unm_best is not None and unm_best.numel():
         assert bool((worst_merged >= unm_best.max(dim=-1).values - SCORE_TOL).all()), "not the r best a-tokens"
     torch.testing.assert_close(got_x, reduce.apply_merge(x, plan), atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
-    torch.testing.assert_close(got_mask, reduce.apply_merge(mask.unsqueeze(-1), plan).squeeze(-1), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        got_mask, reduce.apply_merge(mask.unsqueeze(-1), plan).squeeze(-1), atol=MASK_TOL, rtol=MASK_TOL
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -268,11 +307,43 @@ def test_merge_duplicate_rows(ext, dtype, tokens):
         _check_merge(ext, x, metric, mask, r, exact=True)
 
 
-@pytest.mark.parametrize("tokens", [1, 2, 3, 4])
-def test_merge_tiny(ext, tokens):
-    x, metric, mask = _merge_inputs(2, tokens, 8, 4, torch.float32, seed=13)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens", [1, 2, 3, 4, 5])
+def test_merge_tiny(ext, dtype, tokens):
+    # t = 1, 2 (r = 0 only; b empty for t = 1), t = 3 (one b-token), odd C (narrow copy paths).
+    x, metric, mask = _merge_inputs(2, tokens, 7, 4, dtype, seed=13)
     for r in range((tokens - 1) // 2 + 1):
         _check_merge(ext, x, metric, mask, r, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels", [37, 768])
+@pytest.mark.parametrize("tokens", [26, 27])
+def test_merge_metric_dim_one(ext, dtype, channels, tokens):
+    # D = 1: normalised rows are exactly +-1, so every similarity is +-1: massive exact ties (argmax lowest index,
+    # stable order), exact in any implementation. C = 37 (odd) and 768 (ViLT).
+    x, metric, mask = _merge_inputs(2, tokens, channels, 1, dtype, seed=43)
+    for r in (1, 6, (tokens - 1) // 2):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_merge_small_odd_metric_dim(ext, dtype):
+    x, metric, mask = _merge_inputs(3, 61, 33, 3, dtype, seed=47)
+    for r in (1, 15, 30):
+        _check_merge(ext, x, metric, mask, r, exact=False)
+
+
+def test_merge_nan_similarity(ext):
+    # A zero metric row normalises to NaN (0 / 0) in both implementations: every a-token's similarity to that
+    # b-token is NaN, argmax picks it (first NaN, like torch.argmax) and NaN sorts first (like torch.sort).
+    x, metric, mask = _merge_inputs(2, 21, 16, 16, torch.float32, seed=53, kind="duplicates")
+    metric[:, 5] = 0.0  # b-token 2
+    for r in (1, 4, 10):
+        _check_merge(ext, x, metric, mask, r, exact=True)
+        slots = ext.merge(x, metric, mask, r)[2]
+        kept = 11 - r
+        assert bool((slots[:, 2 : 2 * r + 1 : 2] == kept + 2).all())
 
 
 def test_merge_sort_fallback_beyond_shared_memory(ext):
