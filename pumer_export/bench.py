@@ -1,0 +1,473 @@
+"""``pumer-export bench``: PuMer vs baseline latency, throughput and memory per backend.
+
+For every backend x dtype x batch size both variants (``baseline``: the same weights without
+reducers; ``pumer``) are measured in the same process, interleaved: after ``warmup`` runs of
+each, ``iters`` rounds run baseline and PuMer back to back (alternating which goes first), so
+a slow phase of a noisy machine hits both. Reported per case:
+
+* latency p50 / p90 / p99 (ms) and throughput (batch / p50 latency, samples/s);
+* peak memory (MB). CPU backends: the process's peak resident set size (``VmHWM``) while the
+  variant runs once, after resetting the peak (``/proc/self/clear_refs``); it is a process-wide
+  number (weights, sessions and the Python runtime included), and ``memory_delta_mb`` is the
+  growth over the resident size just before that run. Where the peak cannot be reset it is the
+  process-lifetime peak (``memory_method`` says which). GPU backends: device memory
+  (``torch.cuda.max_memory_allocated`` for PyTorch, device memory in use from ``cudaMemGetInfo``
+  after the run for ONNX Runtime CUDA / TensorRT).
+
+and per backend x dtype x batch the speedup (baseline p50 / PuMer p50) next to the FLOP-ideal
+ratio (:func:`pumer_export.schedule.encoder_flops` of the baseline over PuMer's schedule) and the
+fraction of it achieved (speedup / ideal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import MissingDependencyError, PumerExportError
+
+BACKENDS = ("torch", "ort", "trt")
+VARIANTS = ("baseline", "pumer")
+JSON_FILE = "bench.json"
+MARKDOWN_FILE = "bench.md"
+PLOT_FILE = "bench.png"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    backends: Sequence[str] | None = None  # None: torch, ort and trt when TensorRT is installed
+    batch_sizes: Sequence[int] = (1, 8, 32)
+    dtypes: Sequence[str] = ("fp32",)
+    image_size: tuple[int, int] | None = None
+    text_length: int | None = None
+    warmup: int = 3
+    iters: int = 20
+    report_dir: Path = Path("bench-report")
+    export_dir: Path | None = None  # default: report_dir / "exports"
+    onnx: Path | None = None
+    onnx_baseline: Path | None = None
+    engine: Path | None = None
+    engine_baseline: Path | None = None
+    ort_provider: str = "cpu"
+    device: str = "cpu"  # PyTorch device
+    threads: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- memory
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_cpu_memory(fn: Callable[[], Any]) -> dict[str, Any]:
+    """Peak process RSS (MB) while ``fn`` runs once (see the module doc)."""
+    gc.collect()
+    before = _status_kb("VmRSS")
+    reset = _reset_peak_rss()
+    fn()
+    peak = _status_kb("VmHWM") if reset else None
+    method = "VmHWM after reset (process peak during the run)"
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        method = "ru_maxrss (process-lifetime peak)"
+    return {"peak_memory_mb": peak / 1024, "memory_delta_mb": (peak - before) / 1024 if before else None,
+            "memory_method": method}
+
+
+def measure_gpu_memory(fn: Callable[[], Any], backend: str) -> dict[str, Any]:
+    import torch
+
+    torch.cuda.synchronize()
+    if backend == "torch":
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "memory_delta_mb": None,
+                "memory_method": "torch.cuda.max_memory_allocated"}
+    free_before, total = torch.cuda.mem_get_info()
+    fn()
+    torch.cuda.synchronize()
+    free_after, _ = torch.cuda.mem_get_info()
+    return {"peak_memory_mb": (total - free_after) / 2**20, "memory_delta_mb": (free_before - free_after) / 2**20,
+            "memory_method": "device memory in use after the run (cudaMemGetInfo, whole device)"}
+
+
+# ----------------------------------------------------------------------------- runners
+def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()), "min": float(arr.min())}
+
+
+class _TorchVariant:
+    def __init__(self, model, pumer, device: str, dtype: str):
+        import torch
+
+        self.model, self.pumer, self.device = model, pumer, device
+        self.torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+    def prepare(self, feed: dict[str, np.ndarray]):
+        import torch
+
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.torch_dtype)
+        return inputs
+
+    def __call__(self, inputs):
+        import torch
+
+        self.model.set_pumer_config(self.pumer)
+        with torch.inference_mode():
+            out = self.model(**inputs, trim_image_padding=False).logits
+        if self.device != "cpu":
+            torch.cuda.synchronize()
+        return out
+
+
+class _OrtVariant:
+    def __init__(self, path: Path, provider: str, threads: int | None):
+        import onnxruntime as ort
+
+        from .parity.runners import ORT_PROVIDERS
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = ORT_PROVIDERS[provider]
+        if wanted not in ort.get_available_providers():
+            raise MissingDependencyError(f"ONNX Runtime has no {wanted} here; install onnxruntime-gpu for CUDA")
+        self.session = ort.InferenceSession(str(path), options, providers=[wanted])
+        self.types = {i.name: i.type for i in self.session.get_inputs()}
+
+    def prepare(self, feed):
+        out = {}
+        for name, value in feed.items():
+            kind = self.types.get(name, "")
+            out[name] = value.astype(np.float16) if kind == "tensor(float16)" else value
+        return out
+
+    def __call__(self, feed):
+        return self.session.run(None, feed)
+
+
+class _TrtVariant:
+    def __init__(self, path: Path):
+        from polygraphy.backend.trt import TrtRunner
+
+        from .parity.runners import load_trt_engine
+
+        self.runner = TrtRunner(load_trt_engine(path))
+        self.runner.activate()
+
+    def prepare(self, feed):
+        return feed
+
+    def __call__(self, feed):
+        return self.runner.infer(feed, check_inputs=False)
+
+
+# ----------------------------------------------------------------------------- exports
+def _export_matches(path: Path, *, dtype: str, reduction: bool, image_size, text_length, pumer) -> bool:
+    from .parity.onnxinfo import read_onnx_info
+
+    if not path.is_file():
+        return False
+    try:
+        info = read_onnx_info(path)
+    except PumerExportError:
+        return False
+    stored = info.pumer or {}
+    wanted = pumer.to_dict() if reduction else pumer.without_reduction().to_dict()
+    return (info.dtype == dtype and info.image_size == tuple(image_size) and info.text_length == text_length
+            and all(stored.get(k) == v for k, v in wanted.items() if k != "format_version"))
+
+
+def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_size, text_length) -> Path:
+    """``directory/model.onnx`` exported with these settings (reused when one with the same settings exists)."""
+    from .onnx.export import MODEL_FILE, export_onnx
+
+    path = directory / MODEL_FILE
+    if _export_matches(path, dtype=dtype, reduction=reduction, image_size=image_size, text_length=text_length,
+                       pumer=model.pumer_config):
+        return path
+    export_onnx(model, directory, dtype=dtype, image_size=tuple(image_size), text_length=text_length,
+                reduction=reduction, validate=False, force=True)
+    return path
+
+
+def ensure_engine(onnx_path: Path, plan: Path, *, batch_sizes: Sequence[int], fp16: bool) -> Path:
+    from .tensorrt.engine import build_engine
+
+    if not plan.is_file():
+        build_engine(onnx_path, plan, batch=f"{min(batch_sizes)}:{max(batch_sizes)}:{max(batch_sizes)}", fp16=fp16,
+                     force=True)
+    return plan
+
+
+# ----------------------------------------------------------------------------- the run
+def resolve_backends(requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(backends to run, notes on the ones skipped)."""
+    from .parity.runners import tensorrt_available
+
+    notes = []
+    if requested is None:
+        backends = ["torch", "ort"]
+        if tensorrt_available():
+            backends.append("trt")
+        else:
+            notes.append("trt skipped: TensorRT is not installed")
+        return backends, notes
+    unknown = [b for b in requested if b not in BACKENDS]
+    if unknown:
+        raise PumerExportError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)}")
+    if "trt" in requested and not tensorrt_available():
+        from .tensorrt import INSTALL_HINT
+
+        raise MissingDependencyError(f"--backends trt needs TensorRT, which is not installed ({INSTALL_HINT})")
+    return list(dict.fromkeys(requested)), notes
+
+
+def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None) -> dict[str, Any]:
+    """Measure every case, write bench.json / bench.md / bench.png into ``options.report_dir``."""
+    import torch
+
+    from .checkpoints import load_pumer_model
+    from .console import err_console, progress_bar
+    from .parity.environment import environment
+    from .parity.onnxinfo import canonical_dtype, read_onnx_info
+    from .schedule import encoder_flops
+    from .tiny import random_inputs
+
+    backends, notes = resolve_backends(options.backends)
+    dtypes = list(dict.fromkeys(canonical_dtype(d) for d in options.dtypes))
+    batch_sizes = sorted(set(int(b) for b in options.batch_sizes))
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise PumerExportError("--batch-sizes must be positive integers")
+    if options.iters < 1 or options.warmup < 0:
+        raise PumerExportError("--iters must be at least 1 and --warmup at least 0")
+    if model is None:
+        if model_dir is None:
+            raise PumerExportError("no model given")
+        model = load_pumer_model(model_dir)
+    model.eval()
+    pumer = model.pumer_config
+    if not pumer.enabled:
+        raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no speedup to measure")
+    baseline_cfg = pumer.without_reduction()
+    config = model.config
+
+    given = next((read_onnx_info(p) for p in (options.onnx, options.onnx_baseline) if p is not None), None)
+    image_size = tuple(options.image_size or (given.image_size if given else None) or (config.image_size,) * 2)
+    text_length = options.text_length or (given.text_length if given else None) or config.max_position_embeddings
+    if given is not None:
+        if options.image_size and given.image_size and tuple(options.image_size) != given.image_size:
+            raise PumerExportError(f"--image-size {options.image_size} differs from the given export's {given.image_size}")
+        if options.text_length and given.text_length and options.text_length != given.text_length:
+            raise PumerExportError(f"--text-length {options.text_length} differs from the given export's {given.text_length}")
+    from .commands._common import check_input_lengths
+
+    check_input_lengths(config, image_size, text_length)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+
+    pumer_schedule = model.token_schedule(text_length, image_size)
+    model.set_pumer_config(baseline_cfg)
+    base_schedule = model.token_schedule(text_length, image_size)
+    model.set_pumer_config(pumer)
+    flops = {"baseline": encoder_flops(base_schedule, config.hidden_size, config.intermediate_size),
+             "pumer": encoder_flops(pumer_schedule, config.hidden_size, config.intermediate_size)}
+    flop_ideal = flops["baseline"] / flops["pumer"]
+
+    report_dir = Path(options.report_dir)
+    export_dir = Path(options.export_dir) if options.export_dir else report_dir / "exports"
+    results: list[dict[str, Any]] = []
+    speedups: list[dict[str, Any]] = []
+    exports: dict[str, dict[str, str]] = {}
+    on_gpu = {"torch": options.device != "cpu", "ort": options.ort_provider == "cuda", "trt": True}
+
+    # ---- build the variants of every backend x dtype (exports as needed)
+    plans: list[tuple[str, str, dict[str, Any]]] = []
+    for dtype in dtypes:
+        for backend in backends:
+            if backend == "torch" and dtype == "fp16" and options.device == "cpu":
+                notes.append("torch fp16 skipped: PyTorch runs float16 on the CPU through slow fallbacks")
+                continue
+            plans.append((backend, dtype, {}))
+    total_steps = len(plans) * len(batch_sizes) * (options.warmup + options.iters) * 2
+    torch_model = None
+    with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
+        task = progress.add_task("benchmark", total=total_steps) if progress else None
+        for backend, dtype, _ in plans:
+            label = f"{backend} {dtype}"
+            if progress:
+                progress.update(task, description=f"{label}: preparing")
+            variants: dict[str, Any] = {}
+            if backend == "torch":
+                if torch_model is None or dtype != "fp32":
+                    torch_model = model if dtype == "fp32" else _cast_copy(model, dtype)
+                torch_model.to(options.device)
+                variants = {"baseline": _TorchVariant(torch_model, baseline_cfg, options.device, dtype),
+                            "pumer": _TorchVariant(torch_model, pumer, options.device, dtype)}
+            else:
+                paths = {}
+                for variant, given_path in (("pumer", options.onnx), ("baseline", options.onnx_baseline)):
+                    if given_path is not None and dtype == dtypes[0]:
+                        paths[variant] = Path(given_path)
+                    else:
+                        paths[variant] = ensure_export(model, export_dir / f"{dtype}-{variant}", dtype=dtype,
+                                                       reduction=variant == "pumer", image_size=image_size,
+                                                       text_length=text_length)
+                exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
+                if backend == "ort":
+                    variants = {v: _OrtVariant(paths[v], options.ort_provider, options.threads) for v in VARIANTS}
+                else:
+                    engines = {"pumer": options.engine, "baseline": options.engine_baseline}
+                    for v in VARIANTS:
+                        if engines[v] is None or dtype != dtypes[0]:
+                            engines[v] = ensure_engine(paths[v], export_dir / f"{dtype}-{v}" / "model.plan",
+                                                       batch_sizes=batch_sizes, fp16=dtype == "fp16")
+                    variants = {v: _TrtVariant(Path(engines[v])) for v in VARIANTS}
+            for batch in batch_sizes:
+                if progress:
+                    progress.update(task, description=f"{label} batch {batch}")
+                tensors = random_inputs(config, batch, text_length=text_length, image_size=image_size,
+                                        seed=options.seed)
+                feed = {k: v.numpy() for k, v in tensors.items()}
+                prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
+                latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
+                for _ in range(options.warmup):
+                    for v in VARIANTS:
+                        variants[v](prepared[v])
+                        if progress:
+                            progress.advance(task)
+                for index in range(options.iters):
+                    order = VARIANTS if index % 2 == 0 else VARIANTS[::-1]
+                    for v in order:
+                        start = time.perf_counter()
+                        variants[v](prepared[v])
+                        latencies[v].append((time.perf_counter() - start) * 1e3)
+                        if progress:
+                            progress.advance(task)
+                case: dict[str, dict[str, Any]] = {}
+                for v in VARIANTS:
+                    run_once = (lambda v=v: variants[v](prepared[v]))
+                    memory = measure_gpu_memory(run_once, backend) if on_gpu[backend] else measure_cpu_memory(run_once)
+                    latency = _percentiles(latencies[v])
+                    case[v] = {
+                        "backend": backend, "batch_size": batch, "dtype": dtype, "variant": v,
+                        "latency_ms": latency, "throughput": batch / (latency["p50"] / 1e3),
+                        **memory, "iters": options.iters, "warmup": options.warmup,
+                        "device": "gpu" if on_gpu[backend] else "cpu",
+                    }
+                    results.append(case[v])
+                speedup = case["baseline"]["latency_ms"]["p50"] / case["pumer"]["latency_ms"]["p50"]
+                speedups.append({"backend": backend, "batch_size": batch, "dtype": dtype, "speedup": speedup,
+                                 "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
+            del variants
+            gc.collect()
+    model.set_pumer_config(pumer)
+
+    bench = {
+        "format_version": FORMAT_VERSION,
+        "model": str(model_dir) if model_dir is not None else None,
+        "settings": {"backends": backends, "batch_sizes": batch_sizes, "dtypes": dtypes, "image_size": list(image_size),
+                     "text_length": text_length, "warmup": options.warmup, "iters": options.iters,
+                     "ort_provider": options.ort_provider, "torch_device": options.device, "threads": options.threads,
+                     "pumer": pumer.to_dict(), "interleaved": True,
+                     "latency": "wall time of one inference call (host to host), percentiles over iters",
+                     "throughput": "batch_size / p50 latency",
+                     "speedup": "baseline p50 / pumer p50, same backend, batch and dtype"},
+        "flops": {**flops, "flop_ideal": flop_ideal,
+                  "token_schedule": pumer_schedule.to_dict()},
+        "exports": exports,
+        "notes": notes,
+        "results": results,
+        "speedups": speedups,
+        "environment": environment(),
+    }
+    write_bench(bench, report_dir)
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False)
+    return bench
+
+
+def _cast_copy(model, dtype: str):
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to({"fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+
+
+# ----------------------------------------------------------------------------- reports
+def to_markdown(bench: dict[str, Any]) -> str:
+    s = bench["settings"]
+    lines = ["# pumer-export bench", "",
+             f"- model: `{bench['model']}`; image {'x'.join(map(str, s['image_size']))}, text length {s['text_length']}",
+             f"- PuMer: layers {s['pumer']['reduce_layers']}, prune {s['pumer']['prune_ratio']}, merge "
+             f"{s['pumer']['image_merge_ratio']}, text merge {s['pumer']['text_merge_ratio']}",
+             f"- FLOP-ideal speedup (encoder): {bench['flops']['flop_ideal']:.2f}x",
+             f"- {s['warmup']} warm-up + {s['iters']} timed runs per case, baseline and PuMer interleaved",
+             f"- {bench['environment']['cpu']} ({bench['environment']['cpu_count']} cores), "
+             + ", ".join(f"{k} {v}" for k, v in bench["environment"]["versions"].items() if v), ""]
+    lines += ["## Speedup", "", "| backend | dtype | batch | speedup | FLOP-ideal | fraction of ideal |",
+              "|---|---|---|---|---|---|"]
+    for sp in bench["speedups"]:
+        lines.append(f"| {sp['backend']} | {sp['dtype']} | {sp['batch_size']} | {sp['speedup']:.2f}x | "
+                     f"{sp['flop_ideal']:.2f}x | {sp['fraction_of_ideal']:.0%} |")
+    lines += ["", "## Cases", "",
+              "| backend | dtype | batch | variant | p50 ms | p90 ms | p99 ms | samples/s | peak memory MB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in bench["results"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {r['backend']} | {r['dtype']} | {r['batch_size']} | {r['variant']} | {lat['p50']:.2f} | "
+                     f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r['throughput']:.1f} | {r['peak_memory_mb']:.0f} |")
+    if bench["results"]:
+        lines += ["", f"Memory: {bench['results'][0]['memory_method']}."]
+    for note in bench["notes"]:
+        lines.append(f"- note: {note}")
+    if bench.get("plot"):
+        lines += ["", f"![throughput]({bench['plot']})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(bench: dict[str, Any], directory: Path) -> list[Path]:
+    from .fsutil import write_text_atomic
+    from .plot import plot_throughput
+
+    directory.mkdir(parents=True, exist_ok=True)
+    plot = directory / PLOT_FILE
+    plot_throughput(bench, plot)
+    bench["plot"] = PLOT_FILE
+    write_text_atomic(directory / JSON_FILE, json.dumps(bench, indent=2) + "\n")
+    write_text_atomic(directory / MARKDOWN_FILE, to_markdown(bench))
+    return [directory / JSON_FILE, directory / MARKDOWN_FILE, plot]
+

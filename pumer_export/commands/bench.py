@@ -1,0 +1,87 @@
+"""``pumer-export bench``: PuMer vs baseline latency, throughput, memory and speedup per backend."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import parse_image_size, positive_int
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8,32, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,8,32, got {text!r}")
+    return values
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark PuMer against the baseline (same weights) on PyTorch, ONNX Runtime and TensorRT",
+        description=(
+            "For every backend x batch size x dtype, measure the baseline (no reducers) and PuMer interleaved in one "
+            "process: latency p50/p90/p99, throughput, peak memory, and the PuMer speedup next to the FLOP-ideal "
+            "ratio. Exports the ONNX files it needs (reused when present with the same settings) unless given. "
+            "Writes bench.json, bench.md and bench.png into --report."
+        ),
+        epilog="example: pumer-export bench ./vilt-pumer --backends torch,ort --batch-sizes 1,8 --iters 20 --report bench/",
+    )
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
+    parser.add_argument("--backends", type=_str_list, help="comma-separated: torch, ort, trt "
+                        "(default: torch,ort and trt when TensorRT is installed)")
+    parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="default 1,8,32")
+    parser.add_argument("--dtype", type=_str_list, default=["fp32"], help="comma-separated fp32, fp16 (default fp32)")
+    parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
+                        help="default: the given export's, else the model's image_size")
+    parser.add_argument("--text-length", type=positive_int,
+                        help="default: the given export's, else max_position_embeddings")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per variant and case (default 3)")
+    parser.add_argument("--iters", type=positive_int, default=20, help="timed runs per variant and case (default 20)")
+    parser.add_argument("--report", metavar="DIR", default="bench-report", help="output directory (default bench-report)")
+    parser.add_argument("--export-dir", metavar="DIR", help="where exports are written / reused (default DIR/exports)")
+    parser.add_argument("--onnx", metavar="FILE", help="reuse this PuMer ONNX export (first dtype)")
+    parser.add_argument("--onnx-baseline", metavar="FILE", help="reuse this baseline ONNX export (first dtype)")
+    parser.add_argument("--engine", metavar="FILE", help="reuse this PuMer TensorRT engine (first dtype)")
+    parser.add_argument("--engine-baseline", metavar="FILE", help="reuse this baseline TensorRT engine (first dtype)")
+    parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch device (default cpu)")
+    parser.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
+    from ..console import info, out_console, table
+
+    options = BenchOptions(
+        backends=args.backends, batch_sizes=args.batch_sizes, dtypes=args.dtype, image_size=args.image_size,
+        text_length=args.text_length, warmup=max(args.warmup, 0), iters=args.iters, report_dir=Path(args.report),
+        export_dir=Path(args.export_dir) if args.export_dir else None,
+        onnx=Path(args.onnx) if args.onnx else None, onnx_baseline=Path(args.onnx_baseline) if args.onnx_baseline else None,
+        engine=Path(args.engine) if args.engine else None,
+        engine_baseline=Path(args.engine_baseline) if args.engine_baseline else None,
+        ort_provider=args.ort_provider, device=args.device, threads=args.threads, progress=not args.no_progress,
+    )
+    bench = run_bench(args.model, options)
+    rows = []
+    for sp in bench["speedups"]:
+        cases = {r["variant"]: r for r in bench["results"] if r["backend"] == sp["backend"]
+                 and r["batch_size"] == sp["batch_size"] and r["dtype"] == sp["dtype"]}
+        rows.append((sp["backend"], sp["dtype"], sp["batch_size"], f"{cases['baseline']['latency_ms']['p50']:.2f}",
+                     f"{cases['pumer']['latency_ms']['p50']:.2f}", f"{sp['speedup']:.2f}x", f"{sp['flop_ideal']:.2f}x",
+                     f"{sp['fraction_of_ideal']:.0%}"))
+    out_console.print(table("PuMer vs baseline", ("backend", "dtype", "batch", "baseline p50 ms", "pumer p50 ms",
+                                                  "speedup", "FLOP-ideal", "of ideal"), rows))
+    for name in (JSON_FILE, MARKDOWN_FILE, PLOT_FILE):
+        info(f"wrote {Path(args.report) / name}")
+    return 0

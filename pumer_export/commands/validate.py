@@ -1,0 +1,104 @@
+"""``pumer-export validate``: PyTorch reference vs ONNX Runtime / TensorRT, as a CI gate."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import parse_image_size, positive_int
+
+EPILOG = """\
+tolerances (Polygraphy syntax): --atol 1e-4 sets every float output, --atol logits:5e-4 one output;
+a float output passes when max|diff| <= atol OR max relative diff <= rtol. Defaults: fp32 exports
+atol 1e-4, rtol 1e-3; fp16 5e-2, 5e-2 (as `pumer-export onnx`). Index outputs (layerL.keep_idx / image_slots / text_slots)
+are compared exactly; a differing decision whose reference margin is within --tie-tolerance
+(fp32 1e-4, fp16 1e-2) is reported as a near-tie, not a failure.
+
+exit status: 0 every check passed; 1 a check failed (the failing outputs are named);
+2 a usage or input error.
+
+examples:
+  pumer-export validate ./vilt-pumer --onnx out/pumer/model.onnx --report reports/parity
+  pumer-export validate ./vilt-pumer --onnx out/base/model.onnx --baseline
+  pumer-export validate ./vilt-pumer --onnx m.onnx --engine m.plan --inputs batch.npz --atol logits:5e-4
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check an ONNX export / TensorRT engine against the PyTorch reference (CI gate)",
+        description=(
+            "Run identical inputs through the PyTorch reference (CPU), ONNX Runtime and TensorRT (when an engine is "
+            "given) with Polygraphy's comparator; check outputs against tolerances, reduction indices against the "
+            "reference (near-ties reported apart) and VQA top-1 / top-5 agreement. Writes report.json, report.md "
+            "and junit.xml with --report."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (the reference)")
+    parser.add_argument("--onnx", metavar="FILE", help="ONNX file to check (run with ONNX Runtime)")
+    parser.add_argument("--engine", metavar="FILE", help="TensorRT engine to check (needs TensorRT and a GPU)")
+    parser.add_argument("--inputs", metavar="FILE|DIR",
+                        help="a saved batch (.npz with input_ids, pixel_values[, attention_mask, token_type_ids, "
+                             "pixel_mask]) or a folder of images + questions (questions.json or <image>.txt); "
+                             "default: seeded random inputs")
+    parser.add_argument("--num-samples", type=positive_int, default=8, help="samples to check (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="samples per inference (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--atol", nargs="+", metavar="[OUTPUT:]VALUE", help="absolute tolerance(s), see below")
+    parser.add_argument("--rtol", nargs="+", metavar="[OUTPUT:]VALUE", help="relative tolerance(s), see below")
+    parser.add_argument("--tie-tolerance", type=float, metavar="TAU",
+                        help="relative margin below which a reduction decision is a near-tie")
+    parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu",
+                        help="ONNX Runtime execution provider (default cpu)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="the file is a baseline export (no reduction): run the reference without reducers")
+    parser.add_argument("--text-length", type=positive_int, help="text length (default: the export's)")
+    parser.add_argument("--image-size", type=parse_image_size, metavar="HxW", help="image size (default: the export's)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
+                        help="precision the tolerances are for (default: the export's)")
+    parser.add_argument("--report", metavar="DIR", help="write report.json, report.md and junit.xml into DIR")
+    parser.add_argument("--verbose", action="store_true", help="show Polygraphy's log")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..console import err_console, info, out_console, step, table
+    from ..parity.validate import ValidateOptions, validate
+
+    options = ValidateOptions(
+        onnx=Path(args.onnx) if args.onnx else None,
+        engine=Path(args.engine) if args.engine else None,
+        inputs=args.inputs,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        atol=args.atol,
+        rtol=args.rtol,
+        tie_tolerance=args.tie_tolerance,
+        ort_provider=args.ort_provider,
+        text_length=args.text_length,
+        image_size=args.image_size,
+        dtype=args.dtype,
+        baseline=args.baseline,
+        report_dir=Path(args.report) if args.report else None,
+        verbose=args.verbose,
+    )
+    with step(f"validating against the PyTorch reference {args.model}"):
+        report = validate(args.model, options)
+    rows = [(c.backend, c.name, "pass" if c.passed else "FAIL", c.message) for c in report["checks"]]
+    out_console.print(table("parity checks", ("backend", "check", "result", "details"), rows))
+    for path in report.get("files", []):
+        info(f"wrote {path}")
+    if report["passed"]:
+        info(f"[green]PASSED[/green]: {len(report['checks'])} checks")
+        return 0
+    failed = [c for c in report["checks"] if not c.passed]
+    for check in failed:
+        err_console.print(f"FAILED {check.backend}: {check.name}: {check.message}", markup=False)
+    names = ", ".join(dict.fromkeys(c.name for c in failed))
+    err_console.print(f"validation failed: {len(failed)} of {len(report['checks'])} checks ({names})", markup=False)
+    return 1

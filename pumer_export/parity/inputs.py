@@ -1,0 +1,287 @@
+"""Validation inputs: seeded random, a saved ``.npz`` batch, or a folder of (image, question) pairs.
+
+Every source yields a list of feed dicts (``OrderedDict[name, numpy array]``, one per batch)
+shaped for the export: text padded to its fixed length, images at its fixed size, and dtypes
+as the ONNX model declares them, so the same feed goes to every runner.
+
+``--inputs`` accepts:
+
+* nothing: seeded random inputs (token ids with random true lengths, random pixels);
+* ``FILE.npz``: arrays ``input_ids`` [B, T] and ``pixel_values`` [B, 3, H, W], optionally
+  ``attention_mask`` [B, T], ``token_type_ids`` [B, T], ``pixel_mask`` [B, H, W] (defaults: ones,
+  zeros, ones). Names, ranks, sizes and dtypes are checked against the export;
+* ``DIR``: images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``) with their questions, either
+  in ``questions.json`` (``{"image.jpg": "question", ...}`` or ``[{"image": ..., "question": ...}]``)
+  or in a ``<image stem>.txt`` next to each image. They are processed with the checkpoint's own
+  ``ViltProcessor`` (only when its files are in the checkpoint directory; nothing is downloaded),
+  images resized to the export's fixed size first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import PumerExportError
+from .onnxinfo import INPUT_NAMES, TensorInfo
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_PROCESSOR_CONFIGS = ("preprocessor_config.json", "processor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+
+@dataclasses.dataclass
+class InputSpec:
+    """What the export expects: fixed text length and image size, and the input dtypes."""
+
+    text_length: int
+    image_size: tuple[int, int]
+    dtypes: dict[str, Any]  # input name -> numpy dtype
+    vocab_size: int
+    names: tuple[str, ...] = INPUT_NAMES
+
+    @classmethod
+    def from_infos(cls, infos: Sequence[TensorInfo], *, text_length: int, image_size: tuple[int, int],
+                   vocab_size: int) -> "InputSpec":
+        dtypes = {}
+        for info in infos:
+            dtype = info.dtype
+            if dtype == "bfloat16":
+                raise PumerExportError(f"input {info.name} is bfloat16, which numpy cannot feed; export with float32 inputs")
+            dtypes[info.name] = np.dtype(dtype)
+        for name in INPUT_NAMES:
+            dtypes.setdefault(name, np.dtype(np.float32 if name == "pixel_values" else np.int64))
+        names = tuple(info.name for info in infos) or INPUT_NAMES
+        return cls(text_length, tuple(image_size), dtypes, vocab_size, names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text_length": self.text_length, "image_size": list(self.image_size),
+                "dtypes": {k: str(v) for k, v in self.dtypes.items() if k in self.names}}
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Validation batches and where they came from."""
+
+    batches: list[OrderedDict]
+    source: str
+    sample_names: list[str] | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return sum(int(batch["input_ids"].shape[0]) for batch in self.batches)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "num_samples": self.num_samples,
+            "num_batches": len(self.batches),
+            "batch_sizes": [int(b["input_ids"].shape[0]) for b in self.batches],
+            "shapes": {k: list(v.shape[1:]) for k, v in self.batches[0].items()} if self.batches else {},
+            "dtypes": {k: str(v.dtype) for k, v in self.batches[0].items()} if self.batches else {},
+            "sample_names": self.sample_names,
+        }
+
+
+def _feed(arrays: dict[str, np.ndarray], spec: InputSpec) -> OrderedDict:
+    return OrderedDict((name, np.ascontiguousarray(arrays[name].astype(spec.dtypes[name], copy=False)))
+                       for name in spec.names)
+
+
+def _split(arrays: dict[str, np.ndarray], spec: InputSpec, batch_size: int) -> list[OrderedDict]:
+    total = arrays["input_ids"].shape[0]
+    return [_feed({k: v[start:start + batch_size] for k, v in arrays.items()}, spec)
+            for start in range(0, total, batch_size)]
+
+
+def random_inputs(config, spec: InputSpec, *, num_samples: int, batch_size: int, seed: int = 0) -> Inputs:
+    """``num_samples`` seeded random samples in batches of ``batch_size`` (see :func:`pumer_export.tiny.random_inputs`)."""
+    from ..tiny import random_inputs as tiny_random_inputs
+
+    if spec.text_length > config.max_position_embeddings:
+        raise PumerExportError(
+            f"text length {spec.text_length} exceeds the model's max_position_embeddings {config.max_position_embeddings}"
+        )
+    batches = []
+    for index, start in enumerate(range(0, num_samples, batch_size)):
+        size = min(batch_size, num_samples - start)
+        tensors = tiny_random_inputs(config, size, text_length=spec.text_length, image_size=spec.image_size,
+                                     seed=seed + index)
+        batches.append(_feed({k: v.numpy() for k, v in tensors.items()}, spec))
+    return Inputs(batches, f"random (seed {seed})")
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], spec: InputSpec, origin: str) -> dict[str, np.ndarray]:
+    """Complete the optional inputs and check names, ranks, sizes, dtypes and id ranges."""
+    unknown = sorted(set(arrays) - set(INPUT_NAMES))
+    if unknown:
+        raise PumerExportError(f"{origin}: unknown array(s) {unknown}; expected {', '.join(INPUT_NAMES)}")
+    for name in ("input_ids", "pixel_values"):
+        if name not in arrays:
+            raise PumerExportError(f"{origin}: missing array {name!r} (required: input_ids, pixel_values)")
+    ids, pixels = arrays["input_ids"], arrays["pixel_values"]
+    if ids.ndim != 2:
+        raise PumerExportError(f"{origin}: input_ids must be [batch, text_length], got shape {list(ids.shape)}")
+    batch, height, width = ids.shape[0], *spec.image_size
+    if batch == 0:
+        raise PumerExportError(f"{origin}: the batch is empty")
+    expected = {
+        "input_ids": (batch, spec.text_length),
+        "attention_mask": (batch, spec.text_length),
+        "token_type_ids": (batch, spec.text_length),
+        "pixel_values": (batch, 3, height, width),
+        "pixel_mask": (batch, height, width),
+    }
+    arrays = dict(arrays)
+    arrays.setdefault("attention_mask", np.ones(expected["attention_mask"], dtype=np.int64))
+    arrays.setdefault("token_type_ids", np.zeros(expected["token_type_ids"], dtype=np.int64))
+    arrays.setdefault("pixel_mask", np.ones(expected["pixel_mask"], dtype=np.int64))
+    for name, shape in expected.items():
+        if tuple(arrays[name].shape) != shape:
+            raise PumerExportError(
+                f"{origin}: {name} has shape {list(arrays[name].shape)}, the export expects {list(shape)} "
+                f"(text length {spec.text_length}, image {height}x{width})"
+            )
+        kind = arrays[name].dtype.kind
+        if name == "pixel_values":
+            if kind != "f":
+                raise PumerExportError(f"{origin}: pixel_values must be floating point, got {arrays[name].dtype}")
+            if not np.isfinite(arrays[name]).all():
+                raise PumerExportError(f"{origin}: pixel_values holds NaN or infinite values")
+        elif kind not in "iub":
+            raise PumerExportError(f"{origin}: {name} must be an integer array, got {arrays[name].dtype}")
+    if ids.min() < 0 or ids.max() >= spec.vocab_size:
+        raise PumerExportError(f"{origin}: input_ids must be in [0, {spec.vocab_size}), got {ids.min()}..{ids.max()}")
+    return arrays
+
+
+def npz_inputs(path: Path, spec: InputSpec, *, batch_size: int, num_samples: int | None = None) -> Inputs:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:  # not a zip, pickled objects, truncated
+        raise PumerExportError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    arrays = _check_arrays(arrays, spec, str(path))
+    if num_samples is not None:
+        arrays = {k: v[:num_samples] for k, v in arrays.items()}
+    return Inputs(_split(arrays, spec, batch_size), f"npz {path}")
+
+
+def save_npz(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> None:
+    """Write batches as one ``.npz`` (the format ``--inputs FILE.npz`` reads)."""
+    from ..fsutil import atomic_output_file
+
+    arrays = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    with atomic_output_file(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def _questions(folder: Path, images: list[Path]) -> dict[str, str]:
+    listing = folder / "questions.json"
+    questions: dict[str, str] = {}
+    if listing.is_file():
+        try:
+            data = json.loads(listing.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PumerExportError(f"{listing} is not valid JSON ({exc})") from None
+        if isinstance(data, dict):
+            questions = {str(k): str(v) for k, v in data.items()}
+        elif isinstance(data, list) and all(isinstance(d, dict) and "image" in d and "question" in d for d in data):
+            questions = {str(d["image"]): str(d["question"]) for d in data}
+        else:
+            raise PumerExportError(f"{listing} must map image names to questions or list {{image, question}} objects")
+    for image in images:
+        text = image.with_suffix(".txt")
+        if image.name not in questions and text.is_file():
+            questions[image.name] = text.read_text(encoding="utf-8").strip()
+    return questions
+
+
+def load_processor(model_dir: Path):
+    """The checkpoint's own ``ViltProcessor``, only from local files."""
+    has_config = any((model_dir / f).is_file() for f in _PROCESSOR_CONFIGS)
+    if not has_config or not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        raise PumerExportError(
+            f"{model_dir} has no processor files (preprocessor_config.json or processor_config.json, and "
+            "tokenizer.json or vocab.txt), so a folder "
+            "of images and questions cannot be processed; copy them from the source checkpoint or pass --inputs FILE.npz"
+        )
+    import logging
+
+    from transformers import ViltProcessor
+
+    quiet = logging.getLogger("transformers.utils.import_utils")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "requires torchvision ... falling back to the PIL processor"
+    try:
+        return ViltProcessor.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as exc:
+        raise PumerExportError(f"cannot load the processor of {model_dir} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    finally:
+        quiet.setLevel(level)
+
+
+def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size: int,
+                  num_samples: int | None = None) -> Inputs:
+    from PIL import Image
+
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise PumerExportError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    questions = _questions(folder, images)
+    missing = [p.name for p in images if p.name not in questions]
+    if missing:
+        raise PumerExportError(
+            f"{folder}: no question for {missing[:3]}; add questions.json or a .txt file next to each image"
+        )
+    if num_samples is not None:
+        images = images[:num_samples]
+    processor = load_processor(model_dir)
+    height, width = spec.image_size
+    pictures = []
+    for path in images:
+        try:
+            with Image.open(path) as img:
+                pictures.append(img.convert("RGB").resize((width, height), Image.BICUBIC))
+        except Exception as exc:
+            raise PumerExportError(f"cannot read image {path} ({type(exc).__name__})") from None
+    texts = [questions[p.name] for p in images]
+    pixels = processor.image_processor(pictures, do_resize=False, return_tensors="pt")
+    tokens = processor.tokenizer(texts, padding="max_length", truncation=True, max_length=spec.text_length,
+                                 return_tensors="pt")
+    arrays = {
+        "input_ids": tokens["input_ids"].numpy(),
+        "attention_mask": tokens["attention_mask"].numpy(),
+        "token_type_ids": tokens.get("token_type_ids", tokens["input_ids"] * 0).numpy(),
+        "pixel_values": pixels["pixel_values"].numpy().astype(np.float32),
+        "pixel_mask": pixels["pixel_mask"].numpy() if "pixel_mask" in pixels else np.ones((len(images), height, width), np.int64),
+    }
+    arrays = _check_arrays(arrays, spec, str(folder))
+    return Inputs(_split(arrays, spec, batch_size), f"folder {folder}", [p.name for p in images])
+
+
+def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path | None, num_samples: int,
+                batch_size: int, seed: int = 0) -> Inputs:
+    """The validation inputs for ``--inputs`` (None: random)."""
+    if batch_size < 1 or num_samples < 1:
+        raise PumerExportError("--num-samples and --batch-size must be at least 1")
+    if source is None:
+        return random_inputs(config, spec, num_samples=num_samples, batch_size=batch_size, seed=seed)
+    path = Path(source)
+    if path.is_dir():
+        if model_dir is None:
+            raise PumerExportError("a folder of images needs a checkpoint directory with the processor files")
+        return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise PumerExportError(f"{path}: no such file")
+        return npz_inputs(path, spec, batch_size=batch_size, num_samples=num_samples)
+    if not path.exists():
+        raise PumerExportError(f"--inputs {path}: no such file or directory")
+    raise PumerExportError(f"--inputs {path}: expected a .npz file or a folder of images and questions")

@@ -1,0 +1,185 @@
+"""What an exported ONNX file says about itself: inputs, outputs, and the export metadata.
+
+The exporter stores its settings in ``metadata_props`` (JSON values: PuMer settings, token
+schedule, image size, text length, dtype, ...). This module reads them tolerantly (a key that
+is missing stays ``None``) so validation and benchmarks can size their inputs and detect a model
+exported with other settings than the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PumerExportError
+
+#: The model inputs, in the order the exporter declares them.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
+#: Outputs that hold indices (compared exactly) end with one of these.
+INDEX_SUFFIXES = (".keep_idx", ".image_slots", ".text_slots")
+
+_ONNX_DTYPES = {
+    1: np.float32, 10: np.float16, 16: "bfloat16", 11: np.float64, 7: np.int64, 6: np.int32, 9: np.bool_,
+}
+_DTYPE_NAMES = {"float32": "fp32", "fp32": "fp32", "float16": "fp16", "fp16": "fp16", "half": "fp16",
+                "bfloat16": "bf16", "bf16": "bf16"}
+
+
+def is_index_output(name: str) -> bool:
+    return name.endswith(INDEX_SUFFIXES)
+
+
+def canonical_dtype(name: str | None) -> str | None:
+    """``fp32`` / ``fp16`` / ``bf16`` for the spellings the tools use, None for None."""
+    if name is None:
+        return None
+    key = str(name).lower().replace("torch.", "")
+    if key not in _DTYPE_NAMES:
+        raise PumerExportError(f"unknown dtype {name!r}; use fp32, fp16 or bf16")
+    return _DTYPE_NAMES[key]
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    name: str
+    dtype: Any  # numpy dtype (or the string "bfloat16")
+    shape: list[int | str | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": str(np.dtype(self.dtype)) if self.dtype != "bfloat16" else "bfloat16",
+                "shape": self.shape}
+
+
+@dataclasses.dataclass
+class OnnxInfo:
+    path: Path
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    metadata: dict[str, Any]
+    opset: int | None
+
+    # ------------------------------------------------------------- derived settings
+    def _find(self, *keys: str) -> Any:
+        """The first metadata value under any of ``keys`` (top level or one level down)."""
+        for key in keys:
+            for candidate in (f"pumer.{key}", key):
+                if candidate in self.metadata:
+                    return self.metadata[candidate]
+        for value in self.metadata.values():
+            if isinstance(value, dict):
+                for key in keys:
+                    if key in value:
+                        return value[key]
+        return None
+
+    @property
+    def pumer(self) -> dict[str, Any] | None:
+        value = self._find("config", "pumer", "pumer_config")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def reduction(self) -> bool | None:
+        """False for a baseline export (``--no-reduction``), None when the file does not say."""
+        value = self._find("reduction")
+        if isinstance(value, bool):
+            return value
+        pumer = self.pumer
+        return bool(pumer.get("reduce_layers")) if pumer else None
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        value = self._find("image_size")
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return int(value[0]), int(value[1])
+        if isinstance(value, int):
+            return value, value
+        pixel = self.input("pixel_values")
+        if pixel is not None and len(pixel.shape) == 4 and all(isinstance(d, int) for d in pixel.shape[2:]):
+            return int(pixel.shape[2]), int(pixel.shape[3])
+        return None
+
+    @property
+    def text_length(self) -> int | None:
+        value = self._find("text_length", "text_tokens")
+        if isinstance(value, int):
+            return value
+        ids = self.input("input_ids")
+        if ids is not None and len(ids.shape) == 2 and isinstance(ids.shape[1], int):
+            return int(ids.shape[1])
+        return None
+
+    @property
+    def dtype(self) -> str:
+        value = self._find("dtype")
+        if isinstance(value, str):
+            try:
+                return canonical_dtype(value) or "fp32"
+            except PumerExportError:
+                pass
+        pixel = self.input("pixel_values")
+        if pixel is not None:
+            if pixel.dtype == "bfloat16":
+                return "bf16"
+            if np.dtype(pixel.dtype) == np.float16:
+                return "fp16"
+        return "fp32"
+
+    def input(self, name: str) -> TensorInfo | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "opset": self.opset,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "metadata": self.metadata,
+        }
+
+
+def _tensor_info(value) -> TensorInfo:
+    ttype = value.type.tensor_type
+    dims: list[int | str | None] = []
+    for dim in ttype.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return TensorInfo(value.name, _ONNX_DTYPES.get(ttype.elem_type, np.float32), dims)
+
+
+def read_onnx_info(path: str | Path) -> OnnxInfo:
+    """Inputs, outputs and metadata of ``path`` (weights are not loaded)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise PumerExportError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # a truncated or non-ONNX file
+        raise PumerExportError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    metadata: dict[str, Any] = {}
+    for prop in model.metadata_props:
+        try:
+            metadata[prop.key] = json.loads(prop.value)
+        except ValueError:
+            metadata[prop.key] = prop.value
+    # The exporter may also store everything as one JSON object under a single key.
+    for value in list(metadata.values()):
+        if isinstance(value, dict) and "pumer" in value and "pumer" not in metadata:
+            metadata.setdefault("_export", value)
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return OnnxInfo(path, inputs, [_tensor_info(v) for v in model.graph.output], metadata, opset)

@@ -1,0 +1,130 @@
+"""Report files of ``pumer-export validate``: ``report.json``, ``report.md`` and ``junit.xml`` (atomic writes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..fsutil import write_text_atomic
+
+JSON_FILE = "report.json"
+MARKDOWN_FILE = "report.md"
+JUNIT_FILE = "junit.xml"
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return value.to_dict() if hasattr(value, "to_dict") else dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(_jsonable(report), indent=2, sort_keys=False) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    checks = report["checks"]
+    failed = [c for c in checks if not c.passed]
+    lines = [f"# pumer-export validate: {'PASSED' if report['passed'] else 'FAILED'}", ""]
+    lines += [f"- model: `{report['model']}`", f"- reference: PyTorch ({report['reference']['device']}, "
+              f"{report['reference']['dtype']})"]
+    for name, backend in report["backends_used"].items():
+        lines.append(f"- {name}: {backend}")
+    inputs = report["inputs"]
+    lines += [f"- inputs: {inputs['source']}, {inputs['num_samples']} samples in batches of "
+              f"{inputs['batch_sizes']}", f"- text length {report['settings']['text_length']}, image "
+              f"{'x'.join(map(str, report['settings']['image_size']))}, export dtype {report['settings']['dtype']}",
+              f"- checks: {len(checks) - len(failed)}/{len(checks)} passed", ""]
+    if failed:
+        lines += ["## Failures", ""] + [f"- **{c.backend} / {c.name}**: {c.message}" for c in failed] + [""]
+    for backend, entry in report["comparison"]["backends"].items():
+        lines += [f"## {backend} vs PyTorch", "", "### Outputs", "",
+                  "| output | max abs | mean abs | p50 abs | p90 abs | p99 abs | max rel | atol | rtol | pass |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for out, data in entry["outputs"].items():
+            stats = data.get("stats") or {}
+            lines.append(f"| {out} | {_fmt(stats.get('max_abs'))} | {_fmt(stats.get('mean_abs'))} | "
+                         f"{_fmt(stats.get('p50_abs'))} | {_fmt(stats.get('p90_abs'))} | {_fmt(stats.get('p99_abs'))} | "
+                         f"{_fmt(stats.get('max_rel'))} | {data['atol']:g} | {data['rtol']:g} | "
+                         f"{'yes' if data.get('passed') else 'NO'} |")
+        lines += ["", "### Reduction indices", "",
+                  "| output | tokens (ref / backend) | exact rate | element agreement | near-ties | mismatches | after divergence |",
+                  "|---|---|---|---|---|---|---|"]
+        for out, data in entry["indices"].items():
+            lines.append(f"| {out} | {data['tokens_reference']} / {data['tokens_backend']} | {data['exact_rate']:.1%} | "
+                         f"{_fmt(data['element_agreement'])} | {data['near_tie']} | {data['mismatch']} | "
+                         f"{data['after_divergence']} |")
+        task = entry.get("task") or {}
+        if task:
+            lines += ["", f"Task: top-1 agreement {task['top1_agreement']:.1%} ({task['top1_flips']} flips, "
+                      f"{task['top1_flips_near_tie']} at near-ties), top-5 overlap {task['top5_overlap']:.1%}."]
+        lines.append("")
+    for pair in report["comparison"].get("between_backends", []):
+        lines.append(f"- {pair['a']} vs {pair['b']}: top-1 agreement {pair['top1_agreement']:.1%}, "
+                     f"top-5 overlap {pair['top5_overlap']:.1%}")
+    schedule = report.get("token_schedule") or {}
+    if schedule.get("layers"):
+        lines += ["", "## Token schedule", "", "| layer | text in → out | image in → kept → out |", "|---|---|---|"]
+        for layer in schedule["layers"]:
+            lines.append(f"| {layer['layer']} | {layer['text_in']} → {layer['text_out']} | "
+                         f"{layer['image_in']} → {layer['keep']} → {layer['image_out']} |")
+    tol = report["tolerances"]
+    env = report["environment"]
+    lines += ["", "## Settings", "", f"- tolerances: atol {tol['atol']}, rtol {tol['rtol']}, index outputs exact, "
+              f"near-tie tolerance {tol['tie_tolerance']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+              f"- platform: {env['platform']}, {env['cpu']}", ""]
+    return "\n".join(lines)
+
+
+def to_junit(report: dict[str, Any]) -> str:
+    checks = report["checks"]
+    root = ET.Element("testsuites", name="pumer-export validate", tests=str(len(checks)),
+                      failures=str(sum(not c.passed for c in checks)))
+    for backend in dict.fromkeys(c.backend for c in checks):
+        mine = [c for c in checks if c.backend == backend]
+        suite = ET.SubElement(root, "testsuite", name=f"parity.{backend}", tests=str(len(mine)),
+                              failures=str(sum(not c.passed for c in mine)), errors="0", skipped="0")
+        for check in mine:
+            case = ET.SubElement(suite, "testcase", classname=f"parity.{backend}.{check.kind}", name=check.name)
+            if check.passed:
+                ET.SubElement(case, "system-out").text = check.message
+            else:
+                failure = ET.SubElement(case, "failure", message=check.message, type=check.kind)
+                failure.text = check.message
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_reports(report: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / JSON_FILE, directory / MARKDOWN_FILE, directory / JUNIT_FILE]
+    write_text_atomic(paths[0], to_json(report))
+    write_text_atomic(paths[1], to_markdown(report))
+    write_text_atomic(paths[2], to_junit(report))
+    return paths

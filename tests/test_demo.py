@@ -1,0 +1,24 @@
+"""``pumer-export demo`` end to end (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(cli, tmp_path):
+    out = tmp_path / "demo"
+    code, _, err = cli("demo", "--out", out, "--iters", "2", "--no-progress")
+    assert code == 0, err
+    for path in ("report.md", "checkpoint/config.json", "onnx/pumer/model.onnx", "onnx/baseline/model.onnx",
+                 "validate/pumer/report.json", "validate/pumer/junit.xml", "validate/baseline/report.md",
+                 "bench/bench.json", "bench/bench.md", "bench/bench.png"):
+        assert (out / path).is_file(), path
+    assert json.loads((out / "validate" / "pumer" / "report.json").read_text())["passed"] is True
+    report = (out / "report.md").read_text()
+    assert "PASSED" in report and "FLOP-ideal" in report
+
+    code, _, err = cli("demo", "--out", out, "--no-progress")
+    assert code == 2 and "--force" in err
