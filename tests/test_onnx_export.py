@@ -253,17 +253,14 @@ def test_api_opset_range_and_external_data(tiny_model, tmp_path):
 
 # --------------------------------------------------------------------- ViLT-B/32 size
 @pytest.mark.slow
-def test_vilt_b32_shaped_export_is_fast_and_matches(tmp_path):
-    from pumer_export.tiny import tiny_vilt_model
+def test_vilt_b32_shaped_export_matches(tmp_path):
+    # The export time is printed (run with -s), never asserted: tests do not time things.
+    from pumer_export.tiny import vilt_b32_model
 
-    pumer = PumerConfig(reduce_layers=(2, 5, 8), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
-    model = tiny_vilt_model(seed=0, num_layers=12, hidden_size=768, num_heads=12, vocab_size=30522, num_labels=3129,
-                            image_size=384, patch_size=32, max_text_length=40, pumer=pumer)
+    model = vilt_b32_model(seed=0)
     start = time.perf_counter()
     result = export_onnx(model, tmp_path / "b32", image_size=(384, 384), text_length=40)
-    seconds = time.perf_counter() - start
-    print(f"ViLT-B/32-shaped export + validation: {seconds:.1f}s")
+    print(f"ViLT-B/32-shaped export + validation: {time.perf_counter() - start:.1f}s")
     assert result.validation.ok
-    assert seconds < 100, seconds
     nodes = _pumer_nodes(onnx.load(str(result.path), load_external_data=False))
     assert [n.name for n in nodes if n.op_type == "PumerPrune"] == ["layer2.prune", "layer5.prune", "layer8.prune"]
