@@ -1,12 +1,13 @@
 /*
  * PumerPrune TensorRT plugin (IPluginV3): text-informed token pruning. See README.md in this folder.
+ * The IPluginV3 plumbing shared with PumerMerge lives in common/pumerPluginBase.h.
  */
 #pragma once
 
 #include "NvInferRuntime.h"
 #include "pumerHostLogic.h"
+#include "pumerPluginBase.h"
 
-#include <string>
 #include <vector>
 
 namespace pumer
@@ -14,72 +15,39 @@ namespace pumer
 namespace plugin
 {
 
-class PumerPrunePlugin : public nvinfer1::IPluginV3,
-                         public nvinfer1::IPluginV3OneCore,
-                         public nvinfer1::IPluginV3OneBuild,
-                         public nvinfer1::IPluginV3OneRuntime
+class PumerPrunePlugin : public PumerPluginBase<PumerPrunePlugin, PruneAttrs>
 {
 public:
+    static constexpr char const* kName = kPruneName;
+    static constexpr int32_t kNbInputs = 4;  // x, metric, attn, text_mask
+    static constexpr int32_t kNbOutputs = 3; // x_kept, metric_kept, keep_idx
+
     explicit PumerPrunePlugin(PruneAttrs const& attrs);
-    ~PumerPrunePlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    // Hooks of PumerPluginBase / PumerPluginCreatorBase
+    static Status parseAttrs(FieldView const* fields, int32_t nbFields, PruneAttrs& attrs);
+    static std::vector<FieldView> serializeAttrs(PruneAttrs const& attrs);
+    Status validateShapes(Shape const* inputs) const;
+    bool supportsType(int32_t pos, nvinfer1::DataType type, nvinfer1::DynamicPluginTensorDesc const* inOut) const;
 
     // IPluginV3OneBuild
-    int32_t getNbOutputs() const noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, nvinfer1::DataType const* inputTypes,
         int32_t nbInputs) const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
         int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
         nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
-    char const* getTimingCacheID() noexcept override;
-    char const* getMetadataString() noexcept override;
 
     // IPluginV3OneRuntime
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
-        int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-private:
-    PruneAttrs mAttrs;
-    std::string mDescription;
-    std::vector<FieldView> mSerialViews;
-    std::vector<nvinfer1::PluginField> mSerialFields;
-    nvinfer1::PluginFieldCollection mSerialCollection{};
 };
 
-class PumerPrunePluginCreator : public nvinfer1::IPluginCreatorV3One
+class PumerPrunePluginCreator : public PumerPluginCreatorBase<PumerPrunePlugin, PruneAttrs>
 {
 public:
     PumerPrunePluginCreator();
-    ~PumerPrunePluginCreator() override = default;
-
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mCollection{};
 };
 
 } // namespace plugin
