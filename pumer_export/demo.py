@@ -51,14 +51,7 @@ def _gpu_tensorrt() -> tuple[bool, str]:
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
-    from .bench import BenchOptions, run_bench
-    from .checkpoints import apply_pumer, load_pumer_model
-    from .console import step
-    from .fsutil import write_text_atomic
-    from .onnx.export import export_onnx
-    from .parity.validate import ValidateOptions, validate
-    from .tiny import DEFAULT_TINY_PUMER, tiny_vilt_model
-
+    """Run every step into ``options.out``; on any failure the directory is removed again."""
     out = Path(options.out)
     if out.exists():
         if not options.force:
@@ -67,6 +60,22 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             raise PumerExportError(f"{out} is not a previous demo output; choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    try:
+        return _run_steps(out, options)
+    except BaseException:  # an interrupted or failed demo leaves no half-written output behind
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
+    from .bench import BenchOptions, run_bench
+    from .checkpoints import apply_pumer, load_pumer_model
+    from .console import step
+    from .fsutil import write_text_atomic
+    from .onnx.export import export_onnx
+    from .parity.validate import ValidateOptions, validate
+    from .tiny import DEFAULT_TINY_PUMER, tiny_vilt_model
+
     start = time.perf_counter()
     timings: dict[str, float] = {}
 

@@ -22,3 +22,17 @@ def test_demo_end_to_end(cli, tmp_path):
 
     code, _, err = cli("demo", "--out", out, "--no-progress")
     assert code == 2 and "--force" in err
+
+
+def test_failed_demo_leaves_nothing_behind(cli, tmp_path, monkeypatch):
+    from pumer_export import bench
+    from pumer_export.errors import PumerExportError
+
+    def broken_bench(*args, **kwargs):
+        raise PumerExportError("benchmark failed on purpose")
+
+    monkeypatch.setattr(bench, "run_bench", broken_bench)
+    out = tmp_path / "demo"
+    code, _, err = cli("demo", "--out", out, "--iters", "1", "--no-progress")
+    assert code == 2 and "benchmark failed on purpose" in err
+    assert not out.exists()

@@ -47,6 +47,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _tolerances(values: Any) -> str:
+    """``{"": 1e-4, "logits": 5e-4}`` as ``1e-04 (logits 5e-04)``: the default first, then per-output overrides."""
+    if not isinstance(values, dict):
+        return _fmt(values)
+    default = [f"{v:g}" for k, v in values.items() if not k]
+    named = [f"{k} {v:g}" for k, v in values.items() if k]
+    if not named:
+        return ", ".join(default) or "-"
+    return f"{', '.join(default) or 'default'} ({', '.join(named)})"
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     checks = report["checks"]
     failed = [c for c in checks if not c.passed]
@@ -77,7 +92,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]
         for out, data in entry["indices"].items():
             lines.append(f"| {out} | {data['tokens_reference']} / {data['tokens_backend']} | {data['exact_rate']:.1%} | "
-                         f"{_fmt(data['element_agreement'])} | {data['near_tie']} | {data['mismatch']} | "
+                         f"{_pct(data['element_agreement'])} | {data['near_tie']} | {data['mismatch']} | "
                          f"{data['after_divergence']} |")
         task = entry.get("task") or {}
         if task:
@@ -95,7 +110,7 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{layer['image_in']} → {layer['keep']} → {layer['image_out']} |")
     tol = report["tolerances"]
     env = report["environment"]
-    lines += ["", "## Settings", "", f"- tolerances: atol {tol['atol']}, rtol {tol['rtol']}, index outputs exact, "
+    lines += ["", "## Settings", "", f"- tolerances: atol {_tolerances(tol['atol'])}, rtol {_tolerances(tol['rtol'])}, index outputs exact, "
               f"near-tie tolerance {tol['tie_tolerance']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- platform: {env['platform']}, {env['cpu']}", ""]
