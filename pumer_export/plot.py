@@ -23,14 +23,18 @@ def plot_throughput(bench: dict[str, Any], path: str | Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, backend in zip(axes[0], backends):
         for d_index, dtype in enumerate(dtypes):
-            for variant, style in (("baseline", "--"), ("pumer", "-")):
+            for v_index, (variant, style, marker) in enumerate((("baseline", "--", "s"), ("pumer", "-", "o"))):
                 rows = sorted((r for r in results if r["backend"] == backend and r["dtype"] == dtype
                                and r["variant"] == variant), key=lambda r: r["batch_size"])
                 if not rows:
                     continue
-                ax.plot([r["batch_size"] for r in rows], [r["throughput"] for r in rows], style, marker="o",
-                        color=colors[d_index % len(colors)], label=f"{variant} {dtype}")
+                ax.plot([r["batch_size"] for r in rows], [r["throughput"] for r in rows], style, marker=marker,
+                        color=colors[(2 * d_index + v_index) % len(colors)], label=f"{variant} {dtype}")
+        batches = sorted({r["batch_size"] for r in results if r["backend"] == backend})
         ax.set_xscale("log", base=2)
+        if batches:
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples / s")
         ax.set_title(backend)
