@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 #: Human-facing messages and progress go to stderr; stdout stays for results (tables, JSON).
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
@@ -20,7 +20,15 @@ def info(message: str) -> None:
 
 @contextlib.contextmanager
 def step(description: str) -> Iterator[None]:
-    """Show a spinner with elapsed time while a long step runs."""
+    """Show a spinner with elapsed time while a long step runs (on a terminal), then a ``done`` line.
+
+    Without a terminal (CI logs, pipes) nothing is printed until the step succeeds, so a failing
+    step leaves exactly the one ``error:`` line.
+    """
+    if not err_console.is_terminal:
+        yield
+        err_console.print(f"done {description}")
+        return
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
     ) as progress:
