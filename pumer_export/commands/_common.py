@@ -30,6 +30,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,8,32"`` to (1, 8, 32): comma-separated positive integers."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,8,32, got {text!r}")
+    return values
+
+
 def ratio(text: str) -> float:
     try:
         value = float(text)

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import parse_image_size, positive_int
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,8,32, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,8,32, got {text!r}")
-    return values
+from ._common import batch_sizes, parse_image_size, positive_int
 
 
 def _str_list(text: str) -> list[str]:
@@ -36,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
     parser.add_argument("--backends", type=_str_list, help="comma-separated: torch, ort, trt "
                         "(default: torch,ort and trt when TensorRT is installed)")
-    parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="default 1,8,32")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 8, 32), help="default 1,8,32")
     parser.add_argument("--dtype", type=_str_list, default=["fp32"], help="comma-separated fp32, fp16 (default fp32)")
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
                         help="default: the given export's, else the model's image_size")

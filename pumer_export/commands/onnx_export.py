@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import parse_image_size, positive_int
-
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,3, got {text!r}")
-    return sizes
+from ._common import batch_sizes, parse_image_size, positive_int
 
 
 def _tolerance(text: str) -> float:
@@ -57,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-reduction", action="store_true",
                         help="export the same model without reducers (the baseline of every speedup)")
     parser.add_argument("--skip-validation", action="store_true", help="do not run the file in ONNX Runtime")
-    parser.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 3), metavar="B1,B2",
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 3), metavar="B1,B2",
                         help="batch sizes validated from the one file (default 1,3)")
     parser.add_argument("--atol", type=_tolerance, default=None, help="absolute tolerance of the logits")
     parser.add_argument("--rtol", type=_tolerance, default=None, help="relative tolerance of the logits")
