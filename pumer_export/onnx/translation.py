@@ -20,13 +20,13 @@ from onnxscript import INT64, opset18 as op
 from onnxscript.onnx_types import TensorType
 from onnxscript.values import Opset
 
-from ..ops import DOMAIN
+from ..ops import DOMAIN, op_spec
 
-# Keep in sync with op_spec.json (checked by tests/test_onnx_functions.py).
-_PLUGIN_NAMESPACE = "pumer"
-_PLUGIN_VERSION = "1"
+_SPEC = op_spec()
+_PLUGIN_NAMESPACE = _SPEC["plugin_namespace"]
+_PLUGIN_VERSION = _SPEC["plugin_version"]
 
-pumer = Opset(DOMAIN, 1)
+pumer = Opset(DOMAIN, _SPEC["domain_version"])
 _translations = Opset("pumer.translation", 1)
 
 #: Return annotations: the exporter takes the number of outputs from them.
