@@ -238,9 +238,6 @@ def official_config_to_hf(official: Mapping[str, Any], weights: Mapping[str, tor
 
 
 def _save(model, dst: Path, force: bool, source: Path) -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     with atomic_output_dir(dst, force=force) as tmp:
         model.save_pretrained(tmp)
         for name in PROCESSOR_FILES:
