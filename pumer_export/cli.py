@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pumer-export {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__package__}.commands.{name}")
-        except ModuleNotFoundError as exc:  # pragma: no cover - during development only
-            if exc.name == f"{__package__}.commands.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
     return parser
 
 
