@@ -245,6 +245,8 @@ def resolve_backends(requested: Sequence[str] | None) -> tuple[list[str], list[s
         else:
             notes.append("trt skipped: TensorRT is not installed")
         return backends, notes
+    if not requested:
+        raise PumerExportError(f"--backends is empty; name one or more of {', '.join(BACKENDS)}")
     unknown = [b for b in requested if b not in BACKENDS]
     if unknown:
         raise PumerExportError(f"unknown backend(s) {unknown}; use {', '.join(BACKENDS)}")
@@ -253,6 +255,21 @@ def resolve_backends(requested: Sequence[str] | None) -> tuple[list[str], list[s
 
         raise MissingDependencyError(f"--backends trt needs TensorRT, which is not installed ({INSTALL_HINT})")
     return list(dict.fromkeys(requested)), notes
+
+
+def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
+    """Given exports and engines must exist and be used by a chosen backend (no silently ignored option)."""
+    for option, path, users in (("--onnx", options.onnx, ("ort", "trt")),
+                                ("--onnx-baseline", options.onnx_baseline, ("ort", "trt")),
+                                ("--engine", options.engine, ("trt",)),
+                                ("--engine-baseline", options.engine_baseline, ("trt",))):
+        if path is None:
+            continue
+        if not any(b in backends for b in users):
+            raise PumerExportError(f"{option} is only used by the {' / '.join(users)} backend(s), and --backends is "
+                                   f"{','.join(backends)}; add {users[0]} to --backends or drop {option}")
+        if not Path(path).is_file():
+            raise PumerExportError(f"{option} {path}: no such file")
 
 
 def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None) -> dict[str, Any]:
@@ -273,6 +290,18 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         raise PumerExportError("--batch-sizes must be positive integers")
     if options.iters < 1 or options.warmup < 0:
         raise PumerExportError("--iters must be at least 1 and --warmup at least 0")
+    _check_given_files(options, backends)
+    if options.device != "cpu" and "torch" in backends and not torch.cuda.is_available():
+        raise MissingDependencyError("--device cuda: PyTorch has no CUDA device here; use --device cpu or a CUDA "
+                                     "build of PyTorch on a GPU machine")
+    if options.ort_provider != "cpu" and "ort" in backends:
+        import onnxruntime as ort
+
+        from .parity.runners import ORT_PROVIDERS
+
+        if ORT_PROVIDERS[options.ort_provider] not in ort.get_available_providers():
+            raise MissingDependencyError(f"ONNX Runtime has no {ORT_PROVIDERS[options.ort_provider]} here; "
+                                         "install onnxruntime-gpu for CUDA or use --ort-provider cpu")
     if model is None:
         if model_dir is None:
             raise PumerExportError("no model given")
@@ -284,12 +313,23 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     baseline_cfg = pumer.without_reduction()
     config = model.config
 
-    given = next((read_onnx_info(p) for p in (options.onnx, options.onnx_baseline) if p is not None), None)
+    infos = {}
+    for option, path, reduction in (("--onnx", options.onnx, True), ("--onnx-baseline", options.onnx_baseline, False)):
+        if path is None:
+            continue
+        info = infos[option] = read_onnx_info(path)
+        info.require_vilt_inputs()
+        if info.reduction is not None and info.reduction != reduction:
+            other = "--onnx-baseline" if reduction else "--onnx"
+            raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
+                                   f"pass it as {other}")
+    given = next(iter(infos.values()), None)
     image_size = tuple(options.image_size or (given.image_size if given else None) or (config.image_size,) * 2)
     text_length = options.text_length or (given.text_length if given else None) or config.max_position_embeddings
     if given is not None:
         if options.image_size and given.image_size and tuple(options.image_size) != given.image_size:
-            raise PumerExportError(f"--image-size {options.image_size} differs from the given export's {given.image_size}")
+            raise PumerExportError(f"--image-size {'x'.join(map(str, options.image_size))} differs from the given "
+                                   f"export's {'x'.join(map(str, given.image_size))}; leave it out to use the export's")
         if options.text_length and given.text_length and options.text_length != given.text_length:
             raise PumerExportError(f"--text-length {options.text_length} differs from the given export's {given.text_length}")
     from .commands._common import check_input_lengths

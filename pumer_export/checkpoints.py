@@ -315,6 +315,8 @@ def load_pumer_config(path: str | Path):
     from .modeling_vilt import check_model_config
 
     source = Path(path)
+    if source.is_file():
+        raise CheckpointError(f"{source} is a file; pass the checkpoint directory that holds config.json")
     if not source.is_dir():
         raise CheckpointError(f"{source}: no such checkpoint directory")
     if CONFIG_KEY not in read_config_json(source):

@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PumerExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file-system problem (permissions, a full disk, a file where a folder goes)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,17 @@ from typing import Iterator
 from .errors import PumerExportError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path, mode: int) -> None:
+    """Give a ``mkstemp`` / ``mkdtemp`` path (0600 / 0700) the permissions a plain create would have."""
+    os.chmod(path, mode & ~_umask())
+
+
 def check_destination(dst: Path, force: bool) -> None:
     """Refuse to overwrite ``dst`` unless ``force``."""
     if dst.exists() and not force:
@@ -29,6 +40,7 @@ def atomic_output_dir(dst: str | os.PathLike, *, force: bool = False) -> Iterato
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:
+        _default_mode(tmp, 0o777)
         yield tmp
         if dst.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
@@ -56,6 +68,7 @@ def atomic_output_file(dst: str | os.PathLike, *, force: bool = True) -> Iterato
     os.close(fd)
     tmp = Path(name)
     try:
+        _default_mode(tmp, 0o666)
         yield tmp
         os.replace(tmp, dst)
     finally:

@@ -47,11 +47,51 @@ def test_bench_writes_results_speedups_and_plot(cli, tiny_checkpoint, tmp_path):
         (("--backends", "tpu"), "unknown backend"),
         (("--image-size", "100x100"), "not a multiple of the patch size"),
         (("--text-length", "999"), "position table"),
+        (("--backends", ""), "--backends is empty"),
+        (("--warmup", "-1"), "non-negative integer"),
+        (("--backends", "torch", "--onnx", "x.onnx"), "only used by the ort / trt backend"),
+        (("--backends", "torch,ort", "--engine", "x.plan"), "only used by the trt backend"),
+        (("--backends", "ort", "--onnx", "{missing}"), "no such file"),
+        (("--backends", "ort", "--onnx", "{foreign}"), "not a ViLT export of pumer-export"),
+        (("--device", "cuda", "--backends", "torch"), "no CUDA device"),
+        (("--ort-provider", "cuda", "--backends", "ort"), "no CUDAExecutionProvider"),
+        (("--report", "{file}"), "is a file, not a directory"),
     ],
 )
 def test_bench_errors(cli, tiny_checkpoint, tmp_path, args, message):
-    code, _, err = cli("bench", tiny_checkpoint, *args, "--report", tmp_path / "b", "--no-progress")
-    assert code == 2 and message in err
+    import onnx
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper
+
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    if "--ort-provider" in args and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    (tmp_path / "file").write_text("")
+    args = [a.format(missing=tmp_path / "missing.onnx", foreign=tmp_path / "foreign.onnx", file=tmp_path / "file")
+            for a in args]
+    if "--report" not in args:
+        args += ["--report", str(tmp_path / "b")]
+    code, out, err = cli("bench", tiny_checkpoint, *args, "--no-progress")
+    assert code == 2 and message in err, err
+    assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_bench_refuses_swapped_exports(cli, tiny_checkpoint, tmp_path):
+    from pumer_export.checkpoints import load_pumer_model
+    from pumer_export.onnx.export import export_onnx
+
+    model = load_pumer_model(tiny_checkpoint)
+    base = export_onnx(model, tmp_path / "base", image_size=(96, 96), text_length=8, reduction=False,
+                       validate=False).path
+    code, _, err = cli("bench", tiny_checkpoint, "--backends", "ort", "--onnx", base, "--report", tmp_path / "b")
+    assert code == 2 and "is a baseline export; pass it as --onnx-baseline" in err
 
 
 def test_bench_trt_without_tensorrt(cli, tiny_checkpoint, tmp_path):

@@ -132,6 +132,23 @@ def test_convert_refuses_missing_path_and_existing_destination(cli, official_dir
     assert code == 0 and not (dst / "keep.txt").exists() and (dst / "config.json").is_file()
 
 
+def test_convert_output_permissions_and_file_destination(cli, official_dir, tmp_path):
+    import os
+    import stat
+
+    (tmp_path / "file").write_text("mine")
+    code, _, err = cli("convert", official_dir / "model", tmp_path / "file", "--force")
+    assert_one_line_error(code, err, "is a file, not a directory")
+    assert (tmp_path / "file").read_text() == "mine"
+    code, _, err = cli("convert", official_dir / "model", tmp_path / "out")
+    assert code == 0, err
+    umask = os.umask(0)
+    os.umask(umask)
+    # a plain mkdir's permissions, not mkdtemp's 0700
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "out" / "config.json").stat().st_mode) == 0o666 & ~umask
+
+
 def test_hub_ids_are_tried_and_fail_in_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = cli("convert", "csarron/vilt-vqa2-p0.1-r0.3-t0.2-258", tmp_path / "out")
@@ -204,6 +221,9 @@ def test_info_reports_the_vilt_b32_schedule(cli, tmp_path):
 
 
 def test_info_refuses_bad_input(cli, tmp_path, hf_checkpoint, tiny_checkpoint):
+    (tmp_path / "config.json").write_text("{}")
+    code, _, err = cli("info", tmp_path / "config.json")
+    assert_one_line_error(code, err, "is a file; pass the checkpoint directory")
     code, _, err = cli("info", hf_checkpoint)
     assert_one_line_error(code, err, "not a pumer-export checkpoint")
     code, _, err = cli("info", tiny_checkpoint, "--image-size", "100x96")
@@ -212,3 +232,17 @@ def test_info_refuses_bad_input(cli, tmp_path, hf_checkpoint, tiny_checkpoint):
     assert_one_line_error(code, err, "outside the model's position table")
     code, _, err = cli("info", tiny_checkpoint, "--image-size", "big")
     assert_one_line_error(code, err, "expected HxW")
+
+
+def test_help_metavars_are_consistent(cli):
+    """The same option reads the same in every command: HxW, T, RATIO; no argparse-made LAYERS."""
+    for command in ("info", "onnx", "bench", "validate"):
+        code, out, _ = cli(command, "--help")
+        assert code == 0
+        assert "--image-size HxW" in out and "--text-length T" in out
+        assert "IMAGE_SIZE" not in out and "TEXT_LENGTH" not in out
+    code, out, _ = cli("apply", "--help")
+    assert "--layers L1,L2,..." in out and "--prune RATIO" in out and "PRUNE" not in out
+    code, out, _ = cli("validate", "--help")
+    assert max(len(line) for line in out.splitlines()) < 120  # the description is wrapped
+    assert "as `pumer-export onnx`" not in out  # validate's fp16 defaults differ from onnx's

@@ -226,6 +226,39 @@ def test_bad_settings(tiny_checkpoint, tmp_path, cli, args, needle):
     _no_outdir(tmp_path / "out")
 
 
+def test_outdir_that_cannot_be_a_directory_fails_before_exporting(tiny_checkpoint, tmp_path, cli):
+    (tmp_path / "file").write_text("mine")
+    for outdir in (tmp_path / "file", tmp_path / "file" / "sub"):
+        code, _, err = cli("onnx", tiny_checkpoint, outdir, "--force")
+        _one_line_error(code, err, "is a file, not a directory")
+        assert "done loading" not in err  # refused before the slow steps
+    assert (tmp_path / "file").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_file_system_errors_are_one_line(tiny_checkpoint, tmp_path, cli, monkeypatch):
+    import pumer_export.onnx.export as export_module
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out"))
+
+    monkeypatch.setattr(export_module, "export_onnx", refuse)
+    code, _, err = cli("onnx", tiny_checkpoint, tmp_path / "out", "--skip-validation")
+    _one_line_error(code, err, "Permission denied", str(tmp_path / "out"))
+
+
+def test_inspect_refuses_a_foreign_onnx_file(tmp_path, cli):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    code, out, err = cli("inspect", tmp_path / "foreign.onnx")
+    _one_line_error(code, err, "is not a pumer-export export")
+    assert out == ""
+
+
 def test_existing_outdir_needs_force(tiny_checkpoint, tmp_path, cli):
     (tmp_path / "out").mkdir()
     code, _, err = cli("onnx", tiny_checkpoint, tmp_path / "out")

@@ -132,6 +132,14 @@ def test_doctor_json(no_tensorrt, capsys, tmp_path):
     assert report["versions"]["onnx"] == onnx.__version__
 
 
+def test_plugin_library_that_is_not_a_shared_library(no_tensorrt, capsys, tmp_path):
+    lib = tmp_path / "libpumer_plugins.so"
+    lib.write_text("not a library")
+    code, out, _ = run_cli(capsys, "doctor", "--json", "--plugins", str(lib))
+    row = next(r for r in json.loads(out)["checks"] if r["item"] == "plugin library")
+    assert row["status"] == "missing" and "not a shared library" in row["hint"]
+
+
 def test_doctor_strict(no_tensorrt, capsys):
     code, _, _ = run_cli(capsys, "doctor", "--strict", "--json")
     assert code == 1

@@ -134,6 +134,10 @@ def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
         (("--onnx", "{pumer}", "--atol", "nope:1e-3"), "does not have"),
         (("--onnx", "{pumer}", "--atol", "logits:abc"), "expected VALUE"),
         (("--onnx", "{pumer}", "--text-length", "12"), "differs from the export"),
+        (("--onnx", "{pumer}", "--image-size", "64x64"), "--image-size 64x64 differs from the export's 96x96"),
+        (("--onnx", "{foreign}"), "not a ViLT export of pumer-export"),
+        (("--onnx", "{pumer}", "--inputs", "{garbage}"), "not a .npz file (not a zip archive)"),
+        (("--onnx", "{pumer}", "--report", "{garbage}"), "is a file, not a directory"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(cli, tiny_checkpoint, exports, tmp_path, args, message):
@@ -143,9 +147,18 @@ def test_bad_inputs_are_one_line_errors(cli, tiny_checkpoint, exports, tmp_path,
     images.mkdir()
     Image.new("RGB", (40, 30), (10, 20, 30)).save(images / "a.png")
     (images / "a.txt").write_text("what color is it?")
-    args = [str(a).format(pumer=exports["pumer"], images=images) for a in args]
-    code, _, err = cli("validate", tiny_checkpoint, *args)
-    assert code == 2
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "foreign.onnx"))
+    (tmp_path / "garbage.npz").write_text("not a zip")
+    args = [str(a).format(pumer=exports["pumer"], images=images, foreign=tmp_path / "foreign.onnx",
+                          garbage=tmp_path / "garbage.npz") for a in args]
+    code, out, err = cli("validate", tiny_checkpoint, *args)
+    assert code == 2 and out == ""
     assert err.strip().startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
@@ -218,3 +231,20 @@ def test_tolerance_syntax():
     assert tol.for_output("logits") == (5e-4, 1e-2)
     assert tol.for_output("layer1.keep_idx") == (0.0, 0.0)
     assert parse_tolerances("fp16").for_output("logits") == (5e-2, 5e-2)
+
+
+def test_report_markdown_is_readable(cli, tiny_checkpoint, exports, tmp_path):
+    """Percentages and tolerances as a reader writes them (not 1 / {'': 0.0001}); files world-readable."""
+    import os
+    import stat
+
+    code, _, err = cli("validate", tiny_checkpoint, "--onnx", exports["pumer"], "--report", tmp_path / "r",
+                       "--num-samples", "2", "--batch-size", "2", "--atol", "1e-4", "logits:5e-4")
+    assert code == 0, err
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| 100.0% | 100.0% |" in text
+    assert "atol 0.0001 (logits 0.0005)" in text and "{" not in text.split("## Settings")[1]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("report.json", "report.md", "junit.xml"):
+        assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~umask

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from pathlib import Path
 
 from ..errors import PumerExportError
 
@@ -27,6 +29,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 
@@ -63,3 +75,21 @@ def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -
         raise PumerExportError(
             f"text length {text_length} is outside the model's position table (1..{config.max_position_embeddings})"
         )
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> None:
+    """Fail fast (before any slow step) when ``path`` cannot become a directory.
+
+    ``path`` may exist as a directory (overwriting is the caller's ``--force`` business) or not exist
+    yet; an existing file there, or a parent that is a file or not writable, is a one-line error.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PumerExportError(f"{what} {path} is a file, not a directory; choose a directory path")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PumerExportError(f"cannot create {what} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PumerExportError(f"cannot create {what} {path}: {parent} is not writable; choose another location")

@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("src", metavar="SRC", help="Hugging Face ViLT checkpoint directory (or hub id)")
     parser.add_argument("dst", metavar="DST", help="output directory (written atomically)")
-    parser.add_argument("--layers", required=True, help="reduce layers, 0-based, comma-separated (e.g. 2,5,8)")
-    parser.add_argument("--prune", type=ratio, default=0.1, help="image-token prune ratio in [0, 1) (default 0.1)")
-    parser.add_argument("--merge", type=ratio, default=0.3, help="image-token merge ratio in [0, 1) (default 0.3)")
-    parser.add_argument("--text-merge", type=ratio, default=0.2, help="text-token merge ratio in [0, 1) (default 0.2)")
+    parser.add_argument("--layers", required=True, metavar="L1,L2,...", help="reduce layers, 0-based, comma-separated (e.g. 2,5,8)")
+    parser.add_argument("--prune", type=ratio, metavar="RATIO", default=0.1, help="image-token prune ratio in [0, 1) (default 0.1)")
+    parser.add_argument("--merge", type=ratio, metavar="RATIO", default=0.3, help="image-token merge ratio in [0, 1) (default 0.3)")
+    parser.add_argument("--text-merge", type=ratio, metavar="RATIO", default=0.2, help="text-token merge ratio in [0, 1) (default 0.2)")
     parser.add_argument("--score", choices=("mean", "first_head"), default="mean",
                         help="text-to-image score source: mean over heads (default) or the first head")
     parser.add_argument("--masking", choices=("standard", "official"), default="standard",
@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import apply_pumer
     from ..config import PumerConfig, parse_layers
     from ..console import info, step
+    from ._common import check_output_dir
 
+    check_output_dir(args.dst, "DST")
     pumer = PumerConfig(
         reduce_layers=parse_layers(args.layers),
         prune_ratio=args.prune,

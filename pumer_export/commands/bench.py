@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import batch_sizes, parse_image_size, positive_int
+from ._common import batch_sizes, non_negative_int, parse_image_size, positive_int
 
 
 def _str_list(text: str) -> list[str]:
@@ -24,16 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: pumer-export bench ./vilt-pumer --backends torch,ort --batch-sizes 1,8 --iters 20 --report bench/",
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
-    parser.add_argument("--backends", type=_str_list, help="comma-separated: torch, ort, trt "
+    parser.add_argument("--backends", type=_str_list, metavar="LIST", help="comma-separated: torch, ort, trt "
                         "(default: torch,ort and trt when TensorRT is installed)")
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 8, 32), help="default 1,8,32")
-    parser.add_argument("--dtype", type=_str_list, default=["fp32"], help="comma-separated fp32, fp16 (default fp32)")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 8, 32), metavar="B1,B2,...",
+                        help="batch sizes to measure (default 1,8,32)")
+    parser.add_argument("--dtype", type=_str_list, default=["fp32"], metavar="LIST", help="comma-separated fp32, fp16 (default fp32)")
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
                         help="default: the given export's, else the model's image_size")
-    parser.add_argument("--text-length", type=positive_int,
+    parser.add_argument("--text-length", type=positive_int, metavar="T",
                         help="default: the given export's, else max_position_embeddings")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per variant and case (default 3)")
-    parser.add_argument("--iters", type=positive_int, default=20, help="timed runs per variant and case (default 20)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, metavar="N", help="warm-up runs per variant and case (default 3)")
+    parser.add_argument("--iters", type=positive_int, default=20, metavar="N", help="timed runs per variant and case (default 20)")
     parser.add_argument("--report", metavar="DIR", default="bench-report", help="output directory (default bench-report)")
     parser.add_argument("--export-dir", metavar="DIR", help="where exports are written / reused (default DIR/exports)")
     parser.add_argument("--onnx", metavar="FILE", help="reuse this PuMer ONNX export (first dtype)")
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine-baseline", metavar="FILE", help="reuse this baseline TensorRT engine (first dtype)")
     parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch device (default cpu)")
-    parser.add_argument("--threads", type=positive_int, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="intra-op threads for PyTorch and ONNX Runtime")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -52,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
     from ..console import info, out_console, table
+    from ._common import check_output_dir
 
+    check_output_dir(args.report, "--report")
+    if args.export_dir:
+        check_output_dir(args.export_dir, "--export-dir")
     options = BenchOptions(
         backends=args.backends, batch_sizes=args.batch_sizes, dtypes=args.dtype, image_size=args.image_size,
         text_length=args.text_length, warmup=max(args.warmup, 0), iters=args.iters, report_dir=Path(args.report),

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             args.build_dir,
             tensorrt_root=args.tensorrt_root,
             cuda_archs=args.cuda_arch,
-            progress=lambda message: console.err_console.log(message),
+            progress=lambda message: console.err_console.print(message, markup=False),
             jobs=args.jobs,
         )
     for note in result.notes:

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import convert_official
     from ..console import info, step
+    from ._common import check_output_dir
 
+    check_output_dir(args.dst, "DST")
     with step(f"converting {args.src}"):
         model = convert_official(args.src, args.dst, force=args.force)
     pumer = model.pumer_config

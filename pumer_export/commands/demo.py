@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import info
     from ..demo import DemoOptions, run_demo
+    from ._common import check_output_dir
 
+    check_output_dir(args.out, "--out")
     summary = run_demo(DemoOptions(out=Path(args.out), force=args.force, iters=args.iters,
                                    progress=not args.no_progress))
     info(f"validation: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in summary["validations"].items()))

@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
-    parser.add_argument("--image-size", type=parse_image_size, default=None,
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
                         help="input image size HxW (default: the model's square image size)")
-    parser.add_argument("--text-length", type=positive_int, default=None,
+    parser.add_argument("--text-length", type=positive_int, default=None, metavar="T",
                         help="padded text length (default: the model's position table size)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(func=run)

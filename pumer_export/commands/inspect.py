@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..console import out_console
+    from ..errors import PumerExportError
     from ..onnx.export import MODEL_FILE
     from ..onnx.inspect import render, summarize
 
@@ -32,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if path.is_dir():
         path = path / MODEL_FILE
     summary = summarize(path)
+    if not summary["pumer_nodes"] and not any(key.startswith("pumer.") for key in summary["metadata"]):
+        raise PumerExportError(
+            f"{path} is not a pumer-export export (no pumer nodes, no pumer.* metadata); inspect a model.onnx "
+            "written by `pumer-export onnx`, or use `polygraphy inspect model` for other ONNX files"
+        )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0

@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
     parser.add_argument("outdir", metavar="OUTDIR", help="output directory (written atomically)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                        help="weights and activations type (fp16 keeps softmax, layer norm and reduction math in fp32)")
+                        help="weights and activations type (default fp32; fp16 keeps softmax, layer norm and reduction math in fp32)")
     parser.add_argument("--image-size", type=parse_image_size, default=(384, 384), metavar="HxW",
                         help="fixed input image size (default 384x384)")
     parser.add_argument("--text-length", type=positive_int, default=40, metavar="T",
@@ -49,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-validation", action="store_true", help="do not run the file in ONNX Runtime")
     parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 3), metavar="B1,B2",
                         help="batch sizes validated from the one file (default 1,3)")
-    parser.add_argument("--atol", type=_tolerance, default=None, help="absolute tolerance of the logits")
-    parser.add_argument("--rtol", type=_tolerance, default=None, help="relative tolerance of the logits")
+    parser.add_argument("--atol", type=_tolerance, default=None, metavar="VALUE",
+                        help="absolute tolerance of the logits (default: fp32 1e-4, fp16 1e-1)")
+    parser.add_argument("--rtol", type=_tolerance, default=None, metavar="VALUE",
+                        help="relative tolerance of the logits (default: fp32 1e-4, fp16 1e-1)")
     parser.add_argument("--index-agreement", type=_tolerance, default=None, metavar="FRACTION",
                         help="fraction of reduction indices that must equal the reference (default: fp32 1.0, fp16 0)")
     parser.add_argument("--external-data", action="store_true",
@@ -68,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..fsutil import check_destination
     from ..onnx.export import check_settings, export_onnx
 
+    from ._common import check_output_dir
+
     outdir = Path(args.outdir)
+    check_output_dir(outdir, "OUTDIR")
     check_destination(outdir, args.force)
     config = load_pumer_config(args.model)
     check_settings(config, opset=args.opset, dtype=args.dtype, image_size=args.image_size,

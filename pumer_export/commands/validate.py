@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from ._common import parse_image_size, positive_int
 
 EPILOG = """\
 tolerances (Polygraphy syntax): --atol 1e-4 sets every float output, --atol logits:5e-4 one output;
 a float output passes when max|diff| <= atol OR max relative diff <= rtol. Defaults: fp32 exports
-atol 1e-4, rtol 1e-3; fp16 5e-2, 5e-2 (as `pumer-export onnx`). Index outputs (layerL.keep_idx / image_slots / text_slots)
+atol 1e-4, rtol 1e-3; fp16 5e-2, 5e-2; bf16 1e-1, 5e-2. Index outputs (layerL.keep_idx / image_slots / text_slots)
 are compared exactly; a differing decision whose reference margin is within --tie-tolerance
 (fp32 1e-4, fp16 1e-2) is reported as a near-tie, not a failure.
 
@@ -27,11 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "validate",
         help="check an ONNX export / TensorRT engine against the PyTorch reference (CI gate)",
-        description=(
+        description=textwrap.fill(  # the raw formatter keeps the epilog's layout; wrap this by hand
             "Run identical inputs through the PyTorch reference (CPU), ONNX Runtime and TensorRT (when an engine is "
             "given) with Polygraphy's comparator; check outputs against tolerances, reduction indices against the "
             "reference (near-ties reported apart) and VQA top-1 / top-5 agreement. Writes report.json, report.md "
-            "and junit.xml with --report."
+            "and junit.xml with --report.", width=79,
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a saved batch (.npz with input_ids, pixel_values[, attention_mask, token_type_ids, "
                              "pixel_mask]) or a folder of images + questions (questions.json or <image>.txt); "
                              "default: seeded random inputs")
-    parser.add_argument("--num-samples", type=positive_int, default=8, help="samples to check (default 8)")
-    parser.add_argument("--batch-size", type=positive_int, default=4, help="samples per inference (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="samples to check (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="samples per inference (default 4)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs (default 0)")
     parser.add_argument("--atol", nargs="+", metavar="[OUTPUT:]VALUE", help="absolute tolerance(s), see below")
     parser.add_argument("--rtol", nargs="+", metavar="[OUTPUT:]VALUE", help="relative tolerance(s), see below")
     parser.add_argument("--tie-tolerance", type=float, metavar="TAU",
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="ONNX Runtime execution provider (default cpu)")
     parser.add_argument("--baseline", action="store_true",
                         help="the file is a baseline export (no reduction): run the reference without reducers")
-    parser.add_argument("--text-length", type=positive_int, help="text length (default: the export's)")
+    parser.add_argument("--text-length", type=positive_int, metavar="T", help="text length (default: the export's)")
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW", help="image size (default: the export's)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                         help="precision the tolerances are for (default: the export's)")
@@ -68,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import err_console, info, out_console, step, table
     from ..parity.validate import ValidateOptions, validate
+    from ._common import check_output_dir
 
+    if args.report:
+        check_output_dir(args.report, "--report")
     options = ValidateOptions(
         onnx=Path(args.onnx) if args.onnx else None,
         engine=Path(args.engine) if args.engine else None,

@@ -161,6 +161,11 @@ def _check_arrays(arrays: dict[str, np.ndarray], spec: InputSpec, origin: str) -
 
 
 def npz_inputs(path: Path, spec: InputSpec, *, batch_size: int, num_samples: int | None = None) -> Inputs:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise PumerExportError(f"{path} is not a .npz file (not a zip archive); write one with numpy.savez "
+                               "(arrays input_ids, pixel_values, ...)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

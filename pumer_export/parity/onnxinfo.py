@@ -131,6 +131,16 @@ class OnnxInfo:
     def input(self, name: str) -> TensorInfo | None:
         return next((t for t in self.inputs if t.name == name), None)
 
+    def require_vilt_inputs(self) -> None:
+        """A one-line error unless the file takes ViLT's inputs (so it is not some other ONNX model)."""
+        missing = [name for name in ("input_ids", "pixel_values") if self.input(name) is None]
+        if missing:
+            raise PumerExportError(
+                f"{self.path} is not a ViLT export of pumer-export: it has no input(s) {', '.join(missing)} "
+                f"(inputs: {', '.join(t.name for t in self.inputs) or 'none'}); export one with "
+                f"`pumer-export onnx MODEL OUTDIR`"
+            )
+
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]

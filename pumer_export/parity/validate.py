@@ -109,15 +109,21 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
 
     config = model.config
     info = read_onnx_info(options.onnx) if options.onnx is not None else None
+    if info is not None:
+        info.require_vilt_inputs()
 
     # ---- fixed sizes: the export's, unless given (and then they must agree)
     text_length = options.text_length or (info.text_length if info else None) or config.max_position_embeddings
     image_size = options.image_size or (info.image_size if info else None) or (config.image_size, config.image_size)
     if info is not None:
         if options.text_length and info.text_length and options.text_length != info.text_length:
-            raise PumerExportError(f"--text-length {options.text_length} differs from the export's {info.text_length}")
+            raise PumerExportError(f"--text-length {options.text_length} differs from the export's {info.text_length}; "
+                                   "leave it out to use the export's")
         if options.image_size and info.image_size and tuple(options.image_size) != tuple(info.image_size):
-            raise PumerExportError(f"--image-size {options.image_size} differs from the export's {info.image_size}")
+            raise PumerExportError(
+                f"--image-size {'x'.join(map(str, options.image_size))} differs from the export's "
+                f"{'x'.join(map(str, info.image_size))}; leave it out to use the export's"
+            )
     dtype = canonical_dtype(options.dtype) or (info.dtype if info else "fp32")
     tol = parse_tolerances(dtype, options.atol, options.rtol, options.tie_tolerance)
     schedule = model.token_schedule(text_length, tuple(image_size))

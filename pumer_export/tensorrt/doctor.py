@@ -112,7 +112,7 @@ def _tensorrt_rows(report: dict[str, Any], plugins: str | None) -> list[dict[str
     except PumerExportError as exc:
         library = None
         report["plugin_library"] = {"path": None, "error": str(exc)}
-        rows.append(_row("plugin library", MISSING, "not found", str(exc)))
+        rows.append(_row("plugin library", MISSING, "not found" if "not found" in str(exc) else "not usable", str(exc)))
     if library is not None:
         report["plugin_library"] = {"path": str(library)}
         rows.append(_row("plugin library", OK, str(library)))

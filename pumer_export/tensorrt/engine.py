@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,10 @@ def find_plugins(explicit: str | os.PathLike | None = None) -> Path:
         raise MissingDependencyError(str(exc)) from None
     if found is None or not Path(found).is_file():
         raise MissingDependencyError(f"no pumer plugin library found; {PLUGINS_HINT}")
+    if sys.platform.startswith("linux"):
+        with open(found, "rb") as handle:
+            if handle.read(4) != b"\x7fELF":
+                raise MissingDependencyError(f"{found} is not a shared library (no ELF header); {PLUGINS_HINT}")
     return Path(found)
 
 
