@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pumer_export import ops as _ops  # noqa: F401  (registers torch.ops.pumer.prune / merge)
+from kernel_cases import DTYPES, check_merge, check_prune, merge_inputs, prune_inputs
 from pumer_export import reduce
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,16 +32,6 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="CUDA is not available (CPU-only PyTorch or no GPU): the kernel harness needs a GPU",
 )
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-# Value tolerances for outputs in each dtype (the merge means are computed in float32, then rounded once).
-ATOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-RTOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-SCORE_TOL = 1e-5  # float32 scores/similarities: near-ties within this may legitimately resolve differently
-# Merged masks are float32 means of up to thousands of values: the reference's scatter_add (CUDA atomics, any
-# order) and the kernel's fixed order may differ by a few ulps of the sum, i.e. ~1e-6 of the mean.
-MASK_TOL = 1e-5
-
 
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory):
@@ -69,63 +59,14 @@ def ext(tmp_path_factory):
     )
 
 
-def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator(device="cuda")
-    g.manual_seed(seed)
-    return g
-
-
-# --------------------------------------------------------------------------------------------------------------
-# prune
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _prune_inputs(batch, tokens, text_len, heads, channels, dim, t_dtype, a_dtype, seed, attn_kind="random", mask_kind="ones"):
-    g = _gen(seed)
-    x = torch.randn(batch, tokens, channels, device="cuda", generator=g).to(t_dtype)
-    metric = torch.randn(batch, tokens, dim, device="cuda", generator=g).to(t_dtype)
-    if attn_kind == "random":
-        attn = torch.rand(batch, heads, tokens, tokens, device="cuda", generator=g)
-    elif attn_kind == "equal":  # every image token scores the same: keep_idx = arange(keep)
-        attn = torch.full((batch, heads, tokens, tokens), 0.25, device="cuda")
-    elif attn_kind == "levels":  # few exactly representable levels: many exact ties, exact sums
-        levels = torch.tensor([0.0, 0.25, 0.5, 1.0], device="cuda")
-        attn = levels[torch.randint(0, 4, (batch, heads, tokens, tokens), device="cuda", generator=g)]
-    else:
-        raise ValueError(attn_kind)
-    attn = attn.to(a_dtype)
-    if mask_kind == "ones":
-        mask = torch.ones(batch, text_len, device="cuda")
-    elif mask_kind == "padded":  # heavy text padding: mostly-zero text mask
-        mask = torch.zeros(batch, text_len, device="cuda")
-        mask[:, : max(1, text_len // 16)] = 1.0
-    elif mask_kind == "fractional":
-        mask = torch.rand(batch, text_len, device="cuda", generator=g)
-        mask[:, 0] = 1.0
-    else:
-        raise ValueError(mask_kind)
-    return x, metric, attn, mask
+def _prune_inputs(*args, **kwargs):
+    return prune_inputs(*args, device="cuda", **kwargs)
 
 
 def _check_prune(ext, x, metric, attn, mask, text_len, keep, score_head, exact):
-    got_x, got_m, got_idx = ext.prune(x, metric, attn, mask, text_len, keep, score_head)
+    got = ext.prune(x, metric, attn, mask, text_len, keep, score_head)
     torch.cuda.synchronize()
-    ref_x, ref_m, ref_idx = torch.ops.pumer.prune(x, metric, attn, mask, text_len, keep, score_head)
-    assert got_idx.dtype == torch.int64 and got_idx.shape == ref_idx.shape
-    assert got_x.dtype == x.dtype and got_x.shape == ref_x.shape
-    assert got_m.dtype == metric.dtype and got_m.shape == ref_m.shape
-    if exact or torch.equal(got_idx, ref_idx):
-        assert torch.equal(got_idx, ref_idx), "keep_idx differs from the reference"
-        assert torch.equal(got_x, ref_x) and torch.equal(got_m, ref_m), "gathered rows differ"
-        return
-    # Random inputs: a difference is only acceptable between (float32) near-tied scores.
-    scores = reduce.text_informed_scores(attn, mask, text_len, score_head)
-    assert all(len(set(row.tolist())) == keep for row in got_idx), "keep_idx has duplicates"
-    got_s = scores.gather(1, got_idx)
-    ref_s = scores.gather(1, ref_idx)
-    assert torch.allclose(got_s, ref_s, atol=SCORE_TOL, rtol=SCORE_TOL), "keep_idx differs beyond near-ties"
-    assert torch.equal(got_x, reduce._gather_tokens(x[:, text_len:], got_idx))
-    assert torch.equal(got_m, reduce._gather_tokens(metric[:, text_len:], got_idx))
+    check_prune(got, x, metric, attn, mask, text_len, keep, score_head, exact)
 
 
 @pytest.mark.parametrize("t_dtype,a_dtype", list(itertools.product(DTYPES, DTYPES)))
@@ -202,79 +143,14 @@ def test_prune_rejects_bad_attributes(ext):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _merge_inputs(batch, tokens, channels, dim, dtype, seed, kind="random"):
-    g = _gen(seed)
-    x = torch.randn(batch, tokens, channels, device="cuda", generator=g).to(dtype)
-    if kind == "random":
-        metric = torch.randn(batch, tokens, dim, device="cuda", generator=g)
-    elif kind in ("equal", "duplicates"):
-        # +-1 entries with dim a power of 4: norms, normalised rows and similarities are exact in float32 in any
-        # summation order, so ties are exact ties in both implementations.
-        assert dim in (4, 16, 64, 256)
-        n_base = 1 if kind == "equal" else 3  # equal: every similarity ties; duplicates: ties between equal rows
-        base = torch.randint(0, 2, (n_base, dim), device="cuda", generator=g).float() * 2 - 1
-        metric = base[torch.randint(0, n_base, (batch, tokens), device="cuda", generator=g)]
-    else:
-        raise ValueError(kind)
-    metric = metric.to(dtype)
-    mask = torch.rand(batch, tokens, device="cuda", generator=g)
-    mask[:, ::3] = 1.0
-    return x, metric, mask
-
-
-def _plan_from_slots(slots, tokens, r):
-    """Rebuild a MergePlan (src in a-index order) from slots, checking its structure."""
-    na, nb = (tokens + 1) // 2, tokens // 2
-    kept = na - r
-    batch = slots.shape[0]
-    slot_a, slot_b = slots[:, ::2], slots[:, 1::2]
-    assert torch.equal(slot_b, kept + torch.arange(nb, device=slots.device).expand(batch, -1)), "b-token slots"
-    merged = slot_a >= kept
-    assert bool((merged.sum(1) == r).all()), "not exactly r merged tokens"
-    assert not bool(merged[:, 0].any()), "token 0 was merged"
-    src, dst, unm = [], [], []
-    for row, m in zip(slot_a, merged):
-        src.append(torch.nonzero(m).flatten())
-        dst.append(row[m] - kept)
-        keep_rows = torch.nonzero(~m).flatten()
-        assert torch.equal(row[keep_rows], torch.arange(kept, device=slots.device)), "kept a-tokens not ascending"
-        unm.append(keep_rows)
-    return reduce.MergePlan(torch.stack(src), torch.stack(dst), torch.stack(unm))
+def _merge_inputs(*args, **kwargs):
+    return merge_inputs(*args, device="cuda", **kwargs)
 
 
 def _check_merge(ext, x, metric, mask, r, exact):
-    tokens = x.shape[1]
-    got_x, got_mask, got_slots = ext.merge(x, metric, mask, r)
+    got = ext.merge(x, metric, mask, r)
     torch.cuda.synchronize()
-    ref_x, ref_mask, ref_slots = torch.ops.pumer.merge(x, metric, mask, r)
-    assert got_x.shape == ref_x.shape and got_x.dtype == x.dtype
-    assert got_mask.shape == ref_mask.shape and got_mask.dtype == torch.float32
-    assert got_slots.shape == ref_slots.shape and got_slots.dtype == torch.int64
-    if r == 0:
-        assert torch.equal(got_slots, ref_slots) and torch.equal(got_x, x) and torch.equal(got_mask, mask)
-        return
-    if exact or torch.equal(got_slots, ref_slots):
-        assert torch.equal(got_slots, ref_slots), "slots differ from the reference"
-        torch.testing.assert_close(got_x, ref_x, atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
-        torch.testing.assert_close(got_mask, ref_mask, atol=MASK_TOL, rtol=MASK_TOL)
-        return
-    # Random inputs: the kernel's plan must be a valid ToMe plan that differs only between near-ties.
-    plan = _plan_from_slots(got_slots, tokens, r)
-    m = metric.float()
-    m = m / m.norm(dim=-1, keepdim=True)
-    sim = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
-    sim[:, 0, :] = -torch.inf
-    best = sim.max(dim=-1).values
-    chosen = sim.gather(-1, plan.dst_idx.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(chosen, best.gather(-1, plan.src_idx), atol=SCORE_TOL), "merged into a non-best b-token"
-    worst_merged = best.gather(-1, plan.src_idx).min(dim=-1).values
-    unm_best = best.gather(-1, plan.unm_idx)[:, 1:] if plan.unm_idx.shape[1] > 1 else None
-    if unm_best is not None and unm_best.numel():
-        assert bool((worst_merged >= unm_best.max(dim=-1).values - SCORE_TOL).all()), "not the r best a-tokens"
-    torch.testing.assert_close(got_x, reduce.apply_merge(x, plan), atol=ATOL[x.dtype], rtol=RTOL[x.dtype])
-    torch.testing.assert_close(
-        got_mask, reduce.apply_merge(mask.unsqueeze(-1), plan).squeeze(-1), atol=MASK_TOL, rtol=MASK_TOL
-    )
+    check_merge(got, x, metric, mask, r, exact)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -337,8 +213,7 @@ def test_merge_small_odd_metric_dim(ext, dtype):
 def test_merge_nan_similarity(ext):
     # A zero metric row normalises to NaN (0 / 0) in both implementations: every a-token's similarity to that
     # b-token is NaN, argmax picks it (first NaN, like torch.argmax) and NaN sorts first (like torch.sort).
-    x, metric, mask = _merge_inputs(2, 21, 16, 16, torch.float32, seed=53, kind="duplicates")
-    metric[:, 5] = 0.0  # b-token 2
+    x, metric, mask = _merge_inputs(2, 21, 16, 16, torch.float32, seed=53, kind="nan")  # b-token 2 is a zero row
     for r in (1, 4, 10):
         _check_merge(ext, x, metric, mask, r, exact=True)
         slots = ext.merge(x, metric, mask, r)[2]

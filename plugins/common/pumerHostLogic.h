@@ -143,7 +143,14 @@ struct MergeWorkspace
 MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t metricDim) noexcept;
 
 //! Threshold between the shared-memory bitonic sort and the O(n^2 / threads) counting-rank fallback.
-constexpr int32_t kMaxSharedSortKeys = 4096;
+//! A build define may lower it (the CPU emulation tests build with a small value to reach the fallback paths at
+//! small sizes); it must stay a power of two whose keys fit in 48 KiB of shared memory.
+#ifndef PUMER_MAX_SHARED_SORT_KEYS
+#define PUMER_MAX_SHARED_SORT_KEYS 4096
+#endif
+constexpr int32_t kMaxSharedSortKeys = PUMER_MAX_SHARED_SORT_KEYS;
+static_assert(kMaxSharedSortKeys >= 1 && kMaxSharedSortKeys <= 4096 && (kMaxSharedSortKeys & (kMaxSharedSortKeys - 1)) == 0,
+    "PUMER_MAX_SHARED_SORT_KEYS must be a power of two <= 4096");
 //! Smallest power of two >= n (n >= 1).
 int64_t nextPow2(int64_t n) noexcept;
 
