@@ -92,6 +92,7 @@ def _cuda_include(nvcc: str) -> Path | None:
 
 @pytest.mark.parametrize("source", [
     "common/pumerPluginUtils.cpp",
+    "common/pumerRegistration.cpp",
     "pumerPrunePlugin/pumerPrunePlugin.cpp",
     "pumerMergePlugin/pumerMergePlugin.cpp",
     "api/pumerPluginLibrary.cpp",

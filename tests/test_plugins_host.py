@@ -39,6 +39,7 @@ def test_host_logic_unit_test(tmp_path):
         str(PLUGINS / "tests" / "host_logic_test.cpp"),
         str(PLUGINS / "common" / "pumerHostLogic.cpp"),
         str(PLUGINS / "common" / "pumerVersion.cpp"),
+        str(PLUGINS / "common" / "pumerRegistration.cpp"),
         "-o", str(exe),
     ]  # fmt: skip
     build = subprocess.run(cmd, capture_output=True, text=True)

@@ -83,21 +83,20 @@ def test_parse_trt_version_order_and_errors():
 
 
 # -------------------------------------------------------------------------- function policy
-@pytest.mark.parametrize("version, winner, flag", [
-    ("10.0.0", "function", False),
-    ("10.3.0.30", "function", False),  # JetPack 6
-    ("10.6.0", "function", False),
-    ("10.7.0", "plugin", False),
-    ("10.14.1", "plugin", False),
-    ("10.15.0", "plugin", True),
-    ("11.0.0", "plugin", True),
-    ("11.4.1", "plugin", True),
-])
-def test_function_policy_table(version, winner, flag):
+@pytest.mark.parametrize("version, winner", [
+    ("10.0.0", "function"),
+    ("10.3.0.30", "function"),  # JetPack 6
+    ("10.6.0", "function"),
+    ("10.7.0", "plugin"),
+    ("10.14.1", "plugin"),
+    ("10.15.0", "plugin"),
+    ("11.0.0", "plugin"),
+    ("11.4.1", "plugin"),
+])  # fmt: skip
+def test_function_policy_table(version, winner):
     policy = prepare.function_policy(version)
     assert policy.default_winner == winner
     assert policy.strip_functions is True  # every version: a missing plugin must fail the parse
-    assert policy.plugin_override_flag is flag
     assert policy.version == str(prepare.parse_trt_version(version))
 
 
@@ -105,7 +104,19 @@ def test_function_policy_old_and_future_versions():
     with pytest.raises(PumerExportError, match="too old.*10.0"):
         prepare.function_policy("8.6.1")
     future = prepare.function_policy("12.1")
-    assert future.strip_functions and future.plugin_override_flag and "newer than this table" in future.reason
+    assert future.strip_functions and "newer than this table" in future.reason
+
+
+def test_parser_never_sets_plugin_override():
+    """ENABLE_PLUGIN_OVERRIDE would turn standard ScatterND / ScatterElements / Split nodes into TensorRT's legacy
+    plugins of those names (registered by init_libnvinfer_plugins): the engine build must not set it."""
+    import inspect
+
+    from pumer_export.tensorrt import trt_api
+
+    source = inspect.getsource(trt_api)
+    assert "ENABLE_PLUGIN_OVERRIDE" not in source and "parser.set_flag" not in source
+    assert "plugin_override" not in inspect.signature(trt_api.build_serialized_engine).parameters
 
 
 # ------------------------------------------------------------------------------- precision

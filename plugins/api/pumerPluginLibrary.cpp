@@ -9,9 +9,13 @@
  *     creators' own namespace "pumer" - the namespace the ONNX nodes carry in plugin_namespace - and remembers
  *     which registrations succeeded. Build with -DPUMER_STATIC_REGISTRATION=OFF to drop it.
  *  2. Dynamic registration (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, engines with serialized
- *     plugin libraries): TensorRT calls setLoggerFinder() and getCreators(). loadLibrary fails if any creator it
- *     is handed is already registered, so getCreators() returns only the creators the static registrar did not
- *     register (none when it ran, both when it is compiled out or the registry refused them).
+ *     plugin libraries): TensorRT calls setLoggerFinder() and getCreators().
+ *
+ * TensorRT loads a temporary copy of a library serialised into an engine, so several copies can live in one
+ * process. The rules of pumerRegistration.h keep the registry consistent: a copy registers a creator only when no
+ * copy has, getCreators hands out only creators nobody has registered (loadLibrary never sees "already
+ * registered"), and a copy deregisters what it registered when it is unloaded (no creator pointer outlives its
+ * copy).
  */
 #include "NvInferRuntime.h"
 
@@ -19,8 +23,9 @@
 #include "pumerMergePlugin.h"
 #include "pumerPluginUtils.h"
 #include "pumerPrunePlugin.h"
+#include "pumerRegistration.h"
 
-#include <atomic>
+#include <mutex>
 
 #ifndef PUMER_STATIC_REGISTRATION
 #define PUMER_STATIC_REGISTRATION 1
@@ -40,34 +45,74 @@ using pumer::plugin::PumerPrunePluginCreator;
 
 constexpr int32_t kNbCreators = 2;
 
-nvinfer1::IPluginCreatorInterface* creatorAt(int32_t i)
+nvinfer1::IPluginCreatorV3One* creatorAt(int32_t i)
 {
     static PumerPrunePluginCreator prune;
     static PumerMergePluginCreator merge;
-    return i == 0 ? static_cast<nvinfer1::IPluginCreatorInterface*>(&prune)
-                  : static_cast<nvinfer1::IPluginCreatorInterface*>(&merge);
+    return i == 0 ? static_cast<nvinfer1::IPluginCreatorV3One*>(&prune)
+                  : static_cast<nvinfer1::IPluginCreatorV3One*>(&merge);
 }
 
-//! Which creators the static registrar registered successfully.
-std::atomic<bool> gRegistered[kNbCreators]{};
+nvinfer1::IPluginRegistry* registry()
+{
+    return getPluginRegistry();
+}
+
+//! pumer::RegistryOps over TensorRT's global plugin registry.
+class TensorRTRegistry final : public pumer::RegistryOps
+{
+public:
+    explicit TensorRTRegistry(nvinfer1::IPluginRegistry& r)
+        : mRegistry(r)
+    {
+    }
+    bool contains(int32_t i) override
+    {
+        nvinfer1::IPluginCreatorV3One const* creator = creatorAt(i);
+        return mRegistry.getCreator(creator->getPluginName(), creator->getPluginVersion(),
+                   creator->getPluginNamespace())
+            != nullptr;
+    }
+    bool add(int32_t i) override
+    {
+        return mRegistry.registerCreator(*creatorAt(i), pumer::kPluginNamespace);
+    }
+    bool remove(int32_t i) override
+    {
+        return mRegistry.deregisterCreator(*creatorAt(i));
+    }
+
+private:
+    nvinfer1::IPluginRegistry& mRegistry;
+};
+
+std::mutex gMutex;
+pumer::CreatorRegistrar gRegistrar(kNbCreators);
 
 #if PUMER_STATIC_REGISTRATION
+//! Registers at load time, deregisters at unload (dlclose of this copy, or process exit).
 struct PumerStaticRegistrar
 {
     PumerStaticRegistrar()
     {
-        nvinfer1::IPluginRegistry* registry = getPluginRegistry();
-        if (registry == nullptr)
+        std::lock_guard<std::mutex> lock(gMutex);
+        if (nvinfer1::IPluginRegistry* r = registry())
         {
-            return;
+            TensorRTRegistry ops(*r);
+            gRegistrar.registerAll(ops);
         }
-        for (int32_t i = 0; i < kNbCreators; ++i)
+    }
+    ~PumerStaticRegistrar()
+    {
+        std::lock_guard<std::mutex> lock(gMutex);
+        if (nvinfer1::IPluginRegistry* r = registry())
         {
-            gRegistered[i].store(registry->registerCreator(*creatorAt(i), pumer::kPluginNamespace));
+            TensorRTRegistry ops(*r);
+            gRegistrar.deregisterAll(ops);
         }
     }
 };
-PumerStaticRegistrar const gStaticRegistrar{};
+PumerStaticRegistrar gStaticRegistrar;
 #endif
 
 } // namespace
@@ -80,13 +125,21 @@ extern "C" PUMER_PLUGIN_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* fin
 extern "C" PUMER_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     static nvinfer1::IPluginCreatorInterface* pending[kNbCreators]{};
+    std::lock_guard<std::mutex> lock(gMutex);
     nbCreators = 0;
-    for (int32_t i = 0; i < kNbCreators; ++i)
+    nvinfer1::IPluginRegistry* r = registry();
+    if (r == nullptr)
     {
-        if (!gRegistered[i].load())
+        for (int32_t i = 0; i < kNbCreators; ++i)
         {
             pending[nbCreators++] = creatorAt(i);
         }
+        return pending;
+    }
+    TensorRTRegistry ops(*r);
+    for (int32_t i : gRegistrar.pending(ops))
+    {
+        pending[nbCreators++] = creatorAt(i);
     }
     return pending;
 }

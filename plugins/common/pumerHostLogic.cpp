@@ -253,12 +253,29 @@ Status rankError(char const* op, char const* name, int32_t rank, Shape const& s)
 
 } // namespace
 
+//! The batch dimension of a shape (or of any of the given shapes) above the kernels' limit kMaxBatch.
+Status batchLimitError(char const* op, std::initializer_list<Shape const*> shapes)
+{
+    for (Shape const* s : shapes)
+    {
+        if (s->nbDims > 0 && known(s->d[0]) && s->d[0] > kMaxBatch)
+        {
+            std::ostringstream msg;
+            msg << op << ": batch " << s->d[0] << " exceeds the kernels' limit of " << kMaxBatch
+                << " (the CUDA grid's y dimension); build the engine with a maximum batch <= " << kMaxBatch;
+            return Status::error(msg.str());
+        }
+    }
+    return Status::success();
+}
+
 Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& attn, Shape const& mask)
 {
     if (x.nbDims != 3) return rankError(kPruneName, "x", 3, x);
     if (metric.nbDims != 3) return rankError(kPruneName, "metric", 3, metric);
     if (attn.nbDims != 4) return rankError(kPruneName, "attn", 4, attn);
     if (mask.nbDims != 2) return rankError(kPruneName, "text_mask", 2, mask);
+    if (Status const s = batchLimitError(kPruneName, {&x, &metric, &attn, &mask}); !s.ok) return s;
     std::ostringstream msg;
     msg << kPruneName << ": ";
     int64_t const b = x.d[0];
@@ -312,6 +329,7 @@ Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& met
     if (x.nbDims != 3) return rankError(kMergeName, "x", 3, x);
     if (metric.nbDims != 3) return rankError(kMergeName, "metric", 3, metric);
     if (mask.nbDims != 2) return rankError(kMergeName, "mask", 2, mask);
+    if (Status const s = batchLimitError(kMergeName, {&x, &metric, &mask}); !s.ok) return s;
     std::ostringstream msg;
     msg << kMergeName << ": ";
     if (differ(x.d[0], metric.d[0]) || differ(x.d[0], mask.d[0]) || differ(metric.d[0], mask.d[0]))

@@ -109,6 +109,10 @@ Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& met
 void pruneOutputShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape out[3]);
 void mergeOutputShapes(MergeAttrs const& a, Shape const& x, Shape out[3]);
 
+//! Largest batch the kernels launch (the batch is a grid's y dimension, limited to 65535 by CUDA). Shape checks
+//! reject a larger batch, so a profile whose maximum batch exceeds it fails when the engine is built.
+constexpr int64_t kMaxBatch = 65535;
+
 //! Largest r accepted for t tokens: (t - 1) / 2 (0 for t <= 2).
 int64_t mergeMaxR(int64_t tokens) noexcept;
 

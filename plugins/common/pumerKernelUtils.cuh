@@ -152,6 +152,13 @@ __device__ __forceinline__ float warpAllReduceSum(float v)
     return v;
 }
 
+//! Whether the launch just made failed, without clearing the thread's last error: cudaGetLastError would also
+//! swallow an earlier error of the application's own work on this thread.
+__host__ __forceinline__ cudaError_t launchStatus()
+{
+    return cudaPeekAtLastError();
+}
+
 //! Number of blocks for `n` items of `per` each, at least 1.
 __host__ __device__ __forceinline__ int64_t ceilDiv(int64_t n, int64_t per)
 {

@@ -108,8 +108,9 @@ public:
         return self().supportsType(pos, d.type, inOut);
     }
 
-    //! Validates the shapes of the optimisation profile: the current dimensions, then the profile minimum
-    //! (the token count bounds keep <= N - text_len and r <= (t - 1) / 2 must hold for the smallest N or t).
+    //! Validates the shapes of the optimisation profile: the current dimensions, the profile minimum (the token
+    //! count bounds keep <= N - text_len and r <= (t - 1) / 2 must hold for the smallest N or t) and the profile
+    //! maximum (the batch must not exceed the kernels' grid limit, kMaxBatch).
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
     {
@@ -119,15 +120,21 @@ public:
         }
         Shape dims[Derived::kNbInputs];
         Shape mins[Derived::kNbInputs];
+        Shape maxs[Derived::kNbInputs];
         for (int32_t i = 0; i < Derived::kNbInputs; ++i)
         {
             dims[i] = toShape(in[i].desc.dims);
             mins[i] = toShape(in[i].min);
+            maxs[i] = toShape(in[i].max);
         }
         Status s = self().validateShapes(dims);
         if (s.ok)
         {
             s = self().validateShapes(mins);
+        }
+        if (s.ok)
+        {
+            s = self().validateShapes(maxs);
         }
         return s.ok ? 0 : fail(s);
     }

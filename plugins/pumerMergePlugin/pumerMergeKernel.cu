@@ -270,7 +270,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
 {
     using namespace kernels;
     if (p.batch < 0 || p.tokens < 0 || p.channels < 0 || p.metricDim < 0 || p.r < 0 || p.r > mergeMaxR(p.tokens)
-        || p.batch > 65535 || p.tokens > 0x3FFFFFFF)
+        || p.batch > kMaxBatch || p.tokens > 0x3FFFFFFF)
     {
         return cudaErrorInvalidValue;
     }
@@ -295,7 +295,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
         int64_t const total = p.batch * p.tokens;
         auto const blocks = static_cast<uint32_t>(ceilDiv(total, 256) < 4096 ? ceilDiv(total, 256) : 4096);
         arangeSlotsKernel<<<blocks, 256, 0, stream>>>(p.slots, p.tokens, total);
-        return cudaGetLastError();
+        return launchStatus();
     }
     if (p.metricDim < 1)
     {
@@ -326,7 +326,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
         dim3 const grid(static_cast<uint32_t>(ceilDiv(p.tokens, kRowsPerBlock)), batch);
         mergeNormalizeKernel<T><<<grid, rowBlock, 0, stream>>>(
             static_cast<T const*>(p.metric), s.normMetric, p.tokens, p.metricDim);
-        return cudaGetLastError();
+        return launchStatus();
     });
     if (err != cudaSuccess)
     {
@@ -334,7 +334,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
     }
     mergeMatchKernel<<<dim3(static_cast<uint32_t>(ceilDiv(na, kRowsPerBlock)), batch), rowBlock, 0, stream>>>(
         s.normMetric, s.nodeMax, s.nodeIdx, p.tokens, p.metricDim);
-    if ((err = cudaGetLastError()) != cudaSuccess)
+    if ((err = launchStatus()) != cudaSuccess)
     {
         return err;
     }
@@ -343,7 +343,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
     size_t const smem = shared ? static_cast<size_t>(padded) * sizeof(uint64_t) : 0;
     mergePlanKernel<<<batch, kPlanThreads, smem, stream>>>(
         s, p.slots, static_cast<int32_t>(p.tokens), p.r, shared ? static_cast<int32_t>(padded) : 0);
-    if ((err = cudaGetLastError()) != cudaSuccess)
+    if ((err = launchStatus()) != cudaSuccess)
     {
         return err;
     }
@@ -351,7 +351,7 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
         dim3 const grid(static_cast<uint32_t>(p.tokens - p.r), batch);
         mergeApplyKernel<T><<<grid, kApplyThreads, 0, stream>>>(s, static_cast<T const*>(p.x), p.mask,
             static_cast<T*>(p.xOut), p.maskOut, static_cast<int32_t>(p.tokens), p.channels, p.r);
-        return cudaGetLastError();
+        return launchStatus();
     });
 }
 

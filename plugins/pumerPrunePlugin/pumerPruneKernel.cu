@@ -142,7 +142,7 @@ cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceB
     using namespace kernels;
     int64_t const images = p.tokens - p.textLen;
     if (p.batch < 0 || p.textLen < 1 || p.keep < 1 || p.keep > images || p.heads < 1 || p.scoreHead < -1
-        || p.scoreHead >= p.heads || p.channels < 0 || p.metricDim < 0 || p.batch > 65535
+        || p.scoreHead >= p.heads || p.channels < 0 || p.metricDim < 0 || p.batch > kMaxBatch
         || images > 0x7FFFFFFF)
     {
         return cudaErrorInvalidValue;
@@ -163,7 +163,7 @@ cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceB
         dim3 const block(kScoreColumns, kScoreRowGroups);
         pruneScoresKernel<A><<<grid, block, 0, stream>>>(static_cast<A const*>(p.attn), p.textMask, scores, p.tokens,
             p.heads, p.textLen, p.scoreHead, images);
-        return cudaGetLastError();
+        return launchStatus();
     });
     if (err != cudaSuccess)
     {
@@ -175,7 +175,7 @@ cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceB
     size_t const smem = shared ? static_cast<size_t>(padded) * sizeof(uint64_t) : 0;
     pruneTopkKernel<<<static_cast<uint32_t>(p.batch), kSortThreads, smem, stream>>>(
         scores, p.keepIdx, static_cast<int32_t>(images), p.keep, shared ? static_cast<int32_t>(padded) : 0);
-    if ((err = cudaGetLastError()) != cudaSuccess)
+    if ((err = launchStatus()) != cudaSuccess)
     {
         return err;
     }
@@ -185,7 +185,7 @@ cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceB
         pruneGatherKernel<T><<<grid, kGatherThreads, 0, stream>>>(static_cast<T const*>(p.x),
             static_cast<T const*>(p.metric), p.keepIdx, static_cast<T*>(p.xOut), static_cast<T*>(p.metricOut),
             p.tokens, p.channels, p.metricDim, p.textLen, p.keep);
-        return cudaGetLastError();
+        return launchStatus();
     });
 }
 

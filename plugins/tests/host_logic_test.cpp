@@ -4,11 +4,13 @@
  * Plain C++17, no CUDA, no TensorRT. Exit status 0 when every check passes.
  *
  *   g++ -std=c++17 -I plugins/common plugins/tests/host_logic_test.cpp plugins/common/pumerHostLogic.cpp \
- *       plugins/common/pumerVersion.cpp -o host_logic_test && ./host_logic_test
+ *       plugins/common/pumerVersion.cpp plugins/common/pumerRegistration.cpp -o host_logic_test && ./host_logic_test
  */
 #include "pumerHostLogic.h"
+#include "pumerRegistration.h"
 
 #include <cstdint>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -289,6 +291,126 @@ void testIdentity()
 #endif
 }
 
+
+//! A plugin registry shared by several copies of the library: key = creator position (same name, version and
+//! namespace in every copy), value = the copy whose creator object is registered.
+struct FakeRegistry
+{
+    std::map<int32_t, int32_t> owner;
+    bool refuse{false};
+};
+
+//! RegistryOps as one copy of the library sees the registry.
+class CopyView final : public RegistryOps
+{
+public:
+    CopyView(FakeRegistry& r, int32_t copy)
+        : mR(r)
+        , mCopy(copy)
+    {
+    }
+    bool contains(int32_t i) override
+    {
+        return mR.owner.count(i) != 0;
+    }
+    bool add(int32_t i) override
+    {
+        if (mR.refuse || mR.owner.count(i) != 0)
+        {
+            return false;
+        }
+        mR.owner[i] = mCopy;
+        return true;
+    }
+    bool remove(int32_t i) override
+    {
+        auto it = mR.owner.find(i);
+        if (it == mR.owner.end() || it->second != mCopy)
+        {
+            return false; // TensorRT deregisters by object: another copy's creator is not found
+        }
+        mR.owner.erase(it);
+        return true;
+    }
+
+private:
+    FakeRegistry& mR;
+    int32_t mCopy;
+};
+
+void testRegistration()
+{
+    // 1. The application loads the library (copy 1), then TensorRT loads an engine's serialised copy (copy 2).
+    {
+        FakeRegistry reg;
+        CopyView app(reg, 1);
+        CopyView engine(reg, 2);
+        CreatorRegistrar first(2);
+        CreatorRegistrar second(2);
+        first.registerAll(app);
+        CHECK(first.registeredHere(0) && first.registeredHere(1));
+        second.registerAll(engine); // already there: registers nothing ("already registered" avoided)
+        CHECK(!second.registeredHere(0) && !second.registeredHere(1));
+        CHECK(second.pending(engine).empty()); // loadLibrary gets no duplicate creators
+        CHECK(first.pending(app).empty());
+        second.deregisterAll(engine); // the copy unloads: the application's creators stay registered
+        CHECK_EQ(reg.owner.size(), 2u);
+        CHECK(reg.owner[0] == 1 && reg.owner[1] == 1);
+        first.deregisterAll(app); // the application unloads: nothing dangles
+        CHECK(reg.owner.empty());
+    }
+    // 2. The engine's copy registers first; when it unloads, no pointer into it stays in the registry.
+    {
+        FakeRegistry reg;
+        CopyView engine(reg, 2);
+        CreatorRegistrar copy(2);
+        copy.registerAll(engine);
+        CHECK(reg.owner[0] == 2 && reg.owner[1] == 2);
+        copy.deregisterAll(engine);
+        CHECK(reg.owner.empty());
+        CHECK(!copy.registeredHere(0));
+        CHECK_EQ(copy.pending(engine).size(), 2u); // a later loadLibrary may register them again
+    }
+    // 3. The registry refuses (or static registration is compiled out): getCreators hands out both, once.
+    {
+        FakeRegistry reg;
+        reg.refuse = true;
+        CopyView view(reg, 1);
+        CreatorRegistrar copy(2);
+        copy.registerAll(view);
+        CHECK(!copy.registeredHere(0) && !copy.registeredHere(1));
+        std::vector<int32_t> const pending = copy.pending(view);
+        CHECK(pending.size() == 2u && pending[0] == 0 && pending[1] == 1);
+        reg.refuse = false;
+        for (int32_t i : pending)
+        {
+            CHECK(view.add(i)); // what loadLibrary does with them
+        }
+        CHECK(copy.pending(view).empty());
+        copy.deregisterAll(view); // not ours: loadLibrary's handle owns them
+        CHECK_EQ(reg.owner.size(), 2u);
+    }
+}
+
+void testBatchLimit()
+{
+    PruneAttrs pa;
+    pa.textLen = 4;
+    pa.keep = 3;
+    Status s = validatePruneShapes(pa, makeShape({kMaxBatch, 10, 8}), makeShape({kMaxBatch, 10, 4}),
+        makeShape({kMaxBatch, 2, 10, 10}), makeShape({kMaxBatch, 4}));
+    CHECK(s.ok);
+    s = validatePruneShapes(pa, makeShape({kMaxBatch + 1, 10, 8}), makeShape({kMaxBatch + 1, 10, 4}),
+        makeShape({kMaxBatch + 1, 2, 10, 10}), makeShape({kMaxBatch + 1, 4}));
+    CHECK(!s.ok && contains(s.message, "65535") && contains(s.message, "maximum batch"));
+    MergeAttrs ma;
+    ma.r = 2;
+    s = validateMergeShapes(ma, makeShape({70000, 9, 8}), makeShape({-1, 9, 4}), makeShape({-1, 9}));
+    CHECK(!s.ok && contains(s.message, "PumerMerge") && contains(s.message, "65535"));
+    s = validateMergeShapes(ma, makeShape({-1, 9, 8}), makeShape({-1, 9, 4}), makeShape({-1, 9}));
+    CHECK(s.ok); // a wildcard batch is checked again with the profile's maximum
+}
+
 } // namespace
 
 int main()
@@ -300,6 +422,8 @@ int main()
     testMergeShapes();
     testWorkspace();
     testIdentity();
+    testRegistration();
+    testBatchLimit();
     std::printf("%d checks, %d failures\n", gChecks, gFailures);
     return gFailures == 0 ? 0 : 1;
 }

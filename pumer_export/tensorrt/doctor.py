@@ -104,8 +104,7 @@ def _tensorrt_rows(report: dict[str, Any], plugins: str | None) -> list[dict[str
             rows.append(_row("TensorRT", ERROR, version, str(exc)))
         else:
             report["tensorrt"]["function_policy"] = policy.to_dict()
-            flag = " + ENABLE_PLUGIN_OVERRIDE" if policy.plugin_override_flag else ""
-            rows.append(_row("TensorRT", OK, f"{version} (functions stripped{flag})"))
+            rows.append(_row("TensorRT", OK, f"{version} (functions stripped)"))
 
     try:
         library = find_plugins(plugins)

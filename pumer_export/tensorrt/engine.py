@@ -231,7 +231,6 @@ def build_engine(
         trt,
         model_bytes=prepared.model_bytes,
         model_path=plan.onnx_path,
-        plugin_override_flag=prepared.policy.plugin_override_flag,
         strongly_typed=precision.strongly_typed,
         fp16_flag=precision.fp16_flag,
         shapes=plan.shapes,

@@ -16,12 +16,18 @@ TensorRT      parser's choice for a node that has both a local function and a pl
 ============  ===========================================================================
 
 Policy (:func:`function_policy`): the pumer function bodies are stripped on **every** version,
-and ``ENABLE_PLUGIN_OVERRIDE`` is also set from 10.15 on. On 10.0 - 10.6 stripping is required;
+and ``ENABLE_PLUGIN_OVERRIDE`` is never set. On 10.0 - 10.6 stripping is required;
 from 10.7 on it is a safeguard: with the bodies present, a node whose plugin is not registered
 (library not loaded, wrong namespace or version) silently falls back to the standard-op body and
 the build "succeeds" with an engine that does not use the plugins. Without the bodies the parse
 fails on that node instead, and the error names it. Only the pumer-domain functions are removed;
 nodes, their attributes, other functions and the (external) weights are untouched.
+
+Why not ``ENABLE_PLUGIN_OVERRIDE``: it makes the parser import *every* node whose op type names a
+registered creator as that plugin, and TensorRT's own plugin library (``init_libnvinfer_plugins``)
+registers legacy creators named ``ScatterND``, ``ScatterElements`` and ``Split`` in the empty
+namespace, so standard ONNX nodes of those types would become plugins. The pumer nodes carry
+``plugin_namespace`` and need no override, so the flag is not used.
 
 Precision
 ---------
@@ -97,8 +103,6 @@ class FunctionPolicy:
     #: what the parser would pick for a pumer node with the bodies left in: "function" or "plugin"
     default_winner: str
     strip_functions: bool
-    #: set ``OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE`` (where the installed TensorRT has it)
-    plugin_override_flag: bool
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,17 +113,12 @@ def function_policy(version: str | TrtVersion) -> FunctionPolicy:
     """The local-function / plugin handling for TensorRT ``version`` (see the module docstring)."""
     version = check_supported(version)
     if version.short <= (10, 6):
-        return FunctionPolicy(str(version), "function", True, False,
+        return FunctionPolicy(str(version), "function", True,
                               "TensorRT 10.0-10.6 uses a local function over a plugin: bodies stripped")
-    if version.short <= (10, 14):
-        return FunctionPolicy(str(version), "plugin", True, False,
-                              "TensorRT 10.7-10.14 picks the plugin for nodes with plugin_namespace; bodies "
-                              "stripped so that a missing plugin fails the parse instead of inlining the body")
     note = "" if version.major <= MAX_KNOWN_MAJOR else f" (TensorRT {version.major} is newer than this table)"
-    return FunctionPolicy(str(version), "plugin", True, True,
-                          "TensorRT 10.15+ picks the plugin for nodes with plugin_namespace or with "
-                          "ENABLE_PLUGIN_OVERRIDE; flag set and bodies stripped so that a missing plugin fails "
-                          "the parse" + note)
+    return FunctionPolicy(str(version), "plugin", True,
+                          "TensorRT 10.7+ picks the plugin for nodes with plugin_namespace; bodies stripped so "
+                          "that a missing plugin fails the parse instead of inlining the body" + note)
 
 
 # ---------------------------------------------------------------------------- precision

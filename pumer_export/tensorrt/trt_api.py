@@ -155,7 +155,6 @@ def build_serialized_engine(
     *,
     model_bytes: bytes,
     model_path: str | os.PathLike,
-    plugin_override_flag: bool,
     strongly_typed: bool,
     fp16_flag: bool,
     shapes: Mapping[str, Mapping[str, list[int]]],
@@ -183,10 +182,6 @@ def build_serialized_engine(
     network = builder.create_network(flags)
 
     parser = trt.OnnxParser(network, logger)
-    if plugin_override_flag:
-        flag = _enum(trt.OnnxParserFlag, "ENABLE_PLUGIN_OVERRIDE")
-        if flag is not None:
-            parser.set_flag(flag)
     if not parser.parse(model_bytes, str(model_path)):
         raise PumerExportError(_format_parser_errors(parser, Path(model_path).name))
 
