@@ -6,6 +6,8 @@ the requested device, so both harnesses see the same values.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from pumer_export import reduce
@@ -18,6 +20,29 @@ SCORE_TOL = 1e-5  # float32 scores/similarities: near-ties within this may legit
 # Merged masks are float32 means of up to thousands of values: a reference scatter_add in another order and the
 # kernel's fixed order may differ by a few ulps of the sum, i.e. ~1e-6 of the mean.
 MASK_TOL = 1e-5
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def load_extension(build_dir: Path, name: str = "pumer_kernels_ext"):
+    """Build (or reuse) the PyTorch CUDA extension over the kernel launchers (plugins/tests/torch_binding.cpp)."""
+    from torch.utils.cpp_extension import load
+
+    return load(
+        name=name,
+        sources=[
+            str(PLUGINS / "tests" / "torch_binding.cpp"),
+            str(PLUGINS / "pumerPrunePlugin" / "pumerPruneKernel.cu"),
+            str(PLUGINS / "pumerMergePlugin" / "pumerMergeKernel.cu"),
+            str(PLUGINS / "common" / "pumerHostLogic.cpp"),
+            str(PLUGINS / "common" / "pumerVersion.cpp"),
+        ],
+        extra_include_paths=[str(PLUGINS / "common")],
+        extra_cuda_cflags=["--expt-relaxed-constexpr", "-lineinfo"],
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+
 
 ATTN_KINDS = ("random", "equal", "levels", "nan", "signed_zero")
 MASK_KINDS = ("ones", "padded", "fractional", "zeros")

@@ -17,16 +17,12 @@ import itertools
 import os
 import shutil
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
 
-from kernel_cases import DTYPES, check_merge, check_prune, merge_inputs, prune_inputs
+from kernel_cases import DTYPES, check_merge, check_prune, load_extension, merge_inputs, prune_inputs
 from pumer_export import reduce
-
-ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = ROOT / "plugins"
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -37,26 +33,11 @@ pytestmark = pytest.mark.skipif(
 def ext(tmp_path_factory):
     if shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"):
         pytest.skip("nvcc not found (set CUDA_HOME): cannot build the kernel extension")
-    from torch.utils.cpp_extension import is_ninja_available, load
+    from torch.utils.cpp_extension import is_ninja_available
 
     if not is_ninja_available():
         pytest.skip("ninja not found (pip install ninja): torch.utils.cpp_extension.load needs it")
-
-    build_dir = tmp_path_factory.mktemp("pumer_ext")
-    return load(
-        name="pumer_kernels_ext",
-        sources=[
-            str(PLUGINS / "tests" / "torch_binding.cpp"),
-            str(PLUGINS / "pumerPrunePlugin" / "pumerPruneKernel.cu"),
-            str(PLUGINS / "pumerMergePlugin" / "pumerMergeKernel.cu"),
-            str(PLUGINS / "common" / "pumerHostLogic.cpp"),
-            str(PLUGINS / "common" / "pumerVersion.cpp"),
-        ],
-        extra_include_paths=[str(PLUGINS / "common")],
-        extra_cuda_cflags=["--expt-relaxed-constexpr", "-lineinfo"],
-        build_directory=str(build_dir),
-        verbose=False,
-    )
+    return load_extension(tmp_path_factory.mktemp("pumer_ext"))
 
 
 def _prune_inputs(*args, **kwargs):
