@@ -212,7 +212,8 @@ def _export_matches(path: Path, *, dtype: str, reduction: bool, image_size, text
 
 def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_size, text_length) -> Path:
     """``directory/model.onnx`` exported with these settings (reused when one with the same settings exists)."""
-    from .onnx.export import MODEL_FILE, export_onnx
+    from .onnx.export import export_onnx
+    from .onnx.files import MODEL_FILE
 
     path = directory / MODEL_FILE
     if _export_matches(path, dtype=dtype, reduction=reduction, image_size=image_size, text_length=text_length,
@@ -268,8 +269,12 @@ def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
         if not any(b in backends for b in users):
             raise PumerExportError(f"{option} is only used by the {' / '.join(users)} backend(s), and --backends is "
                                    f"{','.join(backends)}; add {users[0]} to --backends or drop {option}")
-        if not Path(path).is_file():
-            raise PumerExportError(f"{option} {path}: no such file")
+        from .onnx.files import missing, resolve_onnx_path
+
+        if option.startswith("--onnx"):
+            resolve_onnx_path(path, option)  # a .onnx file or an export folder
+        elif not Path(path).is_file():
+            raise missing(path, option)
 
 
 def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None) -> dict[str, Any]:
@@ -280,7 +285,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     from .console import err_console, progress_bar
     from .parity.environment import environment
     from .parity.onnxinfo import canonical_dtype, read_onnx_info
-    from .schedule import encoder_flops
+    from .schedule import encoder_flops, input_size
     from .tiny import random_inputs
 
     backends, notes = resolve_backends(options.backends)
@@ -324,8 +329,8 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
                                    f"pass it as {other}")
     given = next(iter(infos.values()), None)
-    image_size = tuple(options.image_size or (given.image_size if given else None) or (config.image_size,) * 2)
-    text_length = options.text_length or (given.text_length if given else None) or config.max_position_embeddings
+    image_size, text_length = input_size(config, options.image_size or (given.image_size if given else None),
+                                         options.text_length or (given.text_length if given else None))
     if given is not None:
         if options.image_size and given.image_size and tuple(options.image_size) != given.image_size:
             raise PumerExportError(f"--image-size {'x'.join(map(str, options.image_size))} differs from the given "
@@ -378,9 +383,9 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                             "pumer": _TorchVariant(torch_model, pumer, options.device, dtype)}
             else:
                 paths = {}
-                for variant, given_path in (("pumer", options.onnx), ("baseline", options.onnx_baseline)):
-                    if given_path is not None and dtype == dtypes[0]:
-                        paths[variant] = Path(given_path)
+                for variant, option in (("pumer", "--onnx"), ("baseline", "--onnx-baseline")):
+                    if option in infos and dtype == dtypes[0]:
+                        paths[variant] = infos[option].path
                     else:
                         paths[variant] = ensure_export(model, export_dir / f"{dtype}-{variant}", dtype=dtype,
                                                        reduction=variant == "pumer", image_size=image_size,

@@ -160,10 +160,11 @@ def set_pumer_config(model_config: Any, pumer: PumerConfig) -> None:
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
-    """Parse a CLI layer list such as ``"2,5,8"``."""
+    """Parse a CLI layer list such as ``"2,5,8"`` (at least one layer: an empty list would reduce nothing)."""
     text = text.strip()
     if not text:
-        return ()
+        raise ConfigError("--layers is empty: name the reduce layers, e.g. --layers 2,5,8 (a checkpoint without "
+                          "reduce layers is the plain baseline; use the Hugging Face checkpoint itself for that)")
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from typing import Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+#: Width of tables written to a pipe or file (CI logs): wide enough that values are never cut; a terminal
+#: uses its own width and tables wrap cells instead of truncating them.
+PIPE_WIDTH = 240
+
+
+def _width(stream) -> int | None:
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return None if stream.isatty() else PIPE_WIDTH
+    except (AttributeError, ValueError):
+        return PIPE_WIDTH
+
+
 #: Human-facing messages and progress go to stderr; stdout stays for results (tables, JSON).
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+out_console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 def info(message: str) -> None:
@@ -51,7 +67,7 @@ def progress_bar() -> Progress:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
     result = Table(title=title, title_justify="left")
     for column in columns:
-        result.add_column(column)
+        result.add_column(column, overflow="fold")
     for row in rows:
         result.add_row(*(str(cell) for cell in row))
     return result

@@ -23,6 +23,22 @@ def _default_mode(path: Path, mode: int) -> None:
     os.chmod(path, mode & ~_umask())
 
 
+def _readable_tree(root: Path) -> None:
+    """Give every file and folder under ``root`` the read (and folder search) bits the umask allows.
+
+    Writers we call (``save_pretrained`` / safetensors, temporary files) create some files 0600; outputs are
+    meant to be read by others like any file the user creates.
+    """
+    mask = _umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        extra = (0o555 if path.is_dir() else 0o444) & ~mask
+        mode = path.stat().st_mode & 0o7777
+        if mode | extra != mode:
+            os.chmod(path, mode | extra)
+
+
 def check_destination(dst: Path, force: bool) -> None:
     """Refuse to overwrite ``dst`` unless ``force``."""
     if dst.exists() and not force:
@@ -42,6 +58,7 @@ def atomic_output_dir(dst: str | os.PathLike, *, force: bool = False) -> Iterato
     try:
         _default_mode(tmp, 0o777)
         yield tmp
+        _readable_tree(tmp)
         if dst.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
             old.rmdir()

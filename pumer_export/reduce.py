@@ -96,13 +96,19 @@ def prune(
     return _gather_tokens(x[:, text_len:], keep_idx), _gather_tokens(metric[:, text_len:], keep_idx), keep_idx
 
 
-def bipartite_plan(metric: torch.Tensor, r: int) -> MergePlan:
-    """ToMe bipartite soft matching of ``metric`` [B, t, D] merging ``r`` tokens (``1 <= r <= (t-1)//2``)."""
+def bipartite_similarity(metric: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity [B, na, nb] (float32) of every a-token (even position) to every b-token (odd position);
+    row 0 is -inf: the first token is never merged."""
     m = metric.float()
     m = m / m.norm(dim=-1, keepdim=True)
-    a, b = m[:, ::2], m[:, 1::2]
-    sim = a @ b.transpose(-1, -2)
-    sim[:, 0, :] = -torch.inf  # the first token is never merged
+    sim = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
+    sim[:, 0, :] = -torch.inf
+    return sim
+
+
+def bipartite_plan(metric: torch.Tensor, r: int) -> MergePlan:
+    """ToMe bipartite soft matching of ``metric`` [B, t, D] merging ``r`` tokens (``1 <= r <= (t-1)//2``)."""
+    sim = bipartite_similarity(metric)
     node_idx = sim.argmax(dim=-1)
     node_max = sim.gather(-1, node_idx.unsqueeze(-1)).squeeze(-1)
     edge_order = torch.sort(node_max, dim=-1, descending=True, stable=True).indices

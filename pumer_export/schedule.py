@@ -152,6 +152,13 @@ def token_schedule(pumer: PumerConfig, *, num_layers: int, text_tokens: int, ima
     return TokenSchedule(num_layers, text_tokens, image_tokens, tuple(layers))
 
 
+def input_size(config, image_size=None, text_length=None) -> tuple[tuple[int, int], int]:
+    """The one rule for default input sizes (every command): the checkpoint's own square ``image_size`` and its
+    text position table size (``max_position_embeddings``), unless given."""
+    size = tuple(int(v) for v in image_size) if image_size else (config.image_size, config.image_size)
+    return size, int(text_length or config.max_position_embeddings)
+
+
 def image_tokens_for(image_size: tuple[int, int], patch_size: int) -> int:
     """Image tokens (image CLS included) of an image of ``image_size`` (H, W) in raster patches."""
     height, width = image_size

@@ -66,7 +66,9 @@ def test_official_settings():
 
 def test_parse_layers():
     assert parse_layers("2,5,8") == (2, 5, 8)
-    assert parse_layers("") == ()
+    for empty in ("", " "):  # `apply --layers ''` would write a checkpoint that reduces nothing
+        with pytest.raises(ConfigError, match="--layers is empty"):
+            parse_layers(empty)
     with pytest.raises(ConfigError, match="comma-separated integers"):
         parse_layers("2;5")
 

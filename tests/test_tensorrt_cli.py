@@ -67,7 +67,7 @@ def test_build_reports_bad_options_before_tensorrt(no_tensorrt, tmp_path, capsys
 
 def test_build_missing_onnx(no_tensorrt, tmp_path, capsys):
     code, _, err = run_cli(capsys, "build", str(tmp_path / "missing.onnx"), str(tmp_path / "m.plan"))
-    assert code == 2 and err == [f"error: ONNX model {tmp_path / 'missing.onnx'} does not exist"]
+    assert code == 2 and err == [f"error: ONNX model {tmp_path / 'missing.onnx'} does not exist; check the path"]
 
 
 def test_build_refuses_foreign_onnx(no_tensorrt, tmp_path, capsys):

@@ -91,8 +91,18 @@ def test_other_pumer_configuration_fails(cli, tiny_checkpoint, exports):
 def test_baseline_export(cli, tiny_checkpoint, exports):
     code, _, err = cli("validate", tiny_checkpoint, "--onnx", exports["baseline"], "--baseline")
     assert code == 0, err
+    # the export's metadata says it is a baseline: no --baseline needed
     code, _, err = cli("validate", tiny_checkpoint, "--onnx", exports["baseline"])
-    assert code == 1 and "--baseline" in err
+    assert code == 0, err
+
+
+def test_export_folder_accepted_and_model_after_options(cli, tiny_checkpoint, exports):
+    """--onnx takes the export folder (as inspect and build do); --atol takes one value, so MODEL may follow it."""
+    folder = exports["pumer"].parent
+    code, _, err = cli("validate", "--atol", "1e-4", tiny_checkpoint, "--onnx", folder, "--num-samples", "2")
+    assert code == 0, err
+    code, _, err = cli("validate", tiny_checkpoint, "--onnx", folder.parent / "nowhere")
+    assert code == 2 and err.startswith("error: ONNX model") and "does not exist" in err
 
 
 def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
@@ -127,7 +137,7 @@ def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
     "args, message",
     [
         ((), "nothing to validate"),
-        (("--onnx", "missing.onnx"), "no such ONNX file"),
+        (("--onnx", "missing.onnx"), "ONNX model missing.onnx does not exist"),
         (("--onnx", "{pumer}", "--inputs", "missing.npz"), "no such file"),
         (("--onnx", "{pumer}", "--inputs", "{images}"), "processor files"),
         (("--onnx", "{pumer}", "--atol", "layer1.keep_idx:1"), "compared exactly"),
@@ -239,7 +249,7 @@ def test_report_markdown_is_readable(cli, tiny_checkpoint, exports, tmp_path):
     import stat
 
     code, _, err = cli("validate", tiny_checkpoint, "--onnx", exports["pumer"], "--report", tmp_path / "r",
-                       "--num-samples", "2", "--batch-size", "2", "--atol", "1e-4", "logits:5e-4")
+                       "--num-samples", "2", "--batch-size", "2", "--atol", "1e-4", "--atol", "logits:5e-4")
     assert code == 0, err
     text = (tmp_path / "r" / "report.md").read_text()
     assert "| 100.0% | 100.0% |" in text

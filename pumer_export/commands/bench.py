@@ -30,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="batch sizes to measure (default 1,8,32)")
     parser.add_argument("--dtype", type=_str_list, default=["fp32"], metavar="LIST", help="comma-separated fp32, fp16 (default fp32)")
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
-                        help="default: the given export's, else the model's image_size")
+                        help="default: the given export's, else the checkpoint's own image size")
     parser.add_argument("--text-length", type=positive_int, metavar="T",
-                        help="default: the given export's, else max_position_embeddings")
+                        help="default: the given export's, else the checkpoint's text position table size")
     parser.add_argument("--warmup", type=non_negative_int, default=3, metavar="N", help="warm-up runs per variant and case (default 3)")
     parser.add_argument("--iters", type=positive_int, default=20, metavar="N", help="timed runs per variant and case (default 20)")
     parser.add_argument("--report", metavar="DIR", default="bench-report", help="output directory (default bench-report)")

@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
     parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
-                        help="input image size HxW (default: the model's square image size)")
+                        help="input image size HxW (default: the checkpoint's own image size)")
     parser.add_argument("--text-length", type=positive_int, default=None, metavar="T",
-                        help="padded text length (default: the model's position table size)")
+                        help="padded text length (default: the checkpoint's text position table size)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(func=run)
 
@@ -70,11 +70,11 @@ def model_info(config, image_size: tuple[int, int], text_length: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_pumer_config
     from ..console import out_console, table
+    from ..schedule import input_size
     from ._common import check_input_lengths
 
     config = load_pumer_config(args.model)
-    image_size = args.image_size or (config.image_size, config.image_size)
-    text_length = args.text_length or config.max_position_embeddings
+    image_size, text_length = input_size(config, args.image_size, args.text_length)
     check_input_lengths(config, image_size, text_length)
     data = model_info(config, image_size, text_length)
     if args.json:

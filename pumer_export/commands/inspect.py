@@ -26,12 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import out_console
     from ..errors import PumerExportError
-    from ..onnx.export import MODEL_FILE
+    from ..onnx.files import resolve_onnx_path
     from ..onnx.inspect import render, summarize
 
-    path = Path(args.path)
-    if path.is_dir():
-        path = path / MODEL_FILE
+    path = resolve_onnx_path(args.path)
     summary = summarize(path)
     if not summary["pumer_nodes"] and not any(key.startswith("pumer.") for key in summary["metadata"]):
         raise PumerExportError(

@@ -18,7 +18,7 @@ def _tolerance(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..onnx.functions import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+    from ..onnx.opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
     parser = subparsers.add_parser(
         "onnx",
@@ -40,10 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
                         help="weights and activations type (default fp32; fp16 keeps softmax, layer norm and reduction math in fp32)")
-    parser.add_argument("--image-size", type=parse_image_size, default=(384, 384), metavar="HxW",
-                        help="fixed input image size (default 384x384)")
-    parser.add_argument("--text-length", type=positive_int, default=40, metavar="T",
-                        help="fixed padded text length (default 40)")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
+                        help="fixed input image size (default: the checkpoint's own image size)")
+    parser.add_argument("--text-length", type=positive_int, default=None, metavar="T",
+                        help="fixed padded text length (default: the checkpoint's text position table size)")
     parser.add_argument("--no-reduction", action="store_true",
                         help="export the same model without reducers (the baseline of every speedup)")
     parser.add_argument("--skip-validation", action="store_true", help="do not run the file in ONNX Runtime")
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PumerExportError
     from ..fsutil import check_destination
     from ..onnx.export import check_settings, export_onnx
+    from ..schedule import input_size
 
     from ._common import check_output_dir
 
@@ -76,19 +77,19 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(outdir, "OUTDIR")
     check_destination(outdir, args.force)
     config = load_pumer_config(args.model)
-    check_settings(config, opset=args.opset, dtype=args.dtype, image_size=args.image_size,
-                   text_length=args.text_length)
+    image_size, text_length = input_size(config, args.image_size, args.text_length)
+    check_settings(config, opset=args.opset, dtype=args.dtype, image_size=image_size, text_length=text_length)
     if args.index_agreement is not None and args.index_agreement > 1:
         raise PumerExportError(f"--index-agreement is a fraction in [0, 1], got {args.index_agreement}")
     with step(f"loading {args.model}"):
         model = load_pumer_model(args.model)
-    height, width = args.image_size
+    height, width = image_size
     what = "baseline (no reduction)" if args.no_reduction else "PuMer"
     with step(f"exporting {what} model to ONNX (opset {args.opset}, {args.dtype}, {height}x{width}, "
-              f"text {args.text_length})"):
+              f"text {text_length})"):
         result = export_onnx(
-            model, outdir, opset=args.opset, dtype=args.dtype, image_size=args.image_size,
-            text_length=args.text_length, reduction=not args.no_reduction, validate=not args.skip_validation,
+            model, outdir, opset=args.opset, dtype=args.dtype, image_size=image_size,
+            text_length=text_length, reduction=not args.no_reduction, validate=not args.skip_validation,
             validation_options={"batch_sizes": args.batch_sizes, "atol": args.atol, "rtol": args.rtol,
                                 "index_agreement": args.index_agreement},
             force=args.force, external_data=True if args.external_data else None,

@@ -8,7 +8,8 @@ import textwrap
 from ._common import parse_image_size, positive_int
 
 EPILOG = """\
-tolerances (Polygraphy syntax): --atol 1e-4 sets every float output, --atol logits:5e-4 one output;
+tolerances (Polygraphy syntax): --atol 1e-4 sets every float output, --atol logits:5e-4 one output
+(repeat the option: --atol 1e-4 --atol logits:5e-4);
 a float output passes when max|diff| <= atol OR max relative diff <= rtol. Defaults: fp32 exports
 atol 1e-4, rtol 1e-3; fp16 5e-2, 5e-2; bf16 1e-1, 5e-2. Index outputs (layerL.keep_idx / image_slots / text_slots)
 are compared exactly; a differing decision whose reference margin is within --tie-tolerance
@@ -19,7 +20,7 @@ exit status: 0 every check passed; 1 a check failed (the failing outputs are nam
 
 examples:
   pumer-export validate ./vilt-pumer --onnx out/pumer/model.onnx --report reports/parity
-  pumer-export validate ./vilt-pumer --onnx out/base/model.onnx --baseline
+  pumer-export validate ./vilt-pumer --onnx out/base          # a --no-reduction export: detected
   pumer-export validate ./vilt-pumer --onnx m.onnx --engine m.plan --inputs batch.npz --atol logits:5e-4
 """
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (the reference)")
-    parser.add_argument("--onnx", metavar="FILE", help="ONNX file to check (run with ONNX Runtime)")
+    parser.add_argument("--onnx", metavar="FILE|DIR", help="ONNX file (or export folder) to check, run with ONNX Runtime")
     parser.add_argument("--engine", metavar="FILE", help="TensorRT engine to check (needs TensorRT and a GPU)")
     parser.add_argument("--inputs", metavar="FILE|DIR",
                         help="a saved batch (.npz with input_ids, pixel_values[, attention_mask, token_type_ids, "
@@ -47,14 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="samples to check (default 8)")
     parser.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="samples per inference (default 4)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs (default 0)")
-    parser.add_argument("--atol", nargs="+", metavar="[OUTPUT:]VALUE", help="absolute tolerance(s), see below")
-    parser.add_argument("--rtol", nargs="+", metavar="[OUTPUT:]VALUE", help="relative tolerance(s), see below")
+    parser.add_argument("--atol", action="append", metavar="[OUTPUT:]VALUE",
+                        help="absolute tolerance; repeat for several outputs (see below)")
+    parser.add_argument("--rtol", action="append", metavar="[OUTPUT:]VALUE",
+                        help="relative tolerance; repeat for several outputs (see below)")
     parser.add_argument("--tie-tolerance", type=float, metavar="TAU",
                         help="relative margin below which a reduction decision is a near-tie")
     parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu",
                         help="ONNX Runtime execution provider (default cpu)")
     parser.add_argument("--baseline", action="store_true",
-                        help="the file is a baseline export (no reduction): run the reference without reducers")
+                        help="run the reference without reducers (detected from an --onnx export's metadata; "
+                             "needed only for an engine checked on its own)")
     parser.add_argument("--text-length", type=positive_int, metavar="T", help="text length (default: the export's)")
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW", help="image size (default: the export's)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),

@@ -41,17 +41,14 @@ from .. import __version__
 from ..errors import ConfigError, PumerExportError
 from ..fsutil import atomic_output_dir
 from ..ops import op_spec_hash
-from ..schedule import TokenSchedule
+from ..schedule import TokenSchedule, input_size
 from . import functions
+from .files import MODEL_FILE  # noqa: F401  (re-exported)
 from .translation import custom_translation_table
-
-MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 #: Weights above this many bytes are written as external data (``model.onnx.data``).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-DEFAULT_IMAGE_SIZE = (384, 384)
-DEFAULT_TEXT_LENGTH = 40
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
 BATCH_DIM = "batch"
 #: Metadata format; bumped when a key changes meaning.
@@ -264,8 +261,8 @@ def export_onnx(
     *,
     opset: int = functions.DEFAULT_OPSET,
     dtype: str = "fp32",
-    image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
-    text_length: int = DEFAULT_TEXT_LENGTH,
+    image_size: Sequence[int] | None = None,
+    text_length: int | None = None,
     reduction: bool = True,
     validate: bool = True,
     validation_options: dict[str, Any] | None = None,
@@ -277,8 +274,8 @@ def export_onnx(
     Args:
         opset: ONNX opset (:data:`functions.SUPPORTED_OPSETS`).
         dtype: ``"fp32"`` or ``"fp16"``.
-        image_size: (H, W) fixed in the file; multiples of the patch size.
-        text_length: padded text length fixed in the file (at most the position table).
+        image_size: (H, W) fixed in the file; multiples of the patch size (default: the model's).
+        text_length: padded text length fixed in the file (default: the model's position table size).
         reduction: False exports the same weights without reducers (the speedup baseline).
         validate: run :func:`pumer_export.onnx.validation.validate_onnx` before publishing ``outdir``;
             a failure raises :class:`~pumer_export.errors.ParityError` and leaves no ``outdir``.
@@ -291,7 +288,7 @@ def export_onnx(
         An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``).
     """
     start = time.perf_counter()
-    image_size = tuple(int(v) for v in image_size)
+    image_size, text_length = input_size(model.config, image_size, text_length)
     check_settings(model.config, opset=opset, dtype=dtype, image_size=image_size, text_length=text_length)
     outdir = Path(outdir)
     if outdir.exists() and not force:

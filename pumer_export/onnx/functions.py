@@ -31,15 +31,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..ops import DOMAIN, op_spec
+from .opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS  # noqa: F401  (re-exported)
 
 #: Version of the ``pumer`` domain (op_spec.json's ``domain_version``).
 DOMAIN_VERSION = 1
-#: Default ONNX opset of exported models (the PyTorch exporter's default).
-DEFAULT_OPSET = 20
-#: Opsets the bodies and the exporter support (checked with onnx 1.23 and ONNX Runtime 1.31).
-MIN_OPSET = 18
-MAX_OPSET = 23
-SUPPORTED_OPSETS = tuple(range(MIN_OPSET, MAX_OPSET + 1))
 
 PRUNE = "PumerPrune"
 MERGE = "PumerMerge"

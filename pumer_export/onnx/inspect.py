@@ -12,17 +12,12 @@ from ..errors import PumerExportError
 from ..ops import DOMAIN, op_spec_hash
 from . import functions
 from .export import read_metadata
+from .files import load_onnx
 
 
 def load_header(path: str | Path) -> onnx.ModelProto:
     """The model without its external weights (enough for every summary here)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PumerExportError(f"{path}: no such file")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have many types
-        raise PumerExportError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
+    return load_onnx(path)
 
 
 def _attr(attribute: onnx.AttributeProto) -> Any:

@@ -115,6 +115,44 @@ def judge_indices(key: str, detail: dict[str, Any] | None, ref: np.ndarray, got:
     return "near_tie" if _merge_near_tie(detail["sim"], detail["r"], ref, got, tie) else "mismatch"
 
 
+def _detail_row(details: dict[str, Any] | None, row: int) -> dict[str, Any] | None:
+    if details is None:
+        return None
+    if "scores" in details:
+        return {"scores": details["scores"][row]}
+    return {"sim": details["sim"][row], "r": details["r"]}
+
+
+def judge_batch(index_names: Sequence[str], reference: dict[str, np.ndarray], backend: dict[str, np.ndarray],
+                details: dict[str, dict[str, Any]] | None, tie: float) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Judge the index outputs of one batch, sample by sample, in layer order (THE rule of every parity gate).
+
+    Returns per output the counts ``exact`` / ``near_tie`` / ``mismatch`` / ``after_divergence`` (a sample
+    that diverged at an earlier decision is not judged again: its tokens differ from then on by design), and
+    per sample its state: ``exact``, or how it first diverged (``near_tie`` / ``mismatch``). Outputs whose
+    shapes differ from the reference are the caller's business (token counts) and are skipped here.
+    """
+    batch = int(next(iter(reference.values())).shape[0]) if reference else 0
+    states = ["exact"] * batch
+    counts: dict[str, dict[str, int]] = {}
+    for key in index_names:
+        if key not in backend:
+            continue
+        ref_b, got_b = np.asarray(reference[key]), np.asarray(backend[key])
+        if ref_b.shape != got_b.shape:
+            continue
+        c = counts[key] = {"exact": 0, "near_tie": 0, "mismatch": 0, "after_divergence": 0}
+        for row in range(ref_b.shape[0]):
+            if states[row] != "exact":
+                c["after_divergence"] += 1
+                continue
+            verdict = judge_indices(key, _detail_row((details or {}).get(key), row), ref_b[row], got_b[row], tie)
+            c[verdict] += 1
+            if verdict != "exact":
+                states[row] = verdict
+    return counts, states
+
+
 # --------------------------------------------------------------------------- statistics
 def error_stats(backend: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     absdiff = np.abs(backend.astype(np.float64) - reference.astype(np.float64))
@@ -203,36 +241,25 @@ def run_and_compare(runners: Sequence, batches: Sequence[dict], tol: Tolerances,
             checks.append(Check(name, "outputs", False, f"{name} has outputs the reference does not: {', '.join(extra)} "
                                 "(the export has other PuMer settings than the checkpoint?)", "output"))
 
-        # ---- index outputs: per sample, in layer order, with divergence tracking
-        state = ["exact"] * num_samples  # exact / near_tie / mismatch (first divergence)
+        # ---- index outputs: per sample, in layer order, with divergence tracking (judge_batch)
+        state: list[str] = []  # per sample: exact / near_tie / mismatch (first divergence)
+        key_counts = {key: {"exact": 0, "near_tie": 0, "mismatch": 0, "after_divergence": 0} for key in index_names}
+        for it_index, (ref_it, got_it) in enumerate(zip(ref_iters, iters)):
+            details = reference_details[it_index] if reference_details else None
+            batch_counts, batch_states = judge_batch(index_names, dict(ref_it), dict(got_it), details, tol.tie)
+            state += batch_states
+            for key, c in batch_counts.items():
+                for kind, n in c.items():
+                    key_counts[key][kind] += n
         for key in index_names:
             if key in missing:
                 continue
             ref_all = [np.asarray(it[key]) for it in ref_iters]
             got_all = [np.asarray(it[key]) for it in iters]
-            counts = {"exact": 0, "near_tie": 0, "mismatch": 0, "after_divergence": 0}
+            counts = key_counts[key]
             shape_ok = all(r.shape == g.shape for r, g in zip(ref_all, got_all))
-            equal_elems = total_elems = 0
-            for it_index, (ref_b, got_b) in enumerate(zip(ref_all, got_all)):
-                details = reference_details[it_index].get(key) if reference_details else None
-                for row in range(ref_b.shape[0]):
-                    sample = offsets[it_index] + row
-                    ref_s = ref_b[row]
-                    got_s = got_b[row] if row < got_b.shape[0] else np.empty(0, np.int64)
-                    if shape_ok:
-                        equal_elems += int((ref_s == got_s).sum())
-                        total_elems += ref_s.size
-                    if state[sample] != "exact":
-                        counts["after_divergence"] += 1
-                        continue
-                    detail = None
-                    if details is not None:
-                        detail = {"scores": details["scores"][row]} if "scores" in details else \
-                            {"sim": details["sim"][row], "r": details["r"]}
-                    verdict = judge_indices(key, detail, ref_s, got_s, tol.tie)
-                    counts[verdict] += 1
-                    if verdict != "exact":
-                        state[sample] = verdict
+            equal_elems = sum(int((r == g).sum()) for r, g in zip(ref_all, got_all)) if shape_ok else 0
+            total_elems = sum(r.size for r in ref_all) if shape_ok else 0
             width_ref = ref_all[0].shape[1] if ref_all[0].ndim == 2 else None
             width_got = got_all[0].shape[1] if got_all[0].ndim == 2 else None
             polygraphy_passed = all(bool(v.get(key, False)) for v in verdicts) if verdicts else None

@@ -170,15 +170,10 @@ def _tensor_info(value) -> TensorInfo:
 
 def read_onnx_info(path: str | Path) -> OnnxInfo:
     """Inputs, outputs and metadata of ``path`` (weights are not loaded)."""
-    import onnx
+    from ..onnx.files import load_onnx, resolve_onnx_path
 
-    path = Path(path)
-    if not path.is_file():
-        raise PumerExportError(f"{path}: no such ONNX file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # a truncated or non-ONNX file
-        raise PumerExportError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    path = resolve_onnx_path(path)
+    model = load_onnx(path)
     metadata: dict[str, Any] = {}
     for prop in model.metadata_props:
         try:

@@ -68,13 +68,31 @@ def _capture_merges(store: list) -> Iterator[None]:
 
 def merge_similarities(metric, r: int) -> dict[str, np.ndarray]:
     """The reference's ToMe similarities (float32): ``sim`` [B, na, nb] with the first a-row at -inf."""
+    from ..reduce import bipartite_similarity
+
+    return {"sim": bipartite_similarity(metric).numpy(), "r": r}
+
+
+def reference_run(model, inputs: dict, *, keep_details: bool = True):
+    """Run the PyTorch reference once: (outputs: ``logits`` and the reduction indices as numpy arrays,
+    details: per index output the reference's pruning scores or merge similarities, for the near-tie analysis)."""
     import torch
 
-    m = metric.float()
-    m = m / m.norm(dim=-1, keepdim=True)
-    sim = m[:, ::2] @ m[:, 1::2].transpose(-1, -2)
-    sim[:, 0, :] = -torch.inf
-    return {"sim": sim.numpy(), "r": r}
+    merges: list = []
+    with torch.inference_mode(), _capture_merges(merges):
+        out = model(**inputs, trim_image_padding=False, output_reduction_records=keep_details)
+    outputs = OrderedDict()
+    outputs["logits"] = out.logits.detach().cpu().float().numpy()
+    for key, value in out.reduction_indices.items():
+        outputs[key] = value.detach().cpu().numpy().astype(np.int64)
+    details: dict[str, dict[str, Any]] = {}
+    if keep_details:
+        for record in out.reduction_records or []:
+            details[f"layer{record['layer']}.keep_idx"] = {"scores": record["prune_scores"].float().cpu().numpy()}
+        slot_keys = [key for key in out.reduction_indices if key.endswith("_slots")]
+        for key, (metric, r) in zip(slot_keys, merges):
+            details[key] = merge_similarities(metric.cpu(), r)
+    return outputs, details
 
 
 class TorchRunner(BaseRunner):
@@ -124,22 +142,10 @@ class TorchRunner(BaseRunner):
             else:
                 tensor = tensor.long()
             inputs[name] = tensor
-        merges: list = []
         start = time.perf_counter()
-        with torch.inference_mode(), _capture_merges(merges):
-            out = self.model(**inputs, trim_image_padding=False, output_reduction_records=self.keep_details)
+        outputs, details = reference_run(self.model, inputs, keep_details=self.keep_details)
         self.inference_time = time.perf_counter() - start
-        outputs = OrderedDict()
-        outputs["logits"] = out.logits.detach().cpu().float().numpy()
-        for key, value in out.reduction_indices.items():
-            outputs[key] = value.detach().cpu().numpy().astype(np.int64)
         if self.keep_details:
-            details: dict[str, dict[str, Any]] = {}
-            for record in out.reduction_records or []:
-                details[f"layer{record['layer']}.keep_idx"] = {"scores": record["prune_scores"].float().cpu().numpy()}
-            slot_keys = [key for key in out.reduction_indices if key.endswith("_slots")]
-            for key, (metric, r) in zip(slot_keys, merges):
-                details[key] = merge_similarities(metric.cpu(), r)
             self.details.append(details)
         if self.output_names is not None:
             outputs = OrderedDict((self.output_names.get(k, k), v) for k, v in outputs.items())

@@ -6,7 +6,7 @@ as a bare ``VALUE``)::
 
     --atol 1e-4                 # every float output
     --atol logits:5e-4          # logits only, the others keep the default
-    --atol 1e-3 logits:5e-4
+    --atol 1e-3 --atol logits:5e-4  # the option repeats (the CLI takes one value per --atol)
 
 A float output passes when its maximum absolute difference is within ``atol`` OR its maximum
 relative difference is within ``rtol`` (Polygraphy's ``SimpleCompareFunc`` with

@@ -66,8 +66,8 @@ def settings_checks(model, info, backend: str) -> list[Check]:
                 differing.append(f"{key} {stored[key]} (export) vs {mine[key]} (checkpoint)")
     if differing:
         hint = ""
-        if info.reduction is False and model.pumer_config.enabled:
-            hint = " (a baseline export made with reduction=False? validate it with --baseline)"
+        if info.reduction is None and model.pumer_config.enabled:
+            hint = " (a baseline export made with --no-reduction? validate it with --baseline)"
         return [Check(backend, "settings", False, "the export was made with other PuMer settings: " + "; ".join(differing)
                       + hint, "settings")]
     return [Check(backend, "settings", True, "the export's PuMer settings match the checkpoint's", "settings")]
@@ -90,6 +90,8 @@ def validate(model_dir: str | Path, options: ValidateOptions, *, model=None) -> 
 
     if options.onnx is None and options.engine is None:
         raise PumerExportError("nothing to validate: pass --onnx FILE and/or --engine FILE")
+    if options.onnx is not None and not options.baseline and read_onnx_info(options.onnx).reduction is False:
+        options = dataclasses.replace(options, baseline=True)  # the export's metadata says it is a baseline
     if model is None:
         model = load_pumer_model(Path(model_dir))
     original = model.pumer_config
@@ -105,6 +107,7 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
     from .environment import environment
     from .inputs import InputSpec, load_inputs
     from .report import write_reports
+    from ..schedule import input_size
     from .runners import TorchRunner, match_output_names, ort_runner, trt_runner
 
     config = model.config
@@ -113,8 +116,8 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
         info.require_vilt_inputs()
 
     # ---- fixed sizes: the export's, unless given (and then they must agree)
-    text_length = options.text_length or (info.text_length if info else None) or config.max_position_embeddings
-    image_size = options.image_size or (info.image_size if info else None) or (config.image_size, config.image_size)
+    image_size, text_length = input_size(config, options.image_size or (info.image_size if info else None),
+                                         options.text_length or (info.text_length if info else None))
     if info is not None:
         if options.text_length and info.text_length and options.text_length != info.text_length:
             raise PumerExportError(f"--text-length {options.text_length} differs from the export's {info.text_length}; "

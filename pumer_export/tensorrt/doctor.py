@@ -180,8 +180,8 @@ def render(report: dict[str, Any]):
 
     colors = {OK: "green", MISSING: "red", ERROR: "red", SKIPPED: "yellow", INFO: "cyan"}
     table = Table(title="pumer-export doctor", title_justify="left")
-    table.add_column("item", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    table.add_column("item", overflow="fold")
+    table.add_column("status", overflow="fold")
     table.add_column("detail", overflow="fold")
     for row in report["checks"]:
         color = colors.get(row["status"], "white")

@@ -23,11 +23,11 @@ import onnx
 
 from ..errors import MissingDependencyError, PumerExportError
 from ..fsutil import atomic_output_file, check_destination
+from ..onnx.files import missing, resolve_onnx_path
 from ..ops import op_spec_hash
 from . import device, prepare, sidecar as sidecar_mod
 
 #: The ONNX file inside an export directory.
-EXPORT_MODEL_FILE = "model.onnx"
 PLUGINS_HINT = "build it with pumer-export build-plugins, or pass --plugins LIB / set PUMER_PLUGINS"
 
 
@@ -78,16 +78,6 @@ def check_plugin_hash(path: Path, library_hash: str, model_hash: str | None) -> 
 
 
 # ------------------------------------------------------------------------ the ONNX model
-def resolve_onnx_path(path: str | os.PathLike) -> Path:
-    """A ``.onnx`` file, or an export directory holding ``model.onnx``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / EXPORT_MODEL_FILE
-    if not path.is_file():
-        raise PumerExportError(f"ONNX model {path} does not exist")
-    return path
-
-
 def check_export(model: onnx.ModelProto, path: Path) -> dict[str, Any]:
     """The model's metadata, after checking it is a pumer-export export of this op spec."""
     metadata = prepare.read_export_metadata(model)
@@ -310,7 +300,7 @@ def load_engine(plan: str | os.PathLike, *, plugins: str | os.PathLike | None = 
     """Deserialize ``plan`` after checking its sidecar against this process; load the plugin library first."""
     plan = Path(plan)
     if not plan.is_file():
-        raise PumerExportError(f"engine {plan} does not exist")
+        raise missing(plan, "engine")
     record = sidecar_mod.read_sidecar(plan)
 
     from . import trt_api

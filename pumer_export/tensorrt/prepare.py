@@ -49,6 +49,7 @@ from typing import Any, Iterable, Mapping
 import onnx
 
 from ..errors import PumerExportError
+from ..onnx.files import load_onnx
 from ..ops import DOMAIN, op_spec
 
 #: Oldest supported TensorRT: IPluginV3 and the plugin fallback with plugin_namespace need 10.0.
@@ -380,17 +381,6 @@ class PreparedOnnx:
     stripped_functions: list[str]
     pumer_node_count: int
     op_types: list[str]
-
-
-def load_onnx(path: str | Path, *, load_external_data: bool = False) -> onnx.ModelProto:
-    """Load an ONNX file with a one-line error for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise PumerExportError(f"ONNX model {path} does not exist")
-    try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as exc:  # DecodeError, OSError, ...: all "not a readable ONNX file"
-        raise PumerExportError(f"{path} is not a readable ONNX model: {exc}") from None
 
 
 def strip_pumer_functions(model: onnx.ModelProto) -> list[str]:
