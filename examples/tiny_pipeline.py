@@ -8,7 +8,7 @@
 3. validation of both against the PyTorch reference with ONNX Runtime (Polygraphy's comparator);
 4. a short CPU benchmark (PyTorch and ONNX Runtime, baseline vs PuMer interleaved).
 
-The same steps from the shell: ``pumer-export apply``, ``pumer-export export``, ``pumer-export validate``,
+The same steps from the shell: ``pumer-export apply``, ``pumer-export onnx``, ``pumer-export validate``,
 ``pumer-export bench`` (see examples/vilt_b32_walkthrough.md); all of it in one command: ``pumer-export demo``.
 """
 

@@ -6,13 +6,14 @@ each, ``iters`` rounds run baseline and PuMer back to back (alternating which go
 a slow phase of a noisy machine hits both. Reported per case:
 
 * latency p50 / p90 / p99 (ms) and throughput (batch / p50 latency, samples/s);
-* peak memory (MB). CPU backends: the process's peak resident set size (``VmHWM``) while the
-  variant runs once, after resetting the peak (``/proc/self/clear_refs``); it is a process-wide
-  number (weights, sessions and the Python runtime included), and ``memory_delta_mb`` is the
-  growth over the resident size just before that run. Where the peak cannot be reset it is the
-  process-lifetime peak (``memory_method`` says which). GPU backends: device memory
-  (``torch.cuda.max_memory_allocated`` for PyTorch, device memory in use from ``cudaMemGetInfo``
-  after the run for ONNX Runtime CUDA / TensorRT).
+* peak memory (MB). CPU backends: each variant in a fresh process of its own
+  (:mod:`pumer_export.memprobe`: a process that ran the baseline keeps the memory it freed, so
+  one process cannot tell the variants apart): ``peak_memory_mb`` is that process's peak resident
+  size during one run (weights included), ``memory_delta_mb`` its growth over the size after
+  loading (the run's own activations and scratch). ``memory="process"`` measures in this process
+  instead, ``"off"`` not at all. GPU backends: device memory (``torch.cuda.max_memory_allocated``
+  for PyTorch, device memory in use from ``cudaMemGetInfo`` after the run for ONNX Runtime CUDA /
+  TensorRT). ``memory_method`` says which.
 
 and per backend x dtype x batch the speedup (baseline p50 / PuMer p50) next to the FLOP-ideal
 ratio (:func:`pumer_export.schedule.encoder_flops` of the baseline over PuMer's schedule) and the
@@ -32,10 +33,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .backends import BACKEND_DTYPES, BACKENDS
 from .errors import MissingDependencyError, PumerExportError
 
-BACKENDS = ("torch", "ort", "trt")
 VARIANTS = ("baseline", "pumer")
+#: Below these a warning says the figures are noisy.
+MIN_RELIABLE_ITERS = 10
+#: A speedup above the FLOP-ideal ratio by more than this factor is flagged as suspect.
+IDEAL_EXCESS_WARNING = 1.15
 JSON_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"
 PLOT_FILE = "bench.png"
@@ -62,39 +67,23 @@ class BenchOptions:
     threads: int | None = None
     seed: int = 0
     progress: bool = True
+    #: "auto": CPU memory per variant in a fresh process (Linux), "process": this process's peak, "off"
+    memory: str = "auto"
 
 
 # ----------------------------------------------------------------------------- memory
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        _CLEAR_REFS.write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure_cpu_memory(fn: Callable[[], Any]) -> dict[str, Any]:
-    """Peak process RSS (MB) while ``fn`` runs once (see the module doc)."""
+    """Peak RSS (MB) of this process while ``fn`` runs once. Memory freed by earlier runs stays resident, so
+    variants measured one after the other in one process look alike; :mod:`pumer_export.memprobe` measures
+    each in a process of its own (the default)."""
+    from .memprobe import reset_peak_rss, status_kb
+
     gc.collect()
-    before = _status_kb("VmRSS")
-    reset = _reset_peak_rss()
+    before = status_kb("VmRSS")
+    reset = reset_peak_rss()
     fn()
-    peak = _status_kb("VmHWM") if reset else None
-    method = "VmHWM after reset (process peak during the run)"
+    peak = status_kb("VmHWM") if reset else None
+    method = "VmHWM after reset (process peak during the run, this process: variants share it)"
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         method = "ru_maxrss (process-lifetime peak)"
@@ -144,11 +133,15 @@ class _TorchVariant:
     def __call__(self, inputs):
         import torch
 
+        previous = self.model.pumer_config  # the model is shared: leave its settings as they were
         self.model.set_pumer_config(self.pumer)
-        with torch.inference_mode():
-            out = self.model(**inputs, trim_image_padding=False).logits
-        if self.device != "cpu":
-            torch.cuda.synchronize()
+        try:
+            with torch.inference_mode():
+                out = self.model(**inputs, trim_image_padding=False).logits
+            if self.device != "cpu":
+                torch.cuda.synchronize()
+        finally:
+            self.model.set_pumer_config(previous)
         return out
 
 
@@ -195,7 +188,9 @@ class _TrtVariant:
 
 
 # ----------------------------------------------------------------------------- exports
-def _export_matches(path: Path, *, dtype: str, reduction: bool, image_size, text_length, pumer) -> bool:
+def _export_matches(path: Path, *, fingerprint: str, dtype: str, reduction: bool, image_size, text_length,
+                   pumer) -> bool:
+    """Whether ``path`` is an export of this very checkpoint (weights and architecture) with these options."""
     from .parity.onnxinfo import read_onnx_info
 
     if not path.is_file():
@@ -206,18 +201,23 @@ def _export_matches(path: Path, *, dtype: str, reduction: bool, image_size, text
         return False
     stored = info.pumer or {}
     wanted = pumer.to_dict() if reduction else pumer.without_reduction().to_dict()
-    return (info.dtype == dtype and info.image_size == tuple(image_size) and info.text_length == text_length
+    return (info.metadata.get("pumer.model_sha256") == fingerprint
+            and info.dtype == dtype and info.image_size == tuple(image_size) and info.text_length == text_length
             and all(stored.get(k) == v for k, v in wanted.items() if k != "format_version"))
 
 
-def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_size, text_length) -> Path:
-    """``directory/model.onnx`` exported with these settings (reused when one with the same settings exists)."""
+def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_size, text_length,
+                  fingerprint: str | None = None) -> Path:
+    """``directory/model.onnx`` exported with these settings: reused only when it was exported from the same
+    checkpoint (:func:`~pumer_export.checkpoints.model_fingerprint`) with the same options, else re-exported."""
+    from .checkpoints import model_fingerprint
     from .onnx.export import export_onnx
     from .onnx.files import MODEL_FILE
 
     path = directory / MODEL_FILE
-    if _export_matches(path, dtype=dtype, reduction=reduction, image_size=image_size, text_length=text_length,
-                       pumer=model.pumer_config):
+    fingerprint = fingerprint or model_fingerprint(model)
+    if _export_matches(path, fingerprint=fingerprint, dtype=dtype, reduction=reduction, image_size=image_size,
+                       text_length=text_length, pumer=model.pumer_config):
         return path
     export_onnx(model, directory, dtype=dtype, image_size=tuple(image_size), text_length=text_length,
                 reduction=reduction, validate=False, force=True)
@@ -225,11 +225,23 @@ def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_
 
 
 def ensure_engine(onnx_path: Path, plan: Path, *, batch_sizes: Sequence[int], fp16: bool) -> Path:
+    """``plan`` built from ``onnx_path``: reused only when its sidecar records this ONNX file's hash and a batch
+    profile covering ``batch_sizes``, else rebuilt."""
+    from .tensorrt import sidecar
     from .tensorrt.engine import build_engine
 
-    if not plan.is_file():
-        build_engine(onnx_path, plan, batch=f"{min(batch_sizes)}:{max(batch_sizes)}:{max(batch_sizes)}", fp16=fp16,
-                     force=True)
+    low, high = min(batch_sizes), max(batch_sizes)
+    if plan.is_file():
+        try:
+            record = sidecar.read_sidecar(plan)
+            same_onnx = (record.get("onnx") or {}).get("sha256") == sidecar.sha256_file(onnx_path)
+            same_profile = (record.get("profile") or {}).get("batch") == {"min": low, "opt": high, "max": high}
+        except PumerExportError:
+            same_onnx = same_profile = False
+        if same_onnx and same_profile:
+            return plan
+    batch = f"{low}:{high}:{high}"
+    build_engine(onnx_path, plan, batch=batch, fp16=fp16, force=True)
     return plan
 
 
@@ -258,6 +270,49 @@ def resolve_backends(requested: Sequence[str] | None) -> tuple[list[str], list[s
     return list(dict.fromkeys(requested)), notes
 
 
+def plan_cases(backends: Sequence[str], dtypes: Sequence[str], device: str, notes: list[str]) -> list[tuple[str, str]]:
+    """The (backend, dtype) cases to measure, checked before any work: an unsupported pair is an error, a
+    pointless one (float16 PyTorch on a CPU) a note; nothing left to measure is an error naming why."""
+    for dtype in dtypes:
+        unsupported = [b for b in backends if dtype not in BACKEND_DTYPES[b]]
+        if unsupported:
+            supported = "; ".join(f"{b}: {', '.join(BACKEND_DTYPES[b])}" for b in backends)
+            raise PumerExportError(f"--dtype {dtype} is not measured by {', '.join(unsupported)} ({supported}); "
+                                   f"drop it or those backends")
+    plans = []
+    for dtype in dtypes:
+        for backend in backends:
+            if backend == "torch" and dtype == "fp16" and device == "cpu":
+                notes.append("torch fp16 skipped: PyTorch runs float16 on the CPU through slow fallbacks "
+                             "(use --device cuda, bf16, or the ort backend)")
+                continue
+            plans.append((backend, dtype))
+    if not plans:
+        raise PumerExportError("nothing to measure: " + "; ".join(notes))
+    return plans
+
+
+def measure_child_memory(spec: dict[str, Any], feeds: dict[int, dict[str, np.ndarray]]) -> dict[int, dict[str, Any]]:
+    from .memprobe import measure
+
+    return measure(spec, feeds)
+
+
+def sample_warnings(options: BenchOptions, speedups: Sequence[dict[str, Any]]) -> list[str]:
+    """Warnings about figures that should not be trusted (too few samples, a speedup far above the ideal)."""
+    out = []
+    if options.iters < MIN_RELIABLE_ITERS or options.warmup < 1:
+        out.append(f"warning: {options.warmup} warm-up and {options.iters} timed runs per case are too few for "
+                   f"stable ratios; use --warmup >= 1 --iters >= {MIN_RELIABLE_ITERS}")
+    for sp in speedups:
+        if sp["speedup"] > IDEAL_EXCESS_WARNING * sp["flop_ideal"]:
+            out.append(f"warning: {sp['backend']} {sp['dtype']} batch {sp['batch_size']}: speedup "
+                       f"{sp['speedup']:.2f}x exceeds the FLOP-ideal {sp['flop_ideal']:.2f}x by "
+                       f"{sp['speedup'] / sp['flop_ideal'] - 1:.0%}: noise or a slow baseline run; re-run with more "
+                       "--iters on a quiet machine")
+    return out
+
+
 def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
     """Given exports and engines must exist and be used by a chosen backend (no silently ignored option)."""
     for option, path, users in (("--onnx", options.onnx, ("ort", "trt")),
@@ -281,7 +336,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     """Measure every case, write bench.json / bench.md / bench.png into ``options.report_dir``."""
     import torch
 
-    from .checkpoints import load_pumer_model
+    from .checkpoints import load_pumer_model, model_fingerprint
     from .console import err_console, progress_bar
     from .parity.environment import environment
     from .parity.onnxinfo import canonical_dtype, read_onnx_info
@@ -290,6 +345,11 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
 
     backends, notes = resolve_backends(options.backends)
     dtypes = list(dict.fromkeys(canonical_dtype(d) for d in options.dtypes))
+    if not dtypes:
+        raise PumerExportError("--dtype is empty; name one or more of fp32, fp16, bf16")
+    plans = plan_cases(backends, dtypes, options.device, notes)
+    if options.memory not in ("auto", "process", "off"):
+        raise PumerExportError(f"unknown memory method {options.memory!r}; use auto, process or off")
     batch_sizes = sorted(set(int(b) for b in options.batch_sizes))
     if not batch_sizes or min(batch_sizes) < 1:
         raise PumerExportError("--batch-sizes must be positive integers")
@@ -343,6 +403,19 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     if options.threads:
         torch.set_num_threads(options.threads)
 
+    memory_mode = options.memory
+    if memory_mode == "auto":
+        from .memprobe import supported
+
+        if not supported():
+            memory_mode = "process"
+            notes.append("memory: no resettable peak RSS here (Linux /proc): process-wide peaks shown")
+        elif model_dir is None and "torch" in [b for b, _ in plans]:
+            memory_mode = "process"
+            notes.append("memory: no checkpoint path for a separate process: process-wide peaks shown")
+        else:
+            memory_mode = "child"
+
     pumer_schedule = model.token_schedule(text_length, image_size)
     model.set_pumer_config(baseline_cfg)
     base_schedule = model.token_schedule(text_length, image_size)
@@ -359,18 +432,12 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     on_gpu = {"torch": options.device != "cpu", "ort": options.ort_provider == "cuda", "trt": True}
 
     # ---- build the variants of every backend x dtype (exports as needed)
-    plans: list[tuple[str, str, dict[str, Any]]] = []
-    for dtype in dtypes:
-        for backend in backends:
-            if backend == "torch" and dtype == "fp16" and options.device == "cpu":
-                notes.append("torch fp16 skipped: PyTorch runs float16 on the CPU through slow fallbacks")
-                continue
-            plans.append((backend, dtype, {}))
     total_steps = len(plans) * len(batch_sizes) * (options.warmup + options.iters) * 2
     torch_model = None
+    fingerprint = None  # computed once, when an export may be reused
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         task = progress.add_task("benchmark", total=total_steps) if progress else None
-        for backend, dtype, _ in plans:
+        for backend, dtype in plans:
             label = f"{backend} {dtype}"
             if progress:
                 progress.update(task, description=f"{label}: preparing")
@@ -387,9 +454,11 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                     if option in infos and dtype == dtypes[0]:
                         paths[variant] = infos[option].path
                     else:
+                        if fingerprint is None:
+                            fingerprint = model_fingerprint(model)
                         paths[variant] = ensure_export(model, export_dir / f"{dtype}-{variant}", dtype=dtype,
                                                        reduction=variant == "pumer", image_size=image_size,
-                                                       text_length=text_length)
+                                                       text_length=text_length, fingerprint=fingerprint)
                 exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
                 if backend == "ort":
                     variants = {v: _OrtVariant(paths[v], options.ort_provider, options.threads) for v in VARIANTS}
@@ -400,12 +469,14 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                             engines[v] = ensure_engine(paths[v], export_dir / f"{dtype}-{v}" / "model.plan",
                                                        batch_sizes=batch_sizes, fp16=dtype == "fp16")
                     variants = {v: _TrtVariant(Path(engines[v])) for v in VARIANTS}
+            feeds: dict[int, dict[str, np.ndarray]] = {}
+            cases: dict[tuple[int, str], dict[str, Any]] = {}
             for batch in batch_sizes:
                 if progress:
                     progress.update(task, description=f"{label} batch {batch}")
                 tensors = random_inputs(config, batch, text_length=text_length, image_size=image_size,
                                         seed=options.seed)
-                feed = {k: v.numpy() for k, v in tensors.items()}
+                feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
                 prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
                 latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
                 for _ in range(options.warmup):
@@ -424,9 +495,14 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                 case: dict[str, dict[str, Any]] = {}
                 for v in VARIANTS:
                     run_once = (lambda v=v: variants[v](prepared[v]))
-                    memory = measure_gpu_memory(run_once, backend) if on_gpu[backend] else measure_cpu_memory(run_once)
+                    if on_gpu[backend]:
+                        memory = measure_gpu_memory(run_once, backend)
+                    elif memory_mode == "process":
+                        memory = measure_cpu_memory(run_once)
+                    else:
+                        memory = {}  # filled below by a process per variant, or left out ("off")
                     latency = _percentiles(latencies[v])
-                    case[v] = {
+                    case[v] = cases[(batch, v)] = {
                         "backend": backend, "batch_size": batch, "dtype": dtype, "variant": v,
                         "latency_ms": latency, "throughput": batch / (latency["p50"] / 1e3),
                         **memory, "iters": options.iters, "warmup": options.warmup,
@@ -438,7 +514,17 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                                  "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
             del variants
             gc.collect()
+            if memory_mode == "child" and not on_gpu[backend] and backend in ("torch", "ort"):
+                if progress:
+                    progress.update(task, description=f"{label}: memory per variant")
+                for v in VARIANTS:
+                    spec = {"backend": backend, "variant": v, "dtype": dtype, "threads": options.threads,
+                            "target": str(paths[v]) if backend == "ort" else str(model_dir),
+                            "reduction": v == "pumer"}
+                    for batch, memory in measure_child_memory(spec, feeds).items():
+                        cases[(batch, v)].update(memory)
     model.set_pumer_config(pumer)
+    notes += sample_warnings(options, speedups)
 
     bench = {
         "format_version": FORMAT_VERSION,
@@ -489,14 +575,20 @@ def to_markdown(bench: dict[str, Any]) -> str:
         lines.append(f"| {sp['backend']} | {sp['dtype']} | {sp['batch_size']} | {sp['speedup']:.2f}x | "
                      f"{sp['flop_ideal']:.2f}x | {sp['fraction_of_ideal']:.0%} |")
     lines += ["", "## Cases", "",
-              "| backend | dtype | batch | variant | p50 ms | p90 ms | p99 ms | samples/s | peak memory MB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| backend | dtype | batch | variant | p50 ms | p90 ms | p99 ms | samples/s | peak memory MB "
+              "| run memory MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def mb(value) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
     for r in bench["results"]:
         lat = r["latency_ms"]
         lines.append(f"| {r['backend']} | {r['dtype']} | {r['batch_size']} | {r['variant']} | {lat['p50']:.2f} | "
-                     f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r['throughput']:.1f} | {r['peak_memory_mb']:.0f} |")
-    if bench["results"]:
-        lines += ["", f"Memory: {bench['results'][0]['memory_method']}."]
+                     f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r['throughput']:.1f} | {mb(r.get('peak_memory_mb'))} "
+                     f"| {mb(r.get('memory_delta_mb'))} |")
+    methods = list(dict.fromkeys(r["memory_method"] for r in bench["results"] if r.get("memory_method")))
+    if methods:
+        lines += ["", f"Memory: {'; '.join(methods)}."]
     for note in bench["notes"]:
         lines.append(f"- note: {note}")
     if bench.get("plot"):

@@ -119,6 +119,24 @@ def load_weights(directory: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 identifying a model's weights and architecture (not its PuMer settings, stored apart).
+
+    Exports record it (``pumer.model_sha256``), so a reused export or engine is known to come from the same
+    checkpoint: same config (without ``"pumer"``) and the same tensors, bit for bit.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if k not in (CONFIG_KEY, "transformers_version")}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _few(names: list[str], limit: int = 3) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,6 +1,7 @@
-"""``pumer-export demo``: the whole pipeline on the tiny built-in model, in about a minute on a CPU.
+"""``pumer-export demo``: the whole pipeline on a small built-in model, in one to two minutes on a CPU.
 
-1. a tiny random ViLT VQA checkpoint (``vilt-tiny/``, no reduction) and PuMer applied to it
+1. a random ViLT VQA checkpoint with ViLT-B/32's token layout (384x384 images in 32-pixel patches, text
+   40) in a 6-layer, hidden-256 encoder (``vilt-demo/``, no reduction) and PuMer applied to it
    (``checkpoint/``, layers 1 and 3, ratios 0.1 / 0.3 / 0.2);
 2. ONNX exports of PuMer and of the baseline (``onnx/pumer``, ``onnx/baseline``);
 3. validation of both against the PyTorch reference with ONNX Runtime (``validate/``);
@@ -21,7 +22,7 @@ from .errors import PumerExportError
 
 DEFAULT_OUT = Path("pumer-demo")
 TEXT_LENGTH = 40
-IMAGE_SIZE = (96, 96)
+IMAGE_SIZE = (384, 384)
 
 
 @dataclasses.dataclass
@@ -74,7 +75,7 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
     from .fsutil import write_text_atomic
     from .onnx.export import export_onnx
     from .parity.validate import ValidateOptions, validate
-    from .tiny import DEFAULT_TINY_PUMER, tiny_vilt_model
+    from .tiny import DEMO_PUMER, demo_vilt_model
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -83,9 +84,9 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
         timings[name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with step("tiny ViLT checkpoint + PuMer"):
-        tiny_vilt_model(seed=0, pumer=None).save_pretrained(out / "vilt-tiny")
-        apply_pumer(out / "vilt-tiny", out / "checkpoint", DEFAULT_TINY_PUMER)
+    with step("demo ViLT checkpoint + PuMer"):
+        demo_vilt_model(seed=0, pumer=None).save_pretrained(out / "vilt-demo")
+        apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)
         model = load_pumer_model(out / "checkpoint")
     timed("checkpoint", t0)
 
@@ -140,7 +141,8 @@ def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[
     pumer = bench["settings"]["pumer"]
     lines = [
         "# pumer-export demo", "",
-        f"Tiny random ViLT VQA model (4 layers, hidden 64), PuMer at layers {pumer['reduce_layers']} "
+        f"Random ViLT VQA model with ViLT-B/32's token layout (145 image + {TEXT_LENGTH} text tokens) in a "
+        f"6-layer, hidden-256 encoder, PuMer at layers {pumer['reduce_layers']} "
         f"(prune {pumer['prune_ratio']}, merge {pumer['image_merge_ratio']}, text merge {pumer['text_merge_ratio']}), "
         f"image {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, text length {TEXT_LENGTH}. Total time {summary['timings_s']['total']:.0f} s.",
         "", "## Validation (PyTorch reference vs ONNX Runtime)", "",
@@ -161,8 +163,10 @@ def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[
     for sp in bench["speedups"]:
         lines.append(f"| {sp['backend']} | {sp['batch_size']} | {sp['speedup']:.2f}x | {sp['flop_ideal']:.2f}x | "
                      f"{sp['fraction_of_ideal']:.0%} |")
-    lines += ["", "The tiny model is dominated by per-operator overhead, so its speedups say little; run "
-              "`pumer-export bench` on a ViLT-B/32 checkpoint for meaningful numbers.", "",
+    lines += ["", "Speedup = baseline p50 / PuMer p50 in the same process, interleaved; the FLOP-ideal ratio is the "
+              "encoder FLOPs of the baseline over PuMer's. The encoder is narrower than ViLT-B/32's, so per-operator "
+              "overhead weighs more at batch 1; `pumer-export bench` on a ViLT-B/32 checkpoint gives the real "
+              "figures (README).", "",
               "![throughput](bench/bench.png)", "", f"- TensorRT: {summary['tensorrt']}",
               "- files: `checkpoint/` (pumer-export checkpoint), `onnx/{pumer,baseline}/model.onnx`, `validate/`, `bench/`",
               "", "Re-run a step by hand:", "", "```",

@@ -28,8 +28,13 @@ def plot_throughput(bench: dict[str, Any], path: str | Path) -> Path:
                                and r["variant"] == variant), key=lambda r: r["batch_size"])
                 if not rows:
                     continue
+                color = colors[(2 * d_index + v_index) % len(colors)]
                 ax.plot([r["batch_size"] for r in rows], [r["throughput"] for r in rows], style, marker=marker,
-                        color=colors[(2 * d_index + v_index) % len(colors)], label=f"{variant} {dtype}")
+                        color=color, label=f"{variant} {dtype}")
+                if variant == "baseline" and ideal:  # where PuMer would be if it ran at the FLOP-ideal ratio
+                    ax.plot([r["batch_size"] for r in rows], [r["throughput"] * ideal for r in rows], ":",
+                            color=colors[(2 * d_index + 1) % len(colors)], alpha=0.7,
+                            label=f"FLOP-ideal {ideal:.2f}x {dtype}")
         batches = sorted({r["batch_size"] for r in results if r["backend"] == backend})
         ax.set_xscale("log", base=2)
         if batches:
@@ -37,6 +42,7 @@ def plot_throughput(bench: dict[str, Any], path: str | Path) -> Path:
             ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples / s")
+        ax.set_ylim(bottom=0)
         ax.set_title(backend)
         ax.grid(True, alpha=0.3)
         if ax.has_data():

@@ -116,13 +116,34 @@ def find_tensorrt_headers(tensorrt_root: str | os.PathLike | None = None) -> Pat
     return None
 
 
-def _run(cmd: list[str], cwd: Path | None, progress: Progress | None, what: str) -> str:
+#: What a failed build log says, most specific first: nvcc's own verdict, a compiler error, CMake's.
+_ERROR_LINES = (
+    re.compile(r"(nvcc fatal\s*:.*)", re.IGNORECASE),
+    re.compile(r"(\berror\b:.*)", re.IGNORECASE),
+    re.compile(r"(CMake Error.*)"),
+)
+
+
+def first_error_line(log: str) -> str | None:
+    """The line of a build log that says what went wrong (nvcc first, then a compiler, then CMake)."""
+    for pattern in _ERROR_LINES:
+        for line in log.splitlines():
+            match = pattern.search(line)
+            if match:
+                return match.group(1).strip()
+    return None
+
+
+def _run(cmd: list[str], cwd: Path | None, progress: Progress | None, what: str, log_file: Path) -> str:
     if progress:
         progress(f"{what}: {' '.join(cmd)}")
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-        raise PumerExportError(f"{what} failed (exit {proc.returncode}); last output:\n{tail}")
+        log_file.write_text(proc.stdout)
+        reason = first_error_line(proc.stdout) or (proc.stdout.strip().splitlines() or ["no output"])[-1]
+        if "Unsupported gpu architecture" in reason:
+            reason += " (this nvcc cannot build that --cuda-arch; use one it supports, e.g. 87 or 90)"
+        raise PumerExportError(f"{what} failed: {reason}; full log: {log_file}")
     return proc.stdout
 
 
@@ -161,7 +182,7 @@ def build_plugins(
         configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
     if tensorrt_root is not None:
         configure.append(f"-DTENSORRT_ROOT={Path(tensorrt_root).resolve()}")
-    log = _run(configure, None, progress, "CMake configure")
+    log = _run(configure, None, progress, "CMake configure", build / "pumer-configure.log")
     tensorrt_found = "plugins=ON" in log
     notes: list[str] = []
     match = re.search(r"architectures (\S+)", log)
@@ -172,7 +193,7 @@ def build_plugins(
             "--tensorrt-root DIR (or TENSORRT_ROOT) to build libpumer_plugins.so"
         )
     cmd = [cmake, "--build", str(build), "--parallel", str(jobs or os.cpu_count() or 2)]
-    _run(cmd, None, progress, "CMake build")
+    _run(cmd, None, progress, "CMake build", build / "pumer-build.log")
     kernel = build / KERNEL_LIBRARY_NAME
     plugin = build / PLUGIN_LIBRARY_NAME
     return BuildResult(
@@ -198,6 +219,12 @@ def find_plugin_library(explicit: str | os.PathLike | None = None) -> Path:
         if path.is_dir():
             path = path / PLUGIN_LIBRARY_NAME
         if path.is_file():
+            if library_kind(path) == "kernels":
+                raise PumerExportError(
+                    f"{path} is the kernel library ({KERNEL_LIBRARY_NAME}), not the TensorRT plugin library: it has "
+                    f"no plugin creators; use {PLUGIN_LIBRARY_NAME} from the same build folder (built when "
+                    "TensorRT is found: pumer-export build-plugins --tensorrt-root DIR)"
+                )
             return path.resolve()
         if origin == "argument":
             raise MissingDependencyError(f"plugin library not found: {path}")
@@ -210,6 +237,15 @@ def find_plugin_library(explicit: str | os.PathLike | None = None) -> Path:
         f"plugin library not found (looked at {', '.join(tried)}); build it with "
         f"'pumer-export build-plugins --tensorrt-root DIR' or set {PLUGIN_LIBRARY_ENV}"
     )
+
+
+def library_kind(path: str | os.PathLike) -> str:
+    """``"plugins"`` (exports getCreators), ``"kernels"`` (a PuMer library without creators) or ``"unknown"``,
+    read from the file's symbol names without loading it (the plugin library needs libnvinfer to load)."""
+    data = Path(path).read_bytes()
+    if b"pumerOpSpecSha256\0" not in data:
+        return "unknown"
+    return "plugins" if b"getCreators\0" in data else "kernels"
 
 
 def library_spec_hash(path: str | os.PathLike) -> str:

@@ -59,6 +59,18 @@ def vilt_b32_model(seed: int = 0, pumer: PumerConfig | None = VILT_B32_PUMER):
     return tiny_vilt_model(seed=seed, pumer=pumer, **VILT_B32_SHAPES)
 
 
+#: The built-in demo's model: ViLT-B/32's token layout (384x384 in 32-pixel patches: 145 image tokens, text 40)
+#: in a narrower, shallower encoder (6 layers, hidden 256), so the whole demo runs in a couple of minutes on 2
+#: cores while the token counts, not per-operator overhead, decide the speed.
+DEMO_SHAPES = dict(num_layers=6, hidden_size=256, num_heads=4, image_size=384, patch_size=32)
+DEMO_PUMER = PumerConfig(reduce_layers=(1, 3), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
+
+
+def demo_vilt_model(seed: int = 0, pumer: PumerConfig | None = DEMO_PUMER):
+    """The demo's random model (see :data:`DEMO_SHAPES`)."""
+    return tiny_vilt_model(seed=seed, pumer=pumer, **DEMO_SHAPES)
+
+
 def tiny_vilt_model(seed: int = 0, **config_kwargs):
     """A seeded random :class:`PumerViltForQuestionAnswering` in eval mode (see :func:`tiny_vilt_config`)."""
     from .modeling_vilt import PumerViltForQuestionAnswering

@@ -121,3 +121,21 @@ def test_plugin_sources_compile_against_tensorrt_headers(source):
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 0, f"{include}:\n{proc.stderr}"
+
+
+def test_kernel_library_is_not_taken_for_the_plugin_library(kernel_library, cli):
+    """doctor / build --plugins pointed at libpumer_kernels.so say which library it is and which one to use."""
+    assert plugins.library_kind(kernel_library) == "kernels"
+    code, out, err = cli("doctor", "--plugins", kernel_library)
+    text = out + err
+    assert "is the kernel library" in text and "libpumer_plugins.so" in text
+    assert "links TensorRT" not in text
+
+
+def test_unsupported_cuda_arch_is_one_line(cli, tmp_path):
+    if plugins.find_nvcc() is None or shutil.which("cmake") is None:
+        pytest.skip("nvcc and cmake are needed")
+    code, _, err = cli("build-plugins", "--cuda-arch", "35", "--build-dir", tmp_path / "b")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "Unsupported gpu architecture 'compute_35'" in lines[0] and "pumer-configure.log" in lines[0]

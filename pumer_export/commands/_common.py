@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from ..errors import PumerExportError
@@ -75,6 +76,16 @@ def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -
         )
 
 
+def check_report_dir(path: str | os.PathLike, files: tuple[str, ...], force: bool, what: str = "--report") -> None:
+    """Refuse to overwrite an earlier report in ``path`` (any of ``files`` present) unless ``force`` (the same
+    policy as every other output: --force to overwrite)."""
+    check_output_dir(path, what)
+    present = [name for name in files if (Path(path) / name).exists()]
+    if present and not force:
+        raise PumerExportError(f"{what} {path} already holds a report ({', '.join(present)}); pass --force to "
+                               "overwrite it or choose another directory")
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> None:
     """Fail fast (before any slow step) when ``path`` cannot become a directory.
 
@@ -91,3 +102,10 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
         raise PumerExportError(f"cannot create {what} {path}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PumerExportError(f"cannot create {what} {path}: {parent} is not writable; choose another location")
+    # os.access says yes to root everywhere, also on /proc or a read-only mount: try it.
+    try:
+        probe = tempfile.mkdtemp(prefix=".pumer-write-check-", dir=parent)
+    except OSError as exc:
+        raise PumerExportError(f"cannot create {what} {path}: {parent} does not accept new files "
+                               f"({exc.strerror or exc}); choose another location") from None
+    os.rmdir(probe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import BACKEND_DTYPES
 from ._common import batch_sizes, non_negative_int, parse_image_size, positive_int
 
 
@@ -28,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: torch,ort and trt when TensorRT is installed)")
     parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 8, 32), metavar="B1,B2,...",
                         help="batch sizes to measure (default 1,8,32)")
-    parser.add_argument("--dtype", type=_str_list, default=["fp32"], metavar="LIST", help="comma-separated fp32, fp16 (default fp32)")
+    parser.add_argument("--dtype", type=_str_list, default=["fp32"], metavar="LIST",
+                        help="comma-separated precisions (default fp32); per backend: "
+                             + "; ".join(f"{b} {', '.join(d)}" for b, d in BACKEND_DTYPES.items()))
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
                         help="default: the given export's, else the checkpoint's own image size")
     parser.add_argument("--text-length", type=positive_int, metavar="T",
@@ -44,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch device (default cpu)")
     parser.add_argument("--threads", type=positive_int, metavar="N", help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--memory", choices=("auto", "process", "off"), default="auto",
+                        help="CPU memory: auto = each variant in a process of its own (its own peak), process = "
+                             "this process's peak, off (default auto)")
+    parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -53,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
     from ..console import info, out_console, table
-    from ._common import check_output_dir
+    from ._common import check_output_dir, check_report_dir
 
-    check_output_dir(args.report, "--report")
+    check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, PLOT_FILE), args.force)
     if args.export_dir:
         check_output_dir(args.export_dir, "--export-dir")
     options = BenchOptions(
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         engine=Path(args.engine) if args.engine else None,
         engine_baseline=Path(args.engine_baseline) if args.engine_baseline else None,
         ort_provider=args.ort_provider, device=args.device, threads=args.threads, progress=not args.no_progress,
+        memory=args.memory,
     )
     bench = run_bench(args.model, options)
     rows = []

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--tensorrt-root", metavar="DIR", help="TensorRT install root (include/ and lib/); default: TENSORRT_ROOT or standard locations")
-    parser.add_argument("--cuda-arch", metavar="LIST", help="CUDA architectures, e.g. '87;90' or '87,90' (default: 75..90 incl. 87 and 90)")
+    parser.add_argument("--cuda-arch", metavar="LIST",
+                        help="CUDA architectures, e.g. '87;90' or '87,90' (default: plugins/CMakeLists.txt's list: "
+                             "75, 80, 86, 87 (Jetson Orin), 89, 90 (H100), plus 100 and 120 with CUDA >= 12.8)")
     parser.add_argument("--build-dir", metavar="DIR", default=str(DEFAULT_BUILD_DIR), help=f"CMake build folder (default: {DEFAULT_BUILD_DIR})")
     parser.add_argument("--jobs", "-j", metavar="N", type=int, default=None, help="parallel build jobs (default: all cores)")
     parser.set_defaults(func=run)

@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                         help="precision the tolerances are for (default: the export's)")
     parser.add_argument("--report", metavar="DIR", help="write report.json, report.md and junit.xml into DIR")
+    parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--verbose", action="store_true", help="show Polygraphy's log")
     parser.set_defaults(func=run)
 
@@ -73,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import err_console, info, out_console, step, table
     from ..parity.validate import ValidateOptions, validate
-    from ._common import check_output_dir
+    from ..parity.report import JSON_FILE, JUNIT_FILE, MARKDOWN_FILE
+    from ._common import check_report_dir
 
     if args.report:
-        check_output_dir(args.report, "--report")
+        check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, JUNIT_FILE), args.force)
     options = ValidateOptions(
         onnx=Path(args.onnx) if args.onnx else None,
         engine=Path(args.engine) if args.engine else None,

@@ -38,6 +38,7 @@ import onnx
 import torch
 
 from .. import __version__
+from ..checkpoints import model_fingerprint
 from ..errors import ConfigError, PumerExportError
 from ..fsutil import atomic_output_dir
 from ..ops import op_spec_hash
@@ -66,6 +67,7 @@ METADATA_KEYS = (
     "pumer.inputs",  # input names
     "pumer.outputs",  # output names (logits first)
     "pumer.op_spec_hash",  # sha256 of op_spec.json (plugins compare it)
+    "pumer.model_sha256",  # checkpoints.model_fingerprint: which weights (reuse of exports is keyed on it)
     "pumer.versions",  # exporter and library versions
     "pumer.model",  # ViLT shape summary
 )
@@ -346,6 +348,7 @@ def export_onnx(
         "pumer.inputs": list(INPUT_NAMES),
         "pumer.outputs": output_names,
         "pumer.op_spec_hash": op_spec_hash(),
+        "pumer.model_sha256": model_fingerprint(model),
         "pumer.versions": _versions(),
         "pumer.model": {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                         "num_attention_heads": config.num_attention_heads, "num_labels": config.num_labels,

@@ -82,14 +82,19 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "| output | max abs | mean abs | p50 abs | p90 abs | p99 abs | max rel | atol | rtol | pass |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for out, data in entry["outputs"].items():
-            stats = data.get("stats") or {}
+            # the samples the gate judges, as on the check line (report.json keeps the all-sample stats too)
+            stats = data.get("stats_without_near_ties") or data.get("stats") or {}
             lines.append(f"| {out} | {_fmt(stats.get('max_abs'))} | {_fmt(stats.get('mean_abs'))} | "
                          f"{_fmt(stats.get('p50_abs'))} | {_fmt(stats.get('p90_abs'))} | {_fmt(stats.get('p99_abs'))} | "
                          f"{_fmt(stats.get('max_rel'))} | {data['atol']:g} | {data['rtol']:g} | "
                          f"{'yes' if data.get('passed') else 'NO'} |")
-        lines += ["", "### Reduction indices", "",
-                  "| output | tokens (ref / backend) | exact rate | element agreement | near-ties | mismatches | after divergence |",
-                  "|---|---|---|---|---|---|---|"]
+        if entry.get("near_tie_samples"):
+            lines += ["", f"Statistics over the samples the gate judges: near-tie samples "
+                          f"{entry['near_tie_samples']} are left out (their later layers see other tokens by design)."]
+        if entry["indices"]:  # a baseline export has none
+            lines += ["", "### Reduction indices", "",
+                      "| output | tokens (ref / backend) | exact rate | element agreement | near-ties | mismatches "
+                      "| after divergence |", "|---|---|---|---|---|---|---|"]
         for out, data in entry["indices"].items():
             lines.append(f"| {out} | {data['tokens_reference']} / {data['tokens_backend']} | {data['exact_rate']:.1%} | "
                          f"{_pct(data['element_agreement'])} | {data['near_tie']} | {data['mismatch']} | "
