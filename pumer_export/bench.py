@@ -324,7 +324,8 @@ def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
         if not any(b in backends for b in users):
             raise PumerExportError(f"{option} is only used by the {' / '.join(users)} backend(s), and --backends is "
                                    f"{','.join(backends)}; add {users[0]} to --backends or drop {option}")
-        from .onnx.files import missing, resolve_onnx_path
+        from .errors import missing
+        from .onnx.files import resolve_onnx_path
 
         if option.startswith("--onnx"):
             resolve_onnx_path(path, option)  # a .onnx file or an export folder
@@ -512,7 +513,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                 speedup = case["baseline"]["latency_ms"]["p50"] / case["pumer"]["latency_ms"]["p50"]
                 speedups.append({"backend": backend, "batch_size": batch, "dtype": dtype, "speedup": speedup,
                                  "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
-            del variants
+            variants = {}  # release the sessions before the next backend
             gc.collect()
             if memory_mode == "child" and not on_gpu[backend] and backend in ("torch", "ort"):
                 if progress:

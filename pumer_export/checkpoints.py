@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from .config import CONFIG_KEY, PumerConfig, set_pumer_config
-from .errors import CheckpointError, ConfigError, PumerExportError
+from .errors import CheckpointError, ConfigError, PumerExportError, missing
 from .fsutil import atomic_output_dir
 
 CONFIG_FILE = "config.json"
@@ -54,7 +54,7 @@ def resolve_checkpoint(source: str | Path) -> Path:
         return path
     text = str(source)
     if not _HUB_ID.match(text):
-        raise CheckpointError(f"{text}: no such directory (pass a local checkpoint directory or a hub id org/name)")
+        raise CheckpointError(str(missing(text, "checkpoint", "pass a local checkpoint directory or a hub id org/name")))
     try:
         from huggingface_hub import snapshot_download
 

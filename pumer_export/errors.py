@@ -25,3 +25,8 @@ class MissingDependencyError(PumerExportError):
 
 class ParityError(PumerExportError):
     """A backend does not reproduce the reference within the tolerances."""
+
+
+def missing(path, what: str, hint: str = "check the path") -> PumerExportError:
+    """The error for a path that does not exist, worded the same by every command: ``WHAT PATH does not exist``."""
+    return PumerExportError(f"{what} {path} does not exist; {hint}")

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -30,12 +29,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # kernel_cases: the harness's shared cases and loader
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
 BATCHES = (1, 8, 32)
 
 
 def _ext(build_dir: Path):
-    sys.path.insert(0, str(HERE))
     from kernel_cases import load_extension
 
     return load_extension(build_dir)
@@ -107,23 +107,6 @@ def run_sanitizer(tool: str, build_dir: Path, out: Path) -> dict:
 # ---- step 4: timings ------------------------------------------------------------------------------------------------
 
 
-def median_ms(fn, repeats: int = 50, warmup: int = 10) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def vilt_b32_layer_counts():
     """The reduce-layer counts of ViLT-B/32 at 384x384, text 40, PuMer 0.1 / 0.3 / 0.2 at layers 2, 5, 8."""
     from pumer_export.config import PumerConfig
@@ -139,7 +122,7 @@ def timings(ext) -> list[dict]:
     from transformers import ViltConfig
     from transformers.models.vilt.modeling_vilt import ViltLayer
 
-    from kernel_cases import merge_inputs, prune_inputs
+    from kernel_cases import cuda_median_ms, merge_inputs, prune_inputs
 
     dtype = torch.float16
     layer = ViltLayer(ViltConfig()).to("cuda", dtype).eval()
@@ -150,14 +133,14 @@ def timings(ext) -> list[dict]:
             tokens = text + images
             hidden = torch.randn(batch, tokens, 768, device="cuda", dtype=dtype)
             with torch.inference_mode():
-                t_layer = median_ms(lambda: layer(hidden))
+                t_layer = cuda_median_ms(lambda: layer(hidden))
             x, metric, attn, mask = prune_inputs(batch, tokens, text, 12, 768, 64, dtype, dtype, seed=batch,
                                                  mask_kind="fractional", device="cuda")
-            t_prune = median_ms(lambda: ext.prune(x, metric, attn, mask, text, counts.keep, -1))
+            t_prune = cuda_median_ms(lambda: ext.prune(x, metric, attn, mask, text, counts.keep, -1))
             xi, mi, ki = merge_inputs(batch, counts.keep, 768, 64, dtype, seed=1, device="cuda")
-            t_merge_i = median_ms(lambda: ext.merge(xi, mi, ki, counts.image_merge))
+            t_merge_i = cuda_median_ms(lambda: ext.merge(xi, mi, ki, counts.image_merge))
             xt, mt, kt = merge_inputs(batch, text, 768, 64, dtype, seed=2, device="cuda")
-            t_merge_t = median_ms(lambda: ext.merge(xt, mt, kt, counts.text_merge))
+            t_merge_t = cuda_median_ms(lambda: ext.merge(xt, mt, kt, counts.text_merge))
             kernels = t_prune + t_merge_i + t_merge_t
             rows.append({
                 "batch": batch, "layer": counts.layer, "tokens": tokens, "keep": counts.keep,

@@ -44,6 +44,24 @@ def load_extension(build_dir: Path, name: str = "pumer_kernels_ext"):
     )
 
 
+def cuda_median_ms(fn, repeats: int = 50, warmup: int = 5) -> float:
+    """Median wall time of ``fn`` on the GPU in ms (CUDA events around every call)."""
+    import statistics
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 ATTN_KINDS = ("random", "equal", "levels", "nan", "signed_zero")
 MASK_KINDS = ("ones", "padded", "fractional", "zeros")
 METRIC_KINDS = ("random", "equal", "duplicates", "nan", "signed_zero")

@@ -121,7 +121,7 @@ def test_convert_refuses_bad_checkpoints(cli, official_dir, tmp_path, how, fragm
 
 def test_convert_refuses_missing_path_and_existing_destination(cli, official_dir, tmp_path):
     code, _, err = cli("convert", tmp_path / "nope", tmp_path / "out")
-    assert_one_line_error(code, err, "no such directory")
+    assert_one_line_error(code, err, "does not exist")
     dst = tmp_path / "exists"
     dst.mkdir()
     (dst / "keep.txt").write_text("mine")

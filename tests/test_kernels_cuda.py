@@ -16,12 +16,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import statistics
 
 import pytest
 import torch
 
-from kernel_cases import DTYPES, check_merge, check_prune, load_extension, merge_inputs, prune_inputs
+from kernel_cases import DTYPES, check_merge, check_prune, cuda_median_ms, load_extension, merge_inputs, prune_inputs
 from pumer_export import reduce
 
 pytestmark = pytest.mark.skipif(
@@ -220,33 +219,18 @@ def test_merge_rejects_r_above_cap(ext):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _median_ms(fn, repeats=50, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 @pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_kernel_timings(ext, batch, dtype):
     """ViLT-B/32 sizes: text 40 + 145 image tokens, 12 heads, C 768, D 64."""
     x, metric, attn, mask = _prune_inputs(batch, 185, 40, 12, 768, 64, dtype, dtype, seed=23)
     keep = 100
-    t_prune = _median_ms(lambda: ext.prune(x, metric, attn, mask, 40, keep, -1))
-    r_prune = _median_ms(lambda: reduce.prune(x, metric, attn, mask, 40, keep, -1))
+    t_prune = cuda_median_ms(lambda: ext.prune(x, metric, attn, mask, 40, keep, -1))
+    r_prune = cuda_median_ms(lambda: reduce.prune(x, metric, attn, mask, 40, keep, -1))
     xm, mm, km = _merge_inputs(batch, keep, 768, 64, dtype, seed=29)
     r = 30
-    t_merge = _median_ms(lambda: ext.merge(xm, mm, km, r))
-    r_merge = _median_ms(lambda: reduce.merge(xm, mm, km, r))
+    t_merge = cuda_median_ms(lambda: ext.merge(xm, mm, km, r))
+    r_merge = cuda_median_ms(lambda: reduce.merge(xm, mm, km, r))
     print(
         f"\n[pumer kernels] B={batch} {str(dtype).removeprefix('torch.')}: "
         f"prune(N=185, keep={keep}) kernel {t_prune:.3f} ms vs torch {r_prune:.3f} ms; "

@@ -138,7 +138,7 @@ def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
     [
         ((), "nothing to validate"),
         (("--onnx", "missing.onnx"), "ONNX model missing.onnx does not exist"),
-        (("--onnx", "{pumer}", "--inputs", "missing.npz"), "no such file"),
+        (("--onnx", "{pumer}", "--inputs", "missing.npz"), "--inputs missing.npz does not exist"),
         (("--onnx", "{pumer}", "--inputs", "{images}"), "processor files"),
         (("--onnx", "{pumer}", "--atol", "layer1.keep_idx:1"), "compared exactly"),
         (("--onnx", "{pumer}", "--atol", "nope:1e-3"), "does not have"),

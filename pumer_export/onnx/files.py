@@ -10,16 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import PumerExportError
+from ..errors import PumerExportError, missing
 
 #: The file an export folder holds.
 MODEL_FILE = "model.onnx"
 EXPORT_HINT = "export one with `pumer-export onnx MODEL OUTDIR`"
-
-
-def missing(path: str | os.PathLike, what: str) -> PumerExportError:
-    """The error for a path that does not exist (every command words it this way)."""
-    return PumerExportError(f"{what} {path} does not exist; check the path")
 
 
 def resolve_onnx_path(path: str | os.PathLike, what: str = "ONNX model") -> Path:

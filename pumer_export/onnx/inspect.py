@@ -8,7 +8,6 @@ from typing import Any
 
 import onnx
 
-from ..errors import PumerExportError
 from ..ops import DOMAIN, op_spec_hash
 from . import functions
 from .export import read_metadata

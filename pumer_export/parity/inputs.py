@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import PumerExportError
+from ..errors import PumerExportError, missing
 from .onnxinfo import INPUT_NAMES, TensorInfo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -285,8 +285,8 @@ def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path 
         return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples)
     if path.suffix == ".npz":
         if not path.is_file():
-            raise PumerExportError(f"{path}: no such file")
+            raise missing(path, "--inputs")
         return npz_inputs(path, spec, batch_size=batch_size, num_samples=num_samples)
     if not path.exists():
-        raise PumerExportError(f"--inputs {path}: no such file or directory")
+        raise missing(path, "--inputs", "pass a .npz file or a folder of images and questions")
     raise PumerExportError(f"--inputs {path}: expected a .npz file or a folder of images and questions")

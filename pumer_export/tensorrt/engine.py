@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 import onnx
 
-from ..errors import MissingDependencyError, PumerExportError
+from ..errors import MissingDependencyError, PumerExportError, missing
 from ..fsutil import atomic_output_file, check_destination
-from ..onnx.files import missing, resolve_onnx_path
+from ..onnx.files import resolve_onnx_path
 from ..ops import op_spec_hash
 from . import device, prepare, sidecar as sidecar_mod
 
