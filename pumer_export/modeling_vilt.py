@@ -5,8 +5,9 @@ The classes reuse transformers' ViLT modules (so parameter names, ``from_pretrai
 
 * a deterministic, export-friendly visual embedding (patches in raster order, valid patches
   first; position embeddings resized per image with the same bilinear rule as ViLT);
-* attention that exposes its probabilities and keys, with the official PuMer masked softmax
-  or a standard additive log-mask (see :class:`pumer_export.config.PumerConfig`);
+* attention through ``scaled_dot_product_attention`` with a standard additive log-mask, or the
+  official PuMer masked softmax (see :class:`pumer_export.config.PumerConfig`); the reducers get
+  the layer's queries and keys, never its attention probabilities;
 * in every reduce layer, after the attention residual and before the MLP: text-informed
   pruning of image tokens, then ToMe merging of image tokens and of text tokens (with the
   text mask), through the ``pumer`` custom ops.
@@ -156,27 +157,20 @@ class PumerViltEmbeddings(ViltEmbeddings):
 
 # ------------------------------------------------------------------------- attention
 def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor, masking: str) -> torch.Tensor:
-    """Attention probabilities in float32 from raw scores [B, H, Nq, Nk] and a key mask [B, Nk].
-
-    ``official``: PuMer's softmax: a masked position still attends to itself, fractional masks
-    weight keys proportionally, ``p = (e*m' + 1e-6/Nk) / (sum(e*m') + 1e-6)`` with
-    ``e = exp(s - max(s))`` over all keys. ``standard``: softmax of ``s + log(m)`` (masked keys
-    get float32's lowest value), equal to Hugging Face ViLT for 0/1 masks.
-    """
-    scores = scores.float()
-    mask = key_mask.float()[:, None, None, :]
-    if masking == "standard":
-        bias = torch.where(mask > 0, torch.log(mask.clamp(min=1e-30)), torch.finfo(torch.float32).min)
-        return torch.softmax(scores + bias, dim=-1)
-    num_q, num_k = scores.shape[-2:]
-    eye = torch.eye(num_q, num_k, dtype=torch.float32, device=scores.device)
-    weights = mask + (1 - mask) * eye
-    exp = torch.exp(scores - scores.amax(dim=-1, keepdim=True)) * weights
-    return (exp + 1e-6 / num_k) / (exp.sum(dim=-1, keepdim=True) + 1e-6)
+    """Attention probabilities (float32) under ``masking`` ("standard" / "official"): see
+    :func:`pumer_export.reduce.masked_softmax`, the one definition every backend follows."""
+    return reduce.masked_softmax(scores, key_mask, reduce.MASKINGS[masking])
 
 
 def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: str):
-    """Self-attention of ``layer`` on ``x``: returns (attention output, probabilities fp32, keys)."""
+    """Self-attention of ``layer`` on ``x``: returns (attention output, queries, keys), both [B, H, N, d].
+
+    ``standard`` masking runs ``scaled_dot_product_attention`` with the additive log-mask, so eager GPU runs use
+    fused attention kernels and exports carry the standard attention pattern; the attention probabilities are
+    never materialised for anything else (the prune op recomputes the text rows from queries and keys).
+    ``official`` masking (PuMer's P7 softmax, which converted official checkpoints were trained with) keeps the
+    exact matmul + float32 softmax path.
+    """
     attn = layer.attention.attention
     batch, length, _ = x.shape
     heads, head_dim = attn.num_attention_heads, attn.attention_head_size
@@ -185,18 +179,25 @@ def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: s
         return t.view(batch, length, heads, head_dim).transpose(1, 2)
 
     query, key, value = split(attn.query(x)), split(attn.key(x)), split(attn.value(x))
-    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(head_dim)
-    probs = masked_softmax(scores, mask, masking)
-    context = torch.matmul(attn.dropout(probs).to(value.dtype), value)
+    if masking == "standard":
+        # [B, 1, N, N] (a view in eager): ONNX's Attention op (opset 23) in ONNX Runtime wants the query length
+        # in the mask's shape, not just a broadcastable [B, 1, 1, N]
+        bias = reduce.log_mask_bias(mask)[:, None, None, :].to(query.dtype).expand(batch, 1, length, length)
+        dropout = attn.dropout.p if attn.training else 0.0
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+    else:
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(head_dim)
+        probs = masked_softmax(scores, mask, masking)
+        context = torch.matmul(attn.dropout(probs).to(value.dtype), value)
     context = context.transpose(1, 2).reshape(batch, length, heads * head_dim)
-    return layer.attention.output(context, x), probs, key
+    return layer.attention.output(context, x), query, key
 
 
 # ------------------------------------------------------------------------- reduction
 def _reduce(
     x: torch.Tensor,
     mask: torch.Tensor,
-    probs: torch.Tensor,
+    queries: torch.Tensor,
     keys: torch.Tensor,
     counts: LayerCounts,
     pumer: PumerConfig,
@@ -206,15 +207,19 @@ def _reduce(
     """One PuMer reducer: prune image tokens, merge image tokens, merge text tokens."""
     text_len = counts.text_in
     score_head = reduce.MEAN_OF_HEADS if pumer.score == "mean" else 0
+    masking = reduce.MASKINGS[pumer.attention_masking]
     metric = keys.mean(dim=1)
     text_mask = mask[:, :text_len]
+    text_queries = queries[:, :, :text_len]
     prefix = f"layer{counts.layer}"
 
-    image, image_metric, keep_idx = ops.prune(x, metric, probs, text_mask, text_len, counts.keep, score_head)
+    # ViLT's joint sequence: the keys are text + image tokens, the image keys start after the text
+    image, image_metric, keep_idx = ops.prune(x, metric, text_queries, keys, mask, text_mask, text_len, counts.keep,
+                                              score_head, text_len, masking)
     indices[f"{prefix}.keep_idx"] = keep_idx
     record: dict[str, Any] | None = None
     if records is not None:
-        scores = reduce.text_informed_scores(probs, text_mask, text_len, score_head)
+        scores = reduce.text_informed_scores(text_queries, keys, mask, text_mask, text_len, score_head, masking)
         record = {"layer": counts.layer, "counts": counts, "prune_scores": scores, "keep_idx": keep_idx,
                   "keep_scores": scores.gather(1, keep_idx)}
         records.append(record)
@@ -350,11 +355,11 @@ class PumerViltModel(_PumerMixin, ViltPreTrainedModel):
         records: list[dict[str, Any]] | None = [] if output_reduction_records else None
         hidden_states, hidden_masks = [], []
         for index, layer in enumerate(self.encoder.layer):
-            attended, probs, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking)
+            attended, queries, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking)
             x = attended + x
             counts = schedule.at(index)
             if counts is not None and counts.active:
-                x, mask = _reduce(x, mask, probs, keys, counts, pumer, indices, records)
+                x, mask = _reduce(x, mask, queries, keys, counts, pumer, indices, records)
             x = layer.output(layer.intermediate(layer.layernorm_after(x)), x)
             if output_hidden_states:
                 hidden_states.append(x)

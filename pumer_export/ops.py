@@ -43,18 +43,27 @@ def op_spec_hash() -> str:
 def prune(
     x: torch.Tensor,
     metric: torch.Tensor,
-    attn: torch.Tensor,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
     text_mask: torch.Tensor,
     text_len: int,
     keep: int,
     score_head: int,
+    image_start: int,
+    masking: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Text-informed pruning (see :func:`pumer_export.reduce.prune`)."""
-    return reduce.prune(x, metric, attn, text_mask, text_len, keep, score_head)
+    """Text-informed pruning from the text rows' queries and the keys (see :func:`pumer_export.reduce.prune`).
+
+    ``text_len`` is the number of text rows (``queries.shape[2]``), stated for the shape checks of every backend.
+    """
+    if queries.shape[2] != text_len:
+        raise ValueError(f"queries has {queries.shape[2]} text rows, text_len is {text_len}")
+    return reduce.prune(x, metric, queries, keys, key_mask, text_mask, keep, score_head, image_start, masking)
 
 
 @prune.register_fake
-def _prune_fake(x, metric, attn, text_mask, text_len, keep, score_head):
+def _prune_fake(x, metric, queries, keys, key_mask, text_mask, text_len, keep, score_head, image_start, masking):
     batch = x.shape[0]
     return (
         x.new_empty(batch, keep, x.shape[-1]),

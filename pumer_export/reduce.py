@@ -19,12 +19,17 @@ Rules fixed here for every backend:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
 #: ``score_head`` value that averages the text-to-image attention over heads.
 MEAN_OF_HEADS = -1
+#: ``masking`` codes (an attribute of the prune op): how attention over a key mask is normalised.
+STANDARD = 0
+OFFICIAL = 1
+MASKINGS = {"standard": STANDARD, "official": OFFICIAL}
 
 
 class MergePlan(NamedTuple):
@@ -46,22 +51,66 @@ def stable_topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     return order[..., :k].contiguous()
 
 
+def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor, masking: int) -> torch.Tensor:
+    """Attention probabilities in float32 from raw scores [B, H, Nq, Nk] and a key mask [B, Nk].
+
+    ``OFFICIAL`` (PuMer's P7 softmax): a masked query still attends to its own key (query row i and key i:
+    the queries are the first rows of the keys' sequence), fractional masks weight keys proportionally,
+    ``p = (e*m' + 1e-6/Nk) / (sum(e*m') + 1e-6)`` with ``e = exp(s - max(s))`` over all keys. ``STANDARD``:
+    softmax of ``s + log(m)`` (masked keys get float32's lowest value), Hugging Face ViLT's rule for 0/1 masks.
+    """
+    scores = scores.float()
+    mask = key_mask.float()[:, None, None, :]
+    if masking == STANDARD:
+        return torch.softmax(scores + log_mask_bias(key_mask)[:, None, None, :], dim=-1)
+    if masking != OFFICIAL:
+        raise ValueError(f"masking must be {STANDARD} (standard) or {OFFICIAL} (official), got {masking}")
+    num_q, num_k = scores.shape[-2:]
+    eye = torch.eye(num_q, num_k, dtype=torch.float32, device=scores.device)
+    weights = mask + (1 - mask) * eye
+    exp = torch.exp(scores - scores.amax(dim=-1, keepdim=True)) * weights
+    return (exp + 1e-6 / num_k) / (exp.sum(dim=-1, keepdim=True) + 1e-6)
+
+
+def log_mask_bias(key_mask: torch.Tensor) -> torch.Tensor:
+    """The additive bias [B, Nk] of the ``STANDARD`` rule: log(m), float32's lowest value where m = 0."""
+    mask = key_mask.float()
+    return torch.where(mask > 0, torch.log(mask.clamp(min=1e-30)), torch.finfo(torch.float32).min)
+
+
+def text_attention(queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor, masking: int) -> torch.Tensor:
+    """The text rows' attention probabilities [B, H, T, Nk] in float32.
+
+    ``queries`` [B, H, T, d]: the text rows' queries (rows 0..T-1 of the queries' sequence), ``keys``
+    [B, H, Nk, d], ``key_mask`` [B, Nk]; logits ``q k^T / sqrt(d)`` in float32, normalised by ``masking``.
+    """
+    logits = torch.matmul(queries.float(), keys.float().transpose(-1, -2)) / math.sqrt(queries.shape[-1])
+    return masked_softmax(logits, key_mask, masking)
+
+
 def text_informed_scores(
-    attn: torch.Tensor, text_mask: torch.Tensor, text_len: int, score_head: int = MEAN_OF_HEADS
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
+    text_mask: torch.Tensor,
+    image_start: int,
+    score_head: int = MEAN_OF_HEADS,
+    masking: int = STANDARD,
 ) -> torch.Tensor:
-    """Score of every image token: the attention it receives from the text, per valid text token.
+    """Score of every image key: the attention it receives from the text, per valid text token.
 
     Args:
-        attn: attention probabilities [B, heads, N, N] of the sequence ``[text (text_len), image]``.
-        text_mask: [B, text_len] (possibly fractional) text mask; only its row sums are used.
-        text_len: number of text positions at the front of the sequence.
+        queries, keys, key_mask, masking: see :func:`text_attention`.
+        text_mask: [B, T] (possibly fractional) text mask; only its row sums are used.
+        image_start: the first image key (ViLT's joint sequence: the text length; a cross-attention whose keys
+            are the image tokens: 0).
         score_head: ``-1`` averages the heads, ``k >= 0`` uses head ``k`` only.
 
     Returns:
-        [B, N - text_len] float32 scores. All text rows count, padded ones included; the sum is
-        divided by the mask sum (the official behaviour).
+        [B, Nk - image_start] float32 scores. All T text rows count, padded ones included; the sum is divided
+        by the mask sum (the official behaviour).
     """
-    cross = attn[:, :, :text_len, text_len:].float()
+    cross = text_attention(queries, keys, key_mask, masking)[..., image_start:]
     per_row = cross.mean(dim=1) if score_head == MEAN_OF_HEADS else cross[:, score_head]
     return per_row.sum(dim=1) / text_mask.float().sum(dim=1, keepdim=True)
 
@@ -73,27 +122,32 @@ def _gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def prune(
     x: torch.Tensor,
     metric: torch.Tensor,
-    attn: torch.Tensor,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_mask: torch.Tensor,
     text_mask: torch.Tensor,
-    text_len: int,
     keep: int,
     score_head: int = MEAN_OF_HEADS,
+    image_start: int | None = None,
+    masking: int = STANDARD,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text-informed pruning: keep the ``keep`` best-scored image tokens, in score order.
 
     Args:
-        x: hidden states [B, N, C] (text first, then image tokens, image CLS included).
-        metric: merge metric [B, N, D] (head-averaged keys), gathered like ``x``.
-        attn, text_mask, text_len, score_head: see :func:`text_informed_scores`.
-        keep: image tokens to keep (1 <= keep <= N - text_len).
+        x: tokens [B, Nk, C] aligned with the keys (ViLT: text then image tokens, image CLS included).
+        metric: merge metric [B, Nk, D] (head-averaged keys), gathered like ``x``.
+        queries, keys, key_mask, text_mask, score_head, masking: see :func:`text_informed_scores`.
+        keep: image tokens to keep (1 <= keep <= Nk - image_start).
+        image_start: the first image token of ``x`` / key (default: T, the number of text rows: ViLT).
 
     Returns:
         ``(x_kept [B, keep, C], metric_kept [B, keep, D], keep_idx [B, keep] int64)``; ``keep_idx``
         indexes the image part (0 = image CLS) in descending score order.
     """
-    scores = text_informed_scores(attn, text_mask, text_len, score_head)
+    image_start = queries.shape[2] if image_start is None else image_start
+    scores = text_informed_scores(queries, keys, key_mask, text_mask, image_start, score_head, masking)
     keep_idx = stable_topk_indices(scores, keep)
-    return _gather_tokens(x[:, text_len:], keep_idx), _gather_tokens(metric[:, text_len:], keep_idx), keep_idx
+    return _gather_tokens(x[:, image_start:], keep_idx), _gather_tokens(metric[:, image_start:], keep_idx), keep_idx
 
 
 def bipartite_similarity(metric: torch.Tensor) -> torch.Tensor:

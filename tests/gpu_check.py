@@ -51,17 +51,20 @@ def sanitizer_cases(ext) -> int:
     from kernel_cases import check_merge, check_prune, merge_inputs, prune_inputs
 
     cases = 0
-    # prune: counting-rank fallback (4097 image tokens), t (text) = 3, fp16 / bf16 tokens and attention
-    for t_dtype, a_dtype, tokens, text_len, keep in (
-        (torch.float16, torch.bfloat16, 4105, 8, 4097),
-        (torch.bfloat16, torch.float16, 12, 3, 9),
-        (torch.float16, torch.float16, 185, 40, 131),
+    # prune: counting-rank fallback (4097 image tokens), t (text) = 3, fp16 / bf16 tokens and attention, both
+    # masking rules, a cross-attention (keys = the image tokens)
+    for t_dtype, a_dtype, tokens, text_len, keep, start, masking in (
+        (torch.float16, torch.bfloat16, 4105, 8, 4097, None, 0),
+        (torch.bfloat16, torch.float16, 12, 3, 9, None, 1),
+        (torch.float16, torch.float16, 185, 40, 131, None, 0),
+        (torch.float16, torch.float16, 145, 40, 100, 0, 1),
     ):
         inputs = prune_inputs(2 if tokens < 1000 else 1, tokens, text_len, 4, 24, 8, t_dtype, a_dtype, seed=tokens,
-                              attn_kind="levels", device="cuda")
-        got = ext.prune(*inputs, text_len, keep, -1)
+                              attn_kind="levels", device="cuda", image_start=start)
+        start = text_len if start is None else start
+        got = ext.prune(*inputs, text_len, keep, -1, start, masking)
         torch.cuda.synchronize()
-        check_prune(got, *inputs, text_len, keep, -1, exact=True)
+        check_prune(got, *inputs, keep, -1, start, masking, exact=True)
         cases += 1
     # merge: counting-rank fallback (4250 a-tokens), r at its cap, t = 3, fp16 / bf16
     for dtype, tokens, r in ((torch.float16, 8500, 4249), (torch.bfloat16, 3, 1), (torch.float16, 131, 44),
@@ -134,9 +137,9 @@ def timings(ext) -> list[dict]:
             hidden = torch.randn(batch, tokens, 768, device="cuda", dtype=dtype)
             with torch.inference_mode():
                 t_layer = cuda_median_ms(lambda: layer(hidden))
-            x, metric, attn, mask = prune_inputs(batch, tokens, text, 12, 768, 64, dtype, dtype, seed=batch,
-                                                 mask_kind="fractional", device="cuda")
-            t_prune = cuda_median_ms(lambda: ext.prune(x, metric, attn, mask, text, counts.keep, -1))
+            inputs = prune_inputs(batch, tokens, text, 12, 768, 64, dtype, dtype, seed=batch, mask_kind="fractional",
+                                  device="cuda", head_dim=64)
+            t_prune = cuda_median_ms(lambda: ext.prune(*inputs, text, counts.keep, -1, text, 0))
             xi, mi, ki = merge_inputs(batch, counts.keep, 768, 64, dtype, seed=1, device="cuda")
             t_merge_i = cuda_median_ms(lambda: ext.merge(xi, mi, ki, counts.image_merge))
             xt, mt, kt = merge_inputs(batch, text, 768, 64, dtype, seed=2, device="cuda")

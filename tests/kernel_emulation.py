@@ -203,10 +203,10 @@ class EmulatedKernels:
         lib.pumerEmuLastFault.restype = ctypes.c_char_p
         lib.pumerEmuTakeStats.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
         lib.pumerEmuPruneWorkspace.restype = sz
-        lib.pumerEmuPruneWorkspace.argtypes = [i64, i64, i64]
+        lib.pumerEmuPruneWorkspace.argtypes = [i64] * 5
         lib.pumerEmuMergeWorkspace.restype = sz
         lib.pumerEmuMergeWorkspace.argtypes = [i64, i64, i64]
-        lib.pumerEmuPrune.argtypes = [ctypes.c_int, ctypes.c_int] + [vp] * 7 + [i64] * 5 + [i32] * 3 + [vp, sz]
+        lib.pumerEmuPrune.argtypes = [ctypes.c_int, ctypes.c_int] + [vp] * 9 + [i64] * 6 + [i32] * 5 + [vp, sz]
         lib.pumerEmuMerge.argtypes = [ctypes.c_int] + [vp] * 6 + [i64] * 4 + [i32, vp, sz]
         self.lib = lib
         self.max_shared_sort_keys = lib.pumerEmuMaxSharedSortKeys()
@@ -240,25 +240,29 @@ class EmulatedKernels:
             for b in bufs + outs + [ws]:
                 b.free()
 
-    def prune(self, t_type, a_type, x, metric, attn, text_mask, text_len, keep, score_head, *, policy, seed):
+    def prune(self, t_type, a_type, x, metric, queries, keys, key_mask, text_mask, keep, score_head, image_start,
+              masking, *, policy, seed):
         batch, tokens, channels = x.shape
-        dim, heads = metric.shape[2], attn.shape[1]
-        assert x.dtype == STORAGE[t_type] and metric.dtype == STORAGE[t_type] and attn.dtype == STORAGE[a_type]
+        dim = metric.shape[2]
+        heads, text_len, head_dim = queries.shape[1:]
+        assert x.dtype == STORAGE[t_type] and metric.dtype == STORAGE[t_type]
+        assert queries.dtype == STORAGE[a_type] and keys.dtype == STORAGE[a_type]
+        key_mask = np.ascontiguousarray(key_mask, dtype=np.float32)
         text_mask = np.ascontiguousarray(text_mask, dtype=np.float32)
         outputs = [
             (STORAGE[t_type], (batch, keep, channels)),
             (STORAGE[t_type], (batch, keep, dim)),
             (np.int64, (batch, keep)),
         ]
-        ws_bytes = self.lib.pumerEmuPruneWorkspace(batch, tokens, text_len)
+        ws_bytes = self.lib.pumerEmuPruneWorkspace(batch, heads, text_len, tokens, image_start)
 
         def call(ins, outs, ws):
             return self.lib.pumerEmuPrune(
-                t_type, a_type, *ins, *outs, batch, tokens, channels, dim, heads, text_len, keep, score_head,
-                ws.ptr, ws.nbytes,
+                t_type, a_type, *ins, *outs, batch, tokens, channels, dim, heads, head_dim, text_len, keep,
+                score_head, image_start, masking, ws.ptr, ws.nbytes,
             )
 
-        return self._run(policy, seed, call, [x, metric, attn, text_mask], outputs, ws_bytes)
+        return self._run(policy, seed, call, [x, metric, queries, keys, key_mask, text_mask], outputs, ws_bytes)
 
     def merge(self, t_type, x, metric, mask, r, *, policy, seed):
         batch, tokens, channels = x.shape
@@ -307,8 +311,9 @@ def load_cases(path: Path) -> list[dict]:
 def run_case(kernels: EmulatedKernels, case: dict, policy: str, seed: int):
     if case["op"] == "prune":
         return kernels.prune(
-            case["t_type"], case["a_type"], case["x"], case["metric"], case["attn"], case["mask"],
-            case["text_len"], case["keep"], case["score_head"], policy=policy, seed=seed,
+            case["t_type"], case["a_type"], case["x"], case["metric"], case["queries"], case["keys"],
+            case["key_mask"], case["text_mask"], case["keep"], case["score_head"], case["image_start"],
+            case["masking"], policy=policy, seed=seed,
         )
     return kernels.merge(case["t_type"], case["x"], case["metric"], case["mask"], case["r"], policy=policy, seed=seed)
 

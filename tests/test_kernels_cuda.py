@@ -43,79 +43,103 @@ def _prune_inputs(*args, **kwargs):
     return prune_inputs(*args, device="cuda", **kwargs)
 
 
-def _check_prune(ext, x, metric, attn, mask, text_len, keep, score_head, exact):
-    got = ext.prune(x, metric, attn, mask, text_len, keep, score_head)
+def _check_prune(ext, inputs, keep, score_head, exact, image_start=None, masking=reduce.STANDARD):
+    image_start = inputs[2].shape[2] if image_start is None else image_start
+    text_len = inputs[2].shape[2]
+    got = ext.prune(*inputs, text_len, keep, score_head, image_start, masking)
     torch.cuda.synchronize()
-    check_prune(got, x, metric, attn, mask, text_len, keep, score_head, exact)
+    check_prune(got, *inputs, keep, score_head, image_start, masking, exact)
+    return got
 
 
+MASKINGS = (reduce.STANDARD, reduce.OFFICIAL)
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
 @pytest.mark.parametrize("t_dtype,a_dtype", list(itertools.product(DTYPES, DTYPES)))
-def test_prune_random_all_dtypes(ext, t_dtype, a_dtype):
-    x, metric, attn, mask = _prune_inputs(3, 185, 40, 12, 96, 64, t_dtype, a_dtype, seed=1)
+def test_prune_random_all_dtypes(ext, t_dtype, a_dtype, masking):
+    inputs = _prune_inputs(3, 185, 40, 12, 96, 64, t_dtype, a_dtype, seed=1, head_dim=64)
     for keep, head in ((72, -1), (1, -1), (145, -1), (100, 5)):
-        _check_prune(ext, x, metric, attn, mask, 40, keep, head, exact=False)
+        _check_prune(ext, inputs, keep, head, exact=False, masking=masking)
 
 
+@pytest.mark.parametrize("masking", MASKINGS)
 @pytest.mark.parametrize("a_dtype", DTYPES)
-@pytest.mark.parametrize("mask_kind", ["ones", "padded", "fractional"])
-def test_prune_exact_ties(ext, a_dtype, mask_kind):
-    # heads = 8 (a power of two) and levels k/4: every score is exact, so ties are real ties in both.
-    x, metric, attn, mask = _prune_inputs(2, 77, 13, 8, 40, 16, torch.float16, a_dtype, seed=2, attn_kind="levels", mask_kind=mask_kind)
+@pytest.mark.parametrize("mask_kind", ["ones", "padded", "fractional", "zeros"])
+def test_prune_exact_ties(ext, a_dtype, mask_kind, masking):
+    # coarse exact entries, image keys repeating three base keys: equal columns tie exactly
+    inputs = _prune_inputs(2, 77, 13, 8, 40, 16, torch.float16, a_dtype, seed=2, attn_kind="levels",
+                           mask_kind=mask_kind)
     for keep, head in ((1, -1), (30, -1), (64, -1), (17, 7), (64, 0)):
-        _check_prune(ext, x, metric, attn, mask, 13, keep, head, exact=True)
+        _check_prune(ext, inputs, keep, head, exact=True, masking=masking)
 
 
 @pytest.mark.parametrize("batch", [1, 5])
 def test_prune_all_equal_scores(ext, batch):
-    x, metric, attn, mask = _prune_inputs(batch, 60, 8, 12, 32, 8, torch.bfloat16, torch.float16, seed=3, attn_kind="equal", mask_kind="padded")
-    got = ext.prune(x, metric, attn, mask, 8, 20, -1)[2]
+    inputs = _prune_inputs(batch, 60, 8, 12, 32, 8, torch.bfloat16, torch.float16, seed=3, attn_kind="equal",
+                           mask_kind="padded")
+    got = _check_prune(ext, inputs, 20, -1, exact=True)[2]
     assert torch.equal(got, torch.arange(20, device="cuda").expand(batch, -1))
-    _check_prune(ext, x, metric, attn, mask, 8, 52, -1, exact=True)
+    _check_prune(ext, inputs, 52, -1, exact=True, masking=reduce.OFFICIAL)
+
+
+@pytest.mark.parametrize("attn_kind", ["nan", "signed_zero"])
+def test_prune_nan_and_signed_zero(ext, attn_kind):
+    inputs = _prune_inputs(2, 40, 5, 4, 12, 4, torch.float32, torch.float32, seed=5, attn_kind=attn_kind)
+    for keep, masking in ((1, 0), (12, 1), (35, 0)):
+        _check_prune(ext, inputs, keep, -1, exact=True, masking=masking)
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+def test_prune_keys_of_another_sequence(ext, masking):
+    """A cross-attention (METER): the keys are the image tokens (image_start 0), x aligned with them."""
+    inputs = _prune_inputs(3, 145, 40, 12, 96, 64, torch.float16, torch.float16, seed=8, image_start=0,
+                           mask_kind="fractional", head_dim=64)
+    for keep in (1, 100, 145):
+        _check_prune(ext, inputs, keep, -1, exact=False, image_start=0, masking=masking)
 
 
 def test_prune_sort_fallback_beyond_shared_memory(ext):
     # 4200 image tokens > kMaxSharedSortKeys (4096): the counting-rank path.
-    x, metric, attn, mask = _prune_inputs(1, 4208, 8, 1, 16, 8, torch.float32, torch.float16, seed=4, attn_kind="levels")
-    _check_prune(ext, x, metric, attn, mask, 8, 1000, -1, exact=True)
-    _check_prune(ext, x, metric, attn, mask, 8, 4200, 0, exact=True)
+    inputs = _prune_inputs(1, 4208, 8, 1, 16, 8, torch.float32, torch.float16, seed=4, attn_kind="levels")
+    _check_prune(ext, inputs, 1000, -1, exact=True)
+    _check_prune(ext, inputs, 4200, 0, exact=True, masking=reduce.OFFICIAL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels,dim", [(37, 5), (6, 1), (10, 3)])
 def test_prune_odd_row_sizes(ext, dtype, channels, dim):
     # Rows whose byte size is not a multiple of 16 (or of 4 for fp16/bf16 with odd C): the narrower copy paths.
-    x, metric, attn, mask = _prune_inputs(
-        2, 23, 5, 4, channels, dim, dtype, torch.float32, seed=31, attn_kind="levels"
-    )
+    inputs = _prune_inputs(2, 23, 5, 4, channels, dim, dtype, torch.float32, seed=31, attn_kind="levels", head_dim=3)
     for keep, head in ((1, -1), (9, -1), (18, -1), (7, 3)):
-        _check_prune(ext, x, metric, attn, mask, 5, keep, head, exact=True)
+        _check_prune(ext, inputs, keep, head, exact=True)
 
 
 @pytest.mark.parametrize("tokens", [2, 3, 9])
 def test_prune_text_len_one(ext, tokens):
     # text_len = 1 (a single text row); tokens = 2 leaves a single image token (keep = 1 = N - text_len).
-    x, metric, attn, mask = _prune_inputs(
-        1, tokens, 1, 2, 8, 4, torch.float16, torch.bfloat16, seed=37, attn_kind="levels"
-    )
+    inputs = _prune_inputs(1, tokens, 1, 2, 8, 4, torch.float16, torch.bfloat16, seed=37, attn_kind="levels")
     for keep in sorted({1, tokens - 1}):
-        _check_prune(ext, x, metric, attn, mask, 1, keep, -1, exact=True)
-        _check_prune(ext, x, metric, attn, mask, 1, keep, 1, exact=True)
+        _check_prune(ext, inputs, keep, -1, exact=True)
+        _check_prune(ext, inputs, keep, 1, exact=True, masking=reduce.OFFICIAL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_prune_vilt_sizes(ext, dtype):
-    """ViLT-B/32 sizes (text 40 + 145 image tokens, 12 heads, C 768, D 64): values and decisions."""
-    x, metric, attn, mask = _prune_inputs(4, 185, 40, 12, 768, 64, dtype, dtype, seed=41, mask_kind="fractional")
+    """ViLT-B/32 sizes (text 40 + 145 image tokens, 12 heads of 64, C 768, D 64): values and decisions."""
+    inputs = _prune_inputs(4, 185, 40, 12, 768, 64, dtype, dtype, seed=41, mask_kind="fractional", head_dim=64)
     for keep in (1, 100, 145):
-        _check_prune(ext, x, metric, attn, mask, 40, keep, -1, exact=False)
+        _check_prune(ext, inputs, keep, -1, exact=False)
 
 
 def test_prune_rejects_bad_attributes(ext):
-    x, metric, attn, mask = _prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=5)
+    inputs = _prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=5)
     with pytest.raises(RuntimeError, match="keep"):
-        ext.prune(x, metric, attn, mask, 4, 17, -1)
+        ext.prune(*inputs, 4, 17, -1, 4, 0)
     with pytest.raises(RuntimeError, match="score_head"):
-        ext.prune(x, metric, attn, mask, 4, 3, 2)
+        ext.prune(*inputs, 4, 3, 2, 4, 0)
+    with pytest.raises(RuntimeError, match="masking"):
+        ext.prune(*inputs, 4, 3, -1, 4, 2)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -222,11 +246,11 @@ def test_merge_rejects_r_above_cap(ext):
 @pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_kernel_timings(ext, batch, dtype):
-    """ViLT-B/32 sizes: text 40 + 145 image tokens, 12 heads, C 768, D 64."""
-    x, metric, attn, mask = _prune_inputs(batch, 185, 40, 12, 768, 64, dtype, dtype, seed=23)
+    """ViLT-B/32 sizes: text 40 + 145 image tokens, 12 heads of 64, C 768, D 64."""
+    inputs = _prune_inputs(batch, 185, 40, 12, 768, 64, dtype, dtype, seed=23, head_dim=64)
     keep = 100
-    t_prune = cuda_median_ms(lambda: ext.prune(x, metric, attn, mask, 40, keep, -1))
-    r_prune = cuda_median_ms(lambda: reduce.prune(x, metric, attn, mask, 40, keep, -1))
+    t_prune = cuda_median_ms(lambda: ext.prune(*inputs, 40, keep, -1, 40, 0))
+    r_prune = cuda_median_ms(lambda: reduce.prune(*inputs, keep, -1, 40, 0))
     xm, mm, km = _merge_inputs(batch, keep, 768, 64, dtype, seed=29)
     r = 30
     t_merge = cuda_median_ms(lambda: ext.merge(xm, mm, km, r))

@@ -29,6 +29,7 @@ import torch
 
 import kernel_emulation as ke
 from kernel_cases import DTYPES, check_merge, check_prune, merge_inputs, prune_inputs
+from pumer_export import reduce
 
 pytestmark = pytest.mark.emulation
 
@@ -79,10 +80,12 @@ def _same_across_runs(results: list[tuple[np.ndarray, ...]], runs=RUNS) -> None:
                 )
 
 
-def prune_case(x, metric, attn, mask, text_len, keep, score_head) -> dict:
+def prune_case(inputs, keep, score_head, image_start, masking) -> dict:
+    x, metric, queries, keys, key_mask, text_mask = inputs
     return dict(
-        op="prune", t_type=CODE[x.dtype], a_type=CODE[attn.dtype], x=to_numpy(x), metric=to_numpy(metric),
-        attn=to_numpy(attn), mask=to_numpy(mask), text_len=text_len, keep=keep, score_head=score_head,
+        op="prune", t_type=CODE[x.dtype], a_type=CODE[queries.dtype], x=to_numpy(x), metric=to_numpy(metric),
+        queries=to_numpy(queries), keys=to_numpy(keys), key_mask=to_numpy(key_mask), text_mask=to_numpy(text_mask),
+        keep=keep, score_head=score_head, image_start=image_start, masking=masking,
     )
 
 
@@ -90,12 +93,13 @@ def merge_case(x, metric, mask, r) -> dict:
     return dict(op="merge", t_type=CODE[x.dtype], x=to_numpy(x), metric=to_numpy(metric), mask=to_numpy(mask), r=r)
 
 
-def emulated_prune(kernels, x, metric, attn, mask, text_len, keep, score_head):
-    case = prune_case(x, metric, attn, mask, text_len, keep, score_head)
+def emulated_prune(kernels, inputs, keep, score_head, image_start, masking):
+    case = prune_case(inputs, keep, score_head, image_start, masking)
     results = [ke.run_case(kernels, case, policy, seed) for policy, seed in RUNS]
     _same_across_runs(results)
     got_x, got_m, got_idx = results[0]
-    return to_torch(got_x, x.dtype), to_torch(got_m, x.dtype), torch.from_numpy(got_idx)
+    dtype = inputs[0].dtype
+    return to_torch(got_x, dtype), to_torch(got_m, dtype), torch.from_numpy(got_idx)
 
 
 def emulated_merge(kernels, x, metric, mask, r):
@@ -106,9 +110,10 @@ def emulated_merge(kernels, x, metric, mask, r):
     return to_torch(got_x, x.dtype), torch.from_numpy(got_mask), torch.from_numpy(got_slots)
 
 
-def check_emulated_prune(kernels, inputs, text_len, keep, score_head, exact):
-    got = emulated_prune(kernels, *inputs, text_len, keep, score_head)
-    check_prune(got, *inputs, text_len, keep, score_head, exact)
+def check_emulated_prune(kernels, inputs, keep, score_head, exact, image_start=None, masking=reduce.STANDARD):
+    image_start = inputs[2].shape[2] if image_start is None else image_start  # default: ViLT, after the text
+    got = emulated_prune(kernels, inputs, keep, score_head, image_start, masking)
+    check_prune(got, *inputs, keep, score_head, image_start, masking, exact)
     return got
 
 
@@ -123,29 +128,34 @@ def check_emulated_merge(kernels, inputs, r, exact):
 # --------------------------------------------------------------------------------------------------------------
 
 
+MASKINGS = (reduce.STANDARD, reduce.OFFICIAL)
+
+
 @pytest.mark.parametrize("t_dtype,a_dtype", list(itertools.product(DTYPES, DTYPES)))
 def test_prune_random_all_dtypes(emu, t_dtype, a_dtype):
     inputs = prune_inputs(3, 45, 8, 4, 24, 16, t_dtype, a_dtype, seed=1)
-    for keep, head in ((1, -1), (18, -1), (37, -1), (20, 3)):
-        check_emulated_prune(emu, inputs, 8, keep, head, exact=False)
+    masking = MASKINGS[(DTYPES.index(t_dtype) + DTYPES.index(a_dtype)) % 2]  # both rules over the dtype grid
+    for keep, head in ((1, -1), (18, -1), (37, 3)):
+        check_emulated_prune(emu, inputs, keep, head, exact=False, masking=masking)
 
 
-@pytest.mark.parametrize("a_dtype", DTYPES)
+@pytest.mark.parametrize("masking", MASKINGS)
 @pytest.mark.parametrize("mask_kind", ["ones", "padded", "fractional", "zeros"])
-def test_prune_exact_ties(emu, a_dtype, mask_kind):
-    # heads = 8 (a power of two) and levels k/4: every score is exact, so ties are real ties in both.
-    inputs = prune_inputs(2, 33, 7, 8, 20, 8, torch.float16, a_dtype, seed=2, attn_kind="levels", mask_kind=mask_kind)
-    for keep, head in ((1, -1), (13, -1), (26, -1), (9, 7), (26, 0)):
-        check_emulated_prune(emu, inputs, 7, keep, head, exact=True)
+def test_prune_exact_ties(emu, masking, mask_kind):
+    # image keys repeating three base keys: equal columns tie exactly in every implementation
+    inputs = prune_inputs(2, 33, 7, 4, 20, 8, torch.float16, torch.float32, seed=2, attn_kind="levels",
+                          mask_kind=mask_kind)
+    for keep, head in ((1, -1), (13, -1), (26, -1), (9, 3)):
+        check_emulated_prune(emu, inputs, keep, head, exact=True, masking=masking)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_prune_all_equal_scores(emu, batch):
     inputs = prune_inputs(batch, 30, 6, 4, 16, 8, torch.bfloat16, torch.float16, seed=3, attn_kind="equal",
                           mask_kind="padded")
-    got = check_emulated_prune(emu, inputs, 6, 10, -1, exact=True)[2]
+    got = check_emulated_prune(emu, inputs, 10, -1, exact=True)[2]
     assert torch.equal(got, torch.arange(10).expand(batch, -1))
-    check_emulated_prune(emu, inputs, 6, 24, -1, exact=True)
+    check_emulated_prune(emu, inputs, 24, -1, exact=True, masking=reduce.OFFICIAL)
 
 
 @pytest.mark.parametrize("attn_kind", ["nan", "signed_zero"])
@@ -153,8 +163,8 @@ def test_prune_all_equal_scores(emu, batch):
 def test_prune_nan_and_signed_zero_scores(emu, attn_kind, a_dtype):
     # NaN scores sort first (torch.sort's order), -0 ties +0 (stable: lower index first).
     inputs = prune_inputs(2, 40, 5, 4, 12, 4, torch.float32, a_dtype, seed=5, attn_kind=attn_kind)
-    for keep, head in ((1, -1), (12, -1), (35, -1), (12, 2)):
-        check_emulated_prune(emu, inputs, 5, keep, head, exact=True)
+    for keep, head, masking in ((1, -1, 0), (12, -1, 1), (35, -1, 0), (12, 2, 1)):
+        check_emulated_prune(emu, inputs, keep, head, exact=True, masking=masking)
 
 
 @pytest.mark.parametrize("text_len", range(1, 8))
@@ -164,24 +174,35 @@ def test_prune_short_text(emu, text_len):
         inputs = prune_inputs(2, text_len + images, text_len, 2, 8, 4, torch.float16, torch.bfloat16,
                               seed=7 + text_len, attn_kind="levels")
         for keep in sorted({1, (images + 1) // 2, images}):
-            check_emulated_prune(emu, inputs, text_len, keep, -1, exact=True)
-            check_emulated_prune(emu, inputs, text_len, keep, 1, exact=True)
+            check_emulated_prune(emu, inputs, keep, -1, exact=True)
+            check_emulated_prune(emu, inputs, keep, 1, exact=True, masking=reduce.OFFICIAL)
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+def test_prune_keys_of_another_sequence(emu, masking):
+    """A cross-attention (METER): the keys are the image tokens (image_start 0), x aligned with them."""
+    for kind in ("levels", "random"):
+        inputs = prune_inputs(2, 21, 6, 3, 10, 6, torch.float32, torch.float16, seed=17, attn_kind=kind,
+                              image_start=0, mask_kind="fractional")
+        for keep in (1, 10, 21):
+            check_emulated_prune(emu, inputs, keep, -1, exact=kind == "levels", image_start=0, masking=masking)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels,dim", [(37, 5), (6, 1), (1, 3)])
 def test_prune_odd_row_sizes(emu, dtype, channels, dim):
-    # Rows whose byte size is not a multiple of 16 (or of 4 with an odd C in fp16/bf16): the narrower copy paths.
-    inputs = prune_inputs(2, 23, 5, 4, channels, dim, dtype, torch.float32, seed=31, attn_kind="levels")
+    # Rows whose byte size is not a multiple of 16 (or of 4 with an odd C in fp16/bf16): the narrower copy paths;
+    # an odd head size too.
+    inputs = prune_inputs(2, 23, 5, 4, channels, dim, dtype, torch.float32, seed=31, attn_kind="levels", head_dim=3)
     for keep, head in ((1, -1), (9, -1), (18, -1), (7, 3)):
-        check_emulated_prune(emu, inputs, 5, keep, head, exact=True)
+        check_emulated_prune(emu, inputs, keep, head, exact=True)
 
 
 def test_prune_sort_fallback_beyond_shared_memory(emu):
     # 4097 image tokens > kMaxSharedSortKeys (4096) in the shipped build: the counting-rank path.
-    inputs = prune_inputs(1, 4105, 8, 2, 4, 2, torch.float32, torch.float16, seed=4, attn_kind="levels")
-    check_emulated_prune(emu, inputs, 8, 700, -1, exact=True)
-    check_emulated_prune(emu, inputs, 8, 4097, 0, exact=True)
+    inputs = prune_inputs(1, 4105, 8, 1, 4, 2, torch.float32, torch.float16, seed=4, attn_kind="levels", head_dim=2)
+    check_emulated_prune(emu, inputs, 700, -1, exact=True)
+    check_emulated_prune(emu, inputs, 4097, 0, exact=True)
 
 
 @pytest.mark.parametrize("a_dtype", [torch.float32, torch.bfloat16])
@@ -190,17 +211,14 @@ def test_prune_counting_rank_at_small_sizes(emu_fallback, a_dtype):
     for kind in ("levels", "nan", "random"):
         inputs = prune_inputs(3, 50, 6, 4, 10, 6, torch.float16, a_dtype, seed=61, attn_kind=kind)
         for keep in (1, 17, 44):
-            check_emulated_prune(emu_fallback, inputs, 6, keep, -1, exact=kind != "random")
+            check_emulated_prune(emu_fallback, inputs, keep, -1, exact=kind != "random")
 
 
 def test_prune_rejects_bad_attributes(emu):
-    x, metric, attn, mask = prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=5)
-    case = prune_case(x, metric, attn, mask, 4, 17, -1)  # keep > N - text_len
-    with pytest.raises(ke.EmulationError, match="CUDA error 1"):
-        ke.run_case(emu, case, "forward", 1)
-    case = prune_case(x, metric, attn, mask, 4, 3, 2)  # score_head >= heads
-    with pytest.raises(ke.EmulationError, match="CUDA error 1"):
-        ke.run_case(emu, case, "forward", 1)
+    inputs = prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=5)
+    for keep, head, masking in ((17, -1, 0), (3, 2, 0), (3, -1, 2)):  # keep > Nk - image_start; head; masking
+        with pytest.raises(ke.EmulationError, match="CUDA error 1"):
+            ke.run_case(emu, prune_case(inputs, keep, head, 4, masking), "forward", 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,8 +310,8 @@ def test_merge_rejects_r_above_cap(emu):
 @pytest.mark.skipif(not FULL, reason="ViLT-B/32 sizes take minutes under emulation: set PUMER_EMU_FULL=1")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_vilt_sizes(emu, dtype):
-    inputs = prune_inputs(2, 185, 40, 12, 768, 64, dtype, dtype, seed=41, mask_kind="fractional")
-    check_emulated_prune(emu, inputs, 40, 131, -1, exact=False)
+    inputs = prune_inputs(2, 185, 40, 12, 768, 64, dtype, dtype, seed=41, mask_kind="fractional", head_dim=64)
+    check_emulated_prune(emu, inputs, 131, -1, exact=False)
     inputs = merge_inputs(2, 131, 768, 64, dtype, seed=29)
     check_emulated_merge(emu, inputs, 44, exact=False)
 
@@ -314,16 +332,17 @@ def test_emulation_really_runs_threads_and_barriers(emu):
 
 
 def _sanitizer_cases() -> list[tuple[dict, tuple]]:
-    """(case, check arguments) pairs covering every kernel, both sort paths' neighbours, odd sizes, all dtypes."""
+    """(case, check arguments) pairs covering every kernel, both maskings, odd sizes, all dtypes."""
     out = []
-    for t_dtype, a_dtype, kind, n, t in (
-        (torch.float32, torch.float16, "levels", 33, 7),
-        (torch.float16, torch.bfloat16, "random", 45, 8),
-        (torch.bfloat16, torch.float32, "nan", 12, 3),
+    for t_dtype, a_dtype, kind, n, t, masking in (
+        (torch.float32, torch.float16, "levels", 33, 7, reduce.STANDARD),
+        (torch.float16, torch.bfloat16, "random", 45, 8, reduce.OFFICIAL),
+        (torch.bfloat16, torch.float32, "nan", 12, 3, reduce.STANDARD),
     ):
-        inputs = prune_inputs(2, n, t, 4, 37, 5, t_dtype, a_dtype, seed=n, attn_kind=kind)
+        inputs = prune_inputs(2, n, t, 4, 37, 5, t_dtype, a_dtype, seed=n, attn_kind=kind, head_dim=5)
         for keep in (1, n - t):
-            out.append((prune_case(*inputs, t, keep, -1), ("prune", inputs, t, keep, -1, kind != "random")))
+            out.append((prune_case(inputs, keep, -1, t, masking),
+                        ("prune", inputs, keep, -1, t, masking, kind != "random")))
     for dtype, tokens, kind in ((torch.float32, 41, "random"), (torch.float16, 3, "duplicates"),
                                 (torch.bfloat16, 21, "nan"), (torch.float16, 20, "signed_zero")):
         inputs = merge_inputs(2, tokens, 7, 16, dtype, seed=tokens, kind=kind)
@@ -364,11 +383,11 @@ def _verify(pairs, results) -> list[str]:
         try:
             _same_across_runs(per_run, ke.CHILD_RUNS)
             if check[0] == "prune":
-                _, inputs, t, keep, head, exact = check
+                _, inputs, keep, head, start, masking, exact = check
                 got_x, got_m, got_idx = per_run[0]
                 dtype = inputs[0].dtype
                 check_prune((to_torch(got_x, dtype), to_torch(got_m, dtype), torch.from_numpy(got_idx)),
-                            *inputs, t, keep, head, exact)
+                            *inputs, keep, head, start, masking, exact)
             else:
                 _, inputs, r, exact = check
                 got_x, got_mask, got_slots = per_run[0]

@@ -15,6 +15,7 @@ import torch
 from pumer_export.checkpoints import load_pumer_model
 from pumer_export.cli import main
 from pumer_export.config import PumerConfig
+from pumer_export import ops
 from pumer_export.onnx import functions
 from pumer_export.onnx.export import check_static_token_dims, export_onnx, read_metadata
 from pumer_export.onnx.validation import make_session, validate_onnx
@@ -57,7 +58,8 @@ def test_file_holds_one_node_per_step_with_counts_and_bodies(tiny_onnx, tiny_mod
     for c in schedule.layers:
         if not c.active:
             continue
-        expected.append(("PumerPrune", f"layer{c.layer}.prune", {"text_len": c.text_in, "keep": c.keep, "score_head": -1}))
+        expected.append(("PumerPrune", f"layer{c.layer}.prune", {"text_len": c.text_in, "keep": c.keep, "score_head": -1,
+                                                                 "image_start": c.text_in, "masking": 0}))
         if c.image_merge:
             expected.append(("PumerMerge", f"layer{c.layer}.image_merge", {"r": c.image_merge}))
         if c.text_merge:
@@ -67,7 +69,8 @@ def test_file_holds_one_node_per_step_with_counts_and_bodies(tiny_onnx, tiny_mod
     by_name = {n.name: n for n in nodes}
     for op_type, name, counts in expected:
         attrs = _attrs(by_name[name])
-        assert attrs == {**counts, "plugin_namespace": b"pumer", "plugin_version": b"1"}
+        assert attrs == {**counts, "plugin_namespace": b"pumer",
+                         "plugin_version": ops.op_spec()["plugin_version"].encode()}
         kinds = {a.name: a.type for a in by_name[name].attribute}
         assert all(kinds[k] == onnx.AttributeProto.INT for k in counts)
         assert kinds["plugin_namespace"] == kinds["plugin_version"] == onnx.AttributeProto.STRING
@@ -76,7 +79,7 @@ def test_file_holds_one_node_per_step_with_counts_and_bodies(tiny_onnx, tiny_mod
     assert set(bodies) == {("pumer", "PumerPrune"), ("pumer", "PumerMerge")}
     for body in bodies.values():
         assert [(i.domain, i.version) for i in body.opset_import] == [("", functions.model_opset(model))]
-    assert ("pumer", 1) in [(i.domain, i.version) for i in model.opset_import]
+    assert ("pumer", functions.DOMAIN_VERSION) in [(i.domain, i.version) for i in model.opset_import]
     # Dynamic batch, every token dimension concrete after shape inference.
     for value in list(model.graph.input) + list(model.graph.output):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -94,6 +97,32 @@ def test_onnxruntime_matches_reference_at_batch_1_3_8_from_one_file(tiny_onnx, t
         else:
             assert check.max_abs < 1e-4, check
     assert sum(c.is_index for c in report.checks) == 3 * 6  # 2 reduce layers x 3 index outputs
+
+
+def test_no_attention_probabilities_reach_the_pumer_nodes(tiny_onnx, tiny_model):
+    """Standard masking: the prune op reads queries and keys; no [B, heads, N, N] tensor (N the full sequence) and no
+    softmax output feeds a pumer node, so the attention stays one standard pattern that runtimes fuse."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(tiny_onnx)), data_prop=True)
+    assert tiny_model.pumer_config.attention_masking == "standard"
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input)}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    heads = tiny_model.config.num_attention_heads
+    full = TINY_TEXT + tiny_model.token_schedule(TINY_TEXT, image_size=TINY_SIZE[1]).image_tokens
+    prunes = [n for n in _pumer_nodes(model) if n.op_type == "PumerPrune"]
+    assert prunes
+    for node in _pumer_nodes(model):
+        for name in node.input:
+            shape = shapes.get(name)
+            assert shape is not None, name
+            assert not (len(shape) == 4 and shape[1] == heads and shape[2] == shape[3] == full), (node.name, name, shape)
+            producer = producers.get(name)
+            while producer is not None and producer.op_type in ("Cast", "Identity", "Reshape", "Transpose"):
+                producer = producers.get(producer.input[0])
+            assert producer is None or producer.op_type != "Softmax", (node.name, name)
+    for node in prunes:  # queries: the text rows only; keys: every token
+        q, k = shapes[node.input[2]], shapes[node.input[3]]
+        assert q[1] == k[1] == heads and q[2] == _attrs(node)["text_len"] and k[2] >= q[2]
 
 
 def test_function_bodies_are_what_lets_onnxruntime_run_it(tiny_onnx, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from pumer_export import ops  # noqa: F401  (registers torch.ops.pumer)
+from pumer_export import ops, reduce  # ops registers torch.ops.pumer
 from pumer_export.onnx import functions
 from pumer_export.onnx.translation import pumer_merge, pumer_prune
 from pumer_export.schedule import merge_cap
@@ -41,14 +41,18 @@ def _compare(got, ref, atol):
                                        err_msg=f"output {name}")
 
 
-def run_prune(x, metric, attn, text_mask, text_len, keep, score_head, opset=functions.DEFAULT_OPSET):
+def run_prune(x, metric, q, k, key_mask, text_mask, keep, score_head, image_start, masking,
+              opset=functions.DEFAULT_OPSET):
+    text_len = q.shape[2]
     model = functions.single_op_model("PumerPrune", opset=opset, float_type=_TYPES[x.dtype],
-                                      attn_type=_TYPES[attn.dtype], text_len=text_len, keep=keep,
-                                      score_head=score_head)
+                                      attn_type=_TYPES[q.dtype], text_len=text_len, keep=keep,
+                                      score_head=score_head, image_start=image_start, masking=masking)
     onnx.checker.check_model(model, full_check=True)
-    feed = {"x": x.numpy(), "metric": metric.numpy(), "attn": attn.numpy(), "text_mask": text_mask.numpy()}
+    feed = {"x": x.numpy(), "metric": metric.numpy(), "queries": q.numpy(), "keys": k.numpy(),
+            "key_mask": key_mask.numpy(), "text_mask": text_mask.numpy()}
     got = _session(model).run(["x_kept", "metric_kept", "keep_idx"], feed)
-    ref = torch.ops.pumer.prune(x, metric, attn, text_mask, text_len, keep, score_head)
+    ref = torch.ops.pumer.prune(x, metric, q, k, key_mask, text_mask, text_len, keep, score_head, image_start,
+                                masking)
     _compare(got, ref, atol=0.0)  # gathers move values: bit-exact
     return got
 
@@ -63,63 +67,90 @@ def run_merge(x, metric, mask, r, opset=functions.DEFAULT_OPSET, atol=1e-6):
     return got
 
 
-def _attn(gen, batch, heads, n):
-    return torch.softmax(torch.randn(batch, heads, n, n, generator=gen) * 3, dim=-1)
+def _qk(gen, batch, heads, rows, n, dim=8):
+    return torch.randn(batch, heads, rows, dim, generator=gen), torch.randn(batch, heads, n, dim, generator=gen)
+
+
+MASKINGS = [reduce.STANDARD, reduce.OFFICIAL]
 
 
 # ------------------------------------------------------------------------------ prune
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("text_len,images", [(5, 17), (4, 16), (1, 9)])
 @pytest.mark.parametrize("score_head", [-1, 0, 2])
-def test_prune_random(batch, text_len, images, score_head):
+@pytest.mark.parametrize("masking", MASKINGS)
+def test_prune_random(batch, text_len, images, score_head, masking):
     gen = torch.Generator().manual_seed(batch * 100 + text_len * 10 + images)
     n = text_len + images
     x, metric = torch.randn(batch, n, 8, generator=gen), torch.randn(batch, n, 6, generator=gen)
-    text_mask = (torch.rand(batch, text_len, generator=gen) > 0.3).float()
-    text_mask[:, 0] = 1
+    key_mask = (torch.rand(batch, n, generator=gen) > 0.3).float()
+    key_mask[:, 0] = key_mask[:, text_len] = 1
+    text_mask = key_mask[:, :text_len]
+    q, k = _qk(gen, batch, 4, text_len, n)
     for keep in (1, images // 2, images - 1, images):
-        run_prune(x, metric, _attn(gen, batch, 4, n), text_mask, text_len, keep, score_head)
+        run_prune(x, metric, q, k, key_mask, text_mask, keep, score_head, text_len, masking)
+
+
+@pytest.mark.parametrize("masking", MASKINGS)
+def test_prune_keys_of_another_sequence(masking):
+    """Cross-attention (METER): the keys are the image tokens (image_start 0), x aligned with them."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 14, 5, generator=gen)
+    q, k = _qk(gen, 2, 3, 6, 14)
+    text_mask = torch.tensor([[1.0, 1, 1, 1, 0, 0], [1, 1, 0.5, 0, 0, 0]])
+    for keep in (1, 7, 14):
+        run_prune(x, x.clone(), q, k, torch.ones(2, 14), text_mask, keep, -1, 0, masking)
 
 
 @pytest.mark.parametrize("opset", functions.SUPPORTED_OPSETS)
 def test_prune_every_supported_opset(opset):
     gen = torch.Generator().manual_seed(opset)
     x, metric = torch.randn(2, 12, 8, generator=gen), torch.randn(2, 12, 4, generator=gen)
-    run_prune(x, metric, _attn(gen, 2, 3, 12), torch.ones(2, 4), 4, 5, -1, opset=opset)
+    q, k = _qk(gen, 2, 3, 4, 12)
+    for masking in MASKINGS:
+        run_prune(x, metric, q, k, torch.ones(2, 12), torch.ones(2, 4), 5, -1, 4, masking, opset=opset)
 
 
 def test_prune_all_equal_scores_keep_lowest_indices_first():
     batch, text_len, images = 2, 4, 11
     n = text_len + images
-    attn = torch.full((batch, 2, n, n), 0.25)  # exactly representable: every score is equal
+    q = torch.zeros(batch, 2, text_len, 4)  # every logit 0: every key gets the same probability
+    k = torch.randn(batch, 2, n, 4)
     x = torch.arange(batch * n * 3, dtype=torch.float32).reshape(batch, n, 3)
-    got = run_prune(x, x.clone(), attn, torch.ones(batch, text_len), text_len, 6, -1)
-    np.testing.assert_array_equal(got[2], np.tile(np.arange(6), (batch, 1)))
+    for masking in MASKINGS:
+        got = run_prune(x, x.clone(), q, k, torch.ones(batch, n), torch.ones(batch, text_len), 6, -1, text_len,
+                        masking)
+        np.testing.assert_array_equal(got[2], np.tile(np.arange(6), (batch, 1)))
 
 
 def test_prune_partial_ties():
+    """Image keys that repeat each other (equal logits, so exactly equal scores in every backend)."""
     batch, text_len, images = 2, 3, 10
     n = text_len + images
-    cols = torch.tensor([0.5, 0.25, 0.5, 0.125, 0.25, 0.5, 0.0, 0.125, 0.25, 0.5])
-    attn = torch.zeros(batch, 2, n, n)
-    attn[:, :, :, text_len:] = cols
-    attn[1, :, :, text_len:] = cols.flip(0)
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(batch, 2, text_len, 4, generator=gen)
+    base = torch.randn(batch, 2, 4, 4, generator=gen)
+    pattern = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2, 1, 0])
+    k = torch.cat([torch.randn(batch, 2, text_len, 4, generator=gen), base[:, :, pattern]], dim=2)
     x = torch.randn(batch, n, 4)
     for keep in range(1, images + 1):
-        run_prune(x, x.clone(), attn, torch.ones(batch, text_len), text_len, keep, -1)
-        run_prune(x, x.clone(), attn, torch.ones(batch, text_len), text_len, keep, 1)
+        for head in (-1, 1):
+            run_prune(x, x.clone(), q, k, torch.ones(batch, n), torch.ones(batch, text_len), keep, head, text_len,
+                      reduce.STANDARD)
 
 
 def test_prune_heavy_text_padding_and_fractional_mask():
     gen = torch.Generator().manual_seed(7)
     batch, text_len, images = 3, 12, 9
     n = text_len + images
-    text_mask = torch.zeros(batch, text_len)
-    text_mask[:, 0] = 1  # only the CLS is real
-    text_mask[1, 1] = 0.5  # merged real+pad
-    text_mask[2, :3] = torch.tensor([1.0, 1 / 3, 2 / 3])
+    key_mask = torch.ones(batch, n)
+    key_mask[:, 1:text_len] = 0  # only the CLS is real
+    key_mask[1, 1] = 0.5  # merged real+pad
+    key_mask[2, :3] = torch.tensor([1.0, 1 / 3, 2 / 3])
     x, metric = torch.randn(batch, n, 8, generator=gen), torch.randn(batch, n, 4, generator=gen)
-    run_prune(x, metric, _attn(gen, batch, 4, n), text_mask, text_len, 4, -1)
+    q, k = _qk(gen, batch, 4, text_len, n)
+    for masking in MASKINGS:
+        run_prune(x, metric, q, k, key_mask, key_mask[:, :text_len], 4, -1, text_len, masking)
 
 
 def test_prune_fp16_tokens_fp32_and_fp16_attention():
@@ -127,9 +158,10 @@ def test_prune_fp16_tokens_fp32_and_fp16_attention():
     batch, text_len, images = 2, 5, 13
     n = text_len + images
     x, metric = torch.randn(batch, n, 8, generator=gen).half(), torch.randn(batch, n, 4, generator=gen).half()
-    attn = _attn(gen, batch, 4, n)
-    run_prune(x, metric, attn, torch.ones(batch, text_len), text_len, 7, -1)
-    run_prune(x, metric, attn.half(), torch.ones(batch, text_len), text_len, 7, 0)
+    q, k = _qk(gen, batch, 4, text_len, n)
+    ones = torch.ones(batch, n)
+    run_prune(x, metric, q, k, ones, ones[:, :text_len], 7, -1, text_len, reduce.STANDARD)
+    run_prune(x, metric, q.half(), k.half(), ones, ones[:, :text_len], 7, 0, text_len, reduce.OFFICIAL)
 
 
 # ------------------------------------------------------------------------------ merge
@@ -200,7 +232,8 @@ def test_merge_fp16():
 
 
 # ------------------------------------------------------------------ model-level facts
-@pytest.mark.parametrize("op_type,counts", [("PumerPrune", dict(text_len=2, keep=3, score_head=-1)),
+@pytest.mark.parametrize("op_type,counts", [("PumerPrune", dict(text_len=2, keep=3, score_head=-1, image_start=2,
+                                                                 masking=0)),
                                             ("PumerMerge", dict(r=1))])
 def test_without_function_body_onnxruntime_refuses(op_type, counts):
     model = functions.single_op_model(op_type, with_functions=False, **counts)
@@ -215,7 +248,7 @@ def test_nodes_carry_plugin_attributes_from_op_spec():
     node = functions.make_node("PumerMerge", ["x", "metric", "mask"], ["a", "b", "c"], r=3)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert node.domain == spec["domain"] == "pumer"
-    assert attrs == {"r": 3, "plugin_namespace": b"pumer", "plugin_version": b"1"}
+    assert attrs == {"r": 3, "plugin_namespace": b"pumer", "plugin_version": spec["plugin_version"].encode()}
     assert {a.name: a.type for a in node.attribute}["plugin_version"] == onnx.AttributeProto.STRING
     # The translations (onnxscript) hard-code the same strings.
     for fn in (pumer_prune, pumer_merge):

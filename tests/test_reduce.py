@@ -11,19 +11,48 @@ from pumer_export import ops, reduce  # noqa: F401  (ops registers torch.ops.pum
 
 
 # ----------------------------------------------------------------- naive versions
-def naive_scores(attn, text_mask, text_len, head):
-    batch, heads, n, _ = attn.shape
+def naive_text_attention(q, k, key_mask, masking):
+    """Per (b, h, t) row: the probabilities over all keys, by the written rule (float64 loops)."""
+    batch, heads, rows, dim = q.shape
+    n = k.shape[2]
     out = []
     for b in range(batch):
+        per_head = []
+        for h in range(heads):
+            per_row = []
+            for t in range(rows):
+                s = [sum(float(q[b, h, t, c]) * float(k[b, h, j, c]) for c in range(dim)) / math.sqrt(dim)
+                     for j in range(n)]
+                m = [float(key_mask[b, j]) for j in range(n)]
+                if masking == reduce.STANDARD:
+                    logits = [s[j] + math.log(m[j]) if m[j] > 0 else -math.inf for j in range(n)]
+                    top = max(logits)
+                    e = [math.exp(v - top) for v in logits]
+                    per_row.append([v / sum(e) for v in e])
+                else:  # official P7: a masked query attends to its own key; + 1e-6 smoothing
+                    w = [m[j] + (1 - m[j]) * (1.0 if j == t else 0.0) for j in range(n)]
+                    top = max(s)
+                    e = [math.exp(s[j] - top) * w[j] for j in range(n)]
+                    per_row.append([(v + 1e-6 / n) / (sum(e) + 1e-6) for v in e])
+            per_head.append(per_row)
+        out.append(per_head)
+    return out
+
+
+def naive_scores(q, k, key_mask, text_mask, image_start, head, masking):
+    probs = naive_text_attention(q, k, key_mask, masking)
+    heads, rows, n = q.shape[1], q.shape[2], k.shape[2]
+    out = []
+    for b in range(q.shape[0]):
         denom = float(text_mask[b].sum())
         row = []
-        for j in range(text_len, n):
+        for j in range(image_start, n):
             total = 0.0
-            for t in range(text_len):
+            for t in range(rows):
                 if head < 0:
-                    total += sum(float(attn[b, h, t, j]) for h in range(heads)) / heads
+                    total += sum(probs[b][h][t][j] for h in range(heads)) / heads
                 else:
-                    total += float(attn[b, head, t, j])
+                    total += probs[b][head][t][j]
             row.append(total / denom)
         out.append(row)
     return out
@@ -68,13 +97,16 @@ def naive_merge(x, metric, mask, r):
 
 
 # ------------------------------------------------------------------------ inputs
-def make_attention(batch, heads, n, seed, ties=False):
+def make_qk(batch, heads, rows, n, dim, seed, ties=False):
+    """Text-row queries [B, H, rows, d] and keys [B, H, n, d]; with ``ties`` the last image keys repeat one key
+    (equal logits, so equal scores), on a coarse grid."""
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, heads, n, n, generator=gen)
+    q = torch.randn(batch, heads, rows, dim, generator=gen)
+    k = torch.randn(batch, heads, n, dim, generator=gen)
     if ties:
-        logits = (logits * 2).round() / 2  # coarse values: many exact ties among image columns
-        logits[..., -3:] = logits[..., -4:-3]
-    return torch.softmax(logits, dim=-1)
+        q, k = (q * 2).round() / 2, (k * 2).round() / 2
+        k[:, :, -3:] = k[:, :, -4:-3]
+    return q, k
 
 
 CASES = [
@@ -88,28 +120,53 @@ CASES = [
 
 @pytest.mark.parametrize("batch, heads, text_len, n, keep, head", CASES)
 @pytest.mark.parametrize("ties", [False, True])
-def test_prune_follows_the_rules(batch, heads, text_len, n, keep, head, ties):
+@pytest.mark.parametrize("masking", [reduce.STANDARD, reduce.OFFICIAL])
+def test_prune_follows_the_rules(batch, heads, text_len, n, keep, head, ties, masking):
+    """ViLT's joint sequence: keys = text + image tokens, the image keys start after the text."""
     gen = torch.Generator().manual_seed(1)
-    attn = make_attention(batch, heads, n, seed=batch + n, ties=ties)
-    text_mask = (torch.rand(batch, text_len, generator=gen) > 0.6).float()
-    text_mask[:, 0] = 1.0  # heavy padding, text CLS always valid
+    q, k = make_qk(batch, heads, text_len, n, 4, seed=batch + n, ties=ties)
+    key_mask = (torch.rand(batch, n, generator=gen) > 0.3).float()
+    key_mask[:, 0] = 1.0
+    key_mask[:, text_len] = 1.0  # image CLS
+    text_mask = key_mask[:, :text_len]  # heavy padding, text CLS always valid
     x = torch.randn(batch, n, 6, generator=gen)
     metric = torch.randn(batch, n, 4, generator=gen)
 
-    kept_x, kept_metric, keep_idx = reduce.prune(x, metric, attn, text_mask, text_len, keep, head)
+    kept_x, kept_metric, keep_idx = reduce.prune(x, metric, q, k, key_mask, text_mask, keep, head, text_len, masking)
 
-    scores = reduce.text_informed_scores(attn, text_mask, text_len, head)
-    expected_scores = torch.tensor(naive_scores(attn.double(), text_mask, text_len, head), dtype=torch.float64)
-    torch.testing.assert_close(scores.double(), expected_scores, atol=1e-6, rtol=1e-6)
+    scores = reduce.text_informed_scores(q, k, key_mask, text_mask, text_len, head, masking)
+    expected = torch.tensor(naive_scores(q.double(), k.double(), key_mask, text_mask, text_len, head, masking),
+                            dtype=torch.float64)
+    torch.testing.assert_close(scores.double(), expected, atol=1e-6, rtol=1e-5)
     for b in range(batch):
         assert keep_idx[b].tolist() == naive_topk(scores[b].tolist(), keep)
         assert torch.equal(kept_x[b], x[b, text_len:][keep_idx[b]])
         assert torch.equal(kept_metric[b], metric[b, text_len:][keep_idx[b]])
 
 
+@pytest.mark.parametrize("masking", [reduce.STANDARD, reduce.OFFICIAL])
+def test_prune_over_a_separate_key_sequence(masking):
+    """A cross-attention (METER): the keys are the image tokens only (image_start 0), x aligned with them."""
+    gen = torch.Generator().manual_seed(2)
+    q, k = make_qk(2, 2, 5, 13, 4, seed=9)
+    key_mask = torch.ones(2, 13)
+    text_mask = torch.tensor([[1.0, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    x = torch.randn(2, 13, 3, generator=gen)
+    kept_x, _, keep_idx = reduce.prune(x, x, q, k, key_mask, text_mask, 6, -1, 0, masking)
+    scores = reduce.text_informed_scores(q, k, key_mask, text_mask, 0, -1, masking)
+    expected = torch.tensor(naive_scores(q.double(), k.double(), key_mask, text_mask, 0, -1, masking),
+                            dtype=torch.float64)
+    torch.testing.assert_close(scores.double(), expected, atol=1e-6, rtol=1e-5)
+    for b in range(2):
+        assert keep_idx[b].tolist() == naive_topk(scores[b].tolist(), 6)
+        assert torch.equal(kept_x[b], x[b][keep_idx[b]])
+
+
 def test_equal_scores_keep_lower_indices_first():
-    attn = torch.full((1, 2, 6, 6), 1 / 6)
-    _, _, keep_idx = reduce.prune(torch.zeros(1, 6, 3), torch.zeros(1, 6, 3), attn, torch.ones(1, 2), 2, 3, -1)
+    q = torch.zeros(1, 2, 2, 4)  # every logit 0: every image key scores the same
+    k = torch.randn(1, 2, 6, 4)
+    _, _, keep_idx = reduce.prune(torch.zeros(1, 6, 3), torch.zeros(1, 6, 3), q, k, torch.ones(1, 6), torch.ones(1, 2),
+                                  3, -1, 2, reduce.STANDARD)
     assert keep_idx.tolist() == [[0, 1, 2]]
 
 
@@ -156,13 +213,14 @@ def test_merge_keeps_dtype_and_accumulates_in_float32():
 def test_custom_ops_are_the_reference_steps():
     gen = torch.Generator().manual_seed(5)
     x, metric = torch.randn(2, 12, 6, generator=gen), torch.randn(2, 12, 4, generator=gen)
-    attn = make_attention(2, 3, 12, seed=5)
-    mask = torch.ones(2, 4)
-    for got, want in zip(torch.ops.pumer.prune(x, metric, attn, mask, 4, 5, -1),
-                         reduce.prune(x, metric, attn, mask, 4, 5, -1)):
+    q, k = make_qk(2, 3, 4, 12, 4, seed=5)
+    key_mask, mask = torch.ones(2, 12), torch.ones(2, 4)
+    args = (x, metric, q, k, key_mask, mask, 4, 5, -1, 4, reduce.OFFICIAL)
+    for got, want in zip(torch.ops.pumer.prune(*args),
+                         reduce.prune(x, metric, q, k, key_mask, mask, 5, -1, 4, reduce.OFFICIAL)):
         assert torch.equal(got, want)
     for got, want in zip(torch.ops.pumer.merge(x, metric, torch.ones(2, 12), 4),
                          reduce.merge(x, metric, torch.ones(2, 12), 4)):
         assert torch.equal(got, want)
     torch.library.opcheck(torch.ops.pumer.merge.default, (x, metric, torch.ones(2, 12), 4))
-    torch.library.opcheck(torch.ops.pumer.prune.default, (x, metric, attn, mask, 4, 5, -1))
+    torch.library.opcheck(torch.ops.pumer.prune.default, args)

@@ -20,28 +20,30 @@ BATCH, TOKENS, CHANNELS, DIM, HEADS, TEXT = "batch", 10, 8, 4, 2, 3
 
 def make_pumer_model(*, batch: str | int = BATCH, metadata: dict | None = None, with_function: bool = True,
                      dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
-    """x * w -> pumer::PumerPrune(text_len=3, keep=4, score_head=-1), with the function body and metadata."""
+    """x * w -> pumer::PumerPrune(text_len=3, keep=4, score_head=-1, ...), with the function body and metadata."""
     from pumer_export.onnx import functions
 
     def vi(name, elem, *dims):
         return helper.make_tensor_value_info(name, elem, [batch, *dims])
 
     weight = numpy_helper.from_array(np.linspace(0.5, 1.5, CHANNELS, dtype=np.float32), "w")
+    inputs = ["xw", "metric", "queries", "keys", "key_mask", "text_mask"]
     nodes = [
         helper.make_node("Mul", ["x", "w"], ["xw"], name="scale"),
-        functions.make_node("PumerPrune", ["xw", "metric", "attn", "text_mask"], ["x_kept", "metric_kept", "keep_idx"],
-                            name="prune0", text_len=TEXT, keep=4, score_head=-1),
+        functions.make_node("PumerPrune", inputs, ["x_kept", "metric_kept", "keep_idx"],
+                            name="prune0", text_len=TEXT, keep=4, score_head=-1, image_start=TEXT, masking=0),
     ]
     graph = helper.make_graph(
         nodes, "pumer_test",
         [vi("x", TensorProto.FLOAT, TOKENS, CHANNELS), vi("metric", TensorProto.FLOAT, TOKENS, DIM),
-         vi("attn", TensorProto.FLOAT, HEADS, TOKENS, TOKENS), vi("text_mask", TensorProto.FLOAT, TEXT)],
+         vi("queries", TensorProto.FLOAT, HEADS, TEXT, DIM), vi("keys", TensorProto.FLOAT, HEADS, TOKENS, DIM),
+         vi("key_mask", TensorProto.FLOAT, TOKENS), vi("text_mask", TensorProto.FLOAT, TEXT)],
         [vi("x_kept", TensorProto.FLOAT, 4, CHANNELS), vi("metric_kept", TensorProto.FLOAT, 4, DIM),
          vi("keep_idx", TensorProto.INT64, 4)],
         initializer=[weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", functions.DEFAULT_OPSET),
-                                                    helper.make_opsetid(DOMAIN, 1)], ir_version=10)
+                                                    helper.make_opsetid(DOMAIN, functions.DOMAIN_VERSION)], ir_version=10)
     if with_function:
         functions.add_functions(model)
     if dtype != TensorProto.FLOAT:
@@ -189,13 +191,14 @@ def test_parse_size_errors(text):
 def test_input_shapes_and_profile():
     model = make_pumer_model()
     inputs = prepare.graph_inputs(model)
-    assert [spec.name for spec in inputs] == ["x", "metric", "attn", "text_mask"]  # the initializer is not an input
+    # the initializer is not an input
+    assert [spec.name for spec in inputs] == ["x", "metric", "queries", "keys", "key_mask", "text_mask"]
     assert inputs[0].shape == (None, TOKENS, CHANNELS) and inputs[0].batch_dim == BATCH
     assert inputs[0].dtype == "float32"
     assert prepare.default_batch_profile(inputs) == prepare.DEFAULT_DYNAMIC_BATCH
     shapes = prepare.profile_shapes(inputs, BatchProfile(1, 8, 32))
-    assert shapes["attn"] == {"min": [1, HEADS, TOKENS, TOKENS], "opt": [8, HEADS, TOKENS, TOKENS],
-                              "max": [32, HEADS, TOKENS, TOKENS]}
+    assert shapes["keys"] == {"min": [1, HEADS, TOKENS, DIM], "opt": [8, HEADS, TOKENS, DIM],
+                              "max": [32, HEADS, TOKENS, DIM]}
     assert shapes["text_mask"]["max"] == [32, TEXT]
 
 
@@ -266,7 +269,7 @@ def test_prepare_strips_functions_keeps_nodes_and_attributes(tmp_path, version):
     prune = stripped.graph.node[1]
     assert prune.domain == DOMAIN
     assert _attrs(prune) == _attrs(original.graph.node[1])
-    assert _attrs(prune)["plugin_namespace"] == b"pumer" and _attrs(prune)["plugin_version"] == b"1"
+    assert _attrs(prune)["plugin_namespace"] == b"pumer" and _attrs(prune)["plugin_version"] == b"2"
     assert list(stripped.metadata_props) == list(original.metadata_props)
     assert any(imp.domain == DOMAIN for imp in stripped.opset_import)
 
@@ -294,10 +297,11 @@ def test_stripped_model_no_longer_runs_on_onnxruntime_but_original_does(tmp_path
     ort = pytest.importorskip("onnxruntime")
     path = save(make_pumer_model(), tmp_path / "model.onnx")
     rng = np.random.default_rng(0)
-    attn = rng.random((2, HEADS, TOKENS, TOKENS), dtype=np.float32)
     feeds = {"x": rng.standard_normal((2, TOKENS, CHANNELS), dtype=np.float32),
              "metric": rng.standard_normal((2, TOKENS, DIM), dtype=np.float32),
-             "attn": attn / attn.sum(-1, keepdims=True), "text_mask": np.ones((2, TEXT), np.float32)}
+             "queries": rng.standard_normal((2, HEADS, TEXT, DIM), dtype=np.float32),
+             "keys": rng.standard_normal((2, HEADS, TOKENS, DIM), dtype=np.float32),
+             "key_mask": np.ones((2, TOKENS), np.float32), "text_mask": np.ones((2, TEXT), np.float32)}
     outputs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
     assert outputs[0].shape == (2, 4, CHANNELS) and outputs[2].shape == (2, 4)
     prepared = prepare.prepare_onnx_for_tensorrt(path, "10.3.0")

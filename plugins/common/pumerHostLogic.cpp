@@ -80,6 +80,7 @@ Status unknownField(FieldView const& f, char const* op, char const* expected)
 Status parsePruneFields(FieldView const* fields, int32_t nbFields, PruneAttrs& out)
 {
     PruneAttrs a;
+    bool haveImageStart = false;
     bool haveTextLen = false;
     bool haveKeep = false;
     for (int32_t i = 0; i < nbFields; ++i)
@@ -100,18 +101,28 @@ Status parsePruneFields(FieldView const* fields, int32_t nbFields, PruneAttrs& o
         {
             s = readInt(f, kPruneName, a.scoreHead);
         }
+        else if (nameIs(f, "image_start"))
+        {
+            s = readInt(f, kPruneName, a.imageStart);
+            haveImageStart = true;
+        }
+        else if (nameIs(f, "masking"))
+        {
+            s = readInt(f, kPruneName, a.masking);
+        }
         else if (!isIgnoredField(f))
         {
-            return unknownField(f, kPruneName, "text_len, keep, score_head");
+            return unknownField(f, kPruneName, "text_len, keep, score_head, image_start, masking");
         }
         if (!s.ok)
         {
             return s;
         }
     }
-    if (!haveTextLen || !haveKeep)
+    if (!haveTextLen || !haveKeep || !haveImageStart)
     {
-        return Status::error(std::string(kPruneName) + ": missing required attribute '" + (haveTextLen ? "keep" : "text_len") + "'");
+        return Status::error(std::string(kPruneName) + ": missing required attribute '"
+            + (!haveTextLen ? "text_len" : (!haveKeep ? "keep" : "image_start")) + "'");
     }
     Status s = validatePruneAttrs(a);
     if (s.ok)
@@ -169,6 +180,14 @@ Status validatePruneAttrs(PruneAttrs const& a)
     {
         msg << kPruneName << ": score_head must be -1 (mean over heads) or a head index >= 0, got " << a.scoreHead;
     }
+    else if (a.imageStart < 0)
+    {
+        msg << kPruneName << ": image_start must be >= 0, got " << a.imageStart;
+    }
+    else if (a.masking != static_cast<int32_t>(Masking::kSTANDARD) && a.masking != static_cast<int32_t>(Masking::kOFFICIAL))
+    {
+        msg << kPruneName << ": masking must be 0 (standard) or 1 (official), got " << a.masking;
+    }
     else
     {
         return Status::success();
@@ -189,7 +208,8 @@ std::vector<FieldView> pruneFieldsToSerialize(PruneAttrs const& a)
 {
     auto const t = static_cast<int32_t>(FieldType::kINT32);
     return {FieldView{"text_len", &a.textLen, t, 1}, FieldView{"keep", &a.keep, t, 1},
-        FieldView{"score_head", &a.scoreHead, t, 1}};
+        FieldView{"score_head", &a.scoreHead, t, 1}, FieldView{"image_start", &a.imageStart, t, 1},
+        FieldView{"masking", &a.masking, t, 1}};
 }
 
 std::vector<FieldView> mergeFieldsToSerialize(MergeAttrs const& a)
@@ -269,51 +289,87 @@ Status batchLimitError(char const* op, std::initializer_list<Shape const*> shape
     return Status::success();
 }
 
-Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& attn, Shape const& mask)
+Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& queries,
+    Shape const& keys, Shape const& keyMask, Shape const& textMask)
 {
     if (x.nbDims != 3) return rankError(kPruneName, "x", 3, x);
     if (metric.nbDims != 3) return rankError(kPruneName, "metric", 3, metric);
-    if (attn.nbDims != 4) return rankError(kPruneName, "attn", 4, attn);
-    if (mask.nbDims != 2) return rankError(kPruneName, "text_mask", 2, mask);
-    if (Status const s = batchLimitError(kPruneName, {&x, &metric, &attn, &mask}); !s.ok) return s;
+    if (queries.nbDims != 4) return rankError(kPruneName, "queries", 4, queries);
+    if (keys.nbDims != 4) return rankError(kPruneName, "keys", 4, keys);
+    if (keyMask.nbDims != 2) return rankError(kPruneName, "key_mask", 2, keyMask);
+    if (textMask.nbDims != 2) return rankError(kPruneName, "text_mask", 2, textMask);
+    if (Status const s = batchLimitError(kPruneName, {&x, &metric, &queries, &keys, &keyMask, &textMask}); !s.ok)
+    {
+        return s;
+    }
     std::ostringstream msg;
     msg << kPruneName << ": ";
-    int64_t const b = x.d[0];
-    int64_t const n = x.d[1];
-    if (differ(b, metric.d[0]) || differ(b, attn.d[0]) || differ(b, mask.d[0]) || differ(metric.d[0], attn.d[0])
-        || differ(metric.d[0], mask.d[0]) || differ(attn.d[0], mask.d[0]))
+    auto shapes = [&]() {
+        std::ostringstream o;
+        o << "x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", queries " << shapeStr(queries) << ", keys "
+          << shapeStr(keys) << ", key_mask " << shapeStr(keyMask) << ", text_mask " << shapeStr(textMask)
+          << " (expected [B, Nk, C], [B, Nk, D], [B, H, text_len, d], [B, H, Nk, d], [B, Nk], [B, text_len])";
+        return o.str();
+    };
+    Shape const* all[] = {&x, &metric, &queries, &keys, &keyMask, &textMask};
+    for (Shape const* s1 : all)
     {
-        msg << "batch sizes differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", attn " << shapeStr(attn)
-            << ", text_mask " << shapeStr(mask);
+        for (Shape const* s2 : all)
+        {
+            if (differ(s1->d[0], s2->d[0]))
+            {
+                msg << "batch sizes differ: " << shapes();
+                return Status::error(msg.str());
+            }
+        }
+    }
+    int64_t const nk[] = {x.d[1], metric.d[1], keys.d[2], keyMask.d[1]};
+    for (int64_t u : nk)
+    {
+        for (int64_t v : nk)
+        {
+            if (differ(u, v))
+            {
+                msg << "key counts differ: " << shapes();
+                return Status::error(msg.str());
+            }
+        }
+    }
+    if (differ(queries.d[1], keys.d[1]) || differ(queries.d[3], keys.d[3]))
+    {
+        msg << "queries and keys differ in heads or head size: " << shapes();
         return Status::error(msg.str());
     }
-    if (differ(n, metric.d[1]) || differ(n, attn.d[2]) || differ(n, attn.d[3]) || differ(attn.d[2], attn.d[3])
-        || differ(metric.d[1], attn.d[2]))
+    if (differ(queries.d[2], a.textLen) || differ(textMask.d[1], a.textLen))
     {
-        msg << "token counts differ: x " << shapeStr(x) << ", metric " << shapeStr(metric) << ", attn "
-            << shapeStr(attn) << " (expected [B, N, C], [B, N, D], [B, H, N, N])";
+        msg << "queries and text_mask must have text_len = " << a.textLen << " rows: " << shapes();
         return Status::error(msg.str());
     }
-    if (differ(mask.d[1], a.textLen))
+    int64_t tokens = -1;
+    for (int64_t u : nk)
     {
-        msg << "text_mask " << shapeStr(mask) << " must be [B, text_len] with text_len = " << a.textLen;
+        tokens = known(u) ? u : tokens;
+    }
+    if (known(tokens) && tokens - a.imageStart < a.keep)
+    {
+        msg << "keep = " << a.keep << " exceeds the " << (tokens - a.imageStart) << " image tokens (Nk = " << tokens
+            << ", image_start = " << a.imageStart << ")";
         return Status::error(msg.str());
     }
-    int64_t tokens = known(n) ? n : (known(metric.d[1]) ? metric.d[1] : (known(attn.d[2]) ? attn.d[2] : attn.d[3]));
-    if (known(tokens) && tokens - a.textLen < a.keep)
+    if (a.masking == static_cast<int32_t>(Masking::kOFFICIAL) && known(tokens) && tokens < a.textLen)
     {
-        msg << "keep = " << a.keep << " exceeds the " << (tokens - a.textLen) << " image tokens (N = " << tokens
-            << ", text_len = " << a.textLen << ")";
+        msg << "official masking pairs text row t with key t, but there are " << tokens << " keys for "
+            << a.textLen << " text rows";
         return Status::error(msg.str());
     }
-    if (a.scoreHead >= 0 && known(attn.d[1]) && a.scoreHead >= attn.d[1])
+    if (a.scoreHead >= 0 && known(keys.d[1]) && a.scoreHead >= keys.d[1])
     {
-        msg << "score_head = " << a.scoreHead << " but attn has " << attn.d[1] << " heads";
+        msg << "score_head = " << a.scoreHead << " but keys have " << keys.d[1] << " heads";
         return Status::error(msg.str());
     }
-    if (known(attn.d[1]) && attn.d[1] < 1)
+    if ((known(keys.d[1]) && keys.d[1] < 1) || (known(keys.d[3]) && keys.d[3] < 1))
     {
-        msg << "attn has no heads: " << shapeStr(attn);
+        msg << "keys have no heads or an empty head size: " << shapes();
         return Status::error(msg.str());
     }
     return Status::success();
@@ -388,12 +444,14 @@ int64_t nextPow2(int64_t n) noexcept
     return p;
 }
 
-PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t tokens, int64_t textLen) noexcept
+PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t heads, int64_t textLen, int64_t keys, int64_t imageStart) noexcept
 {
     PruneWorkspace w;
-    int64_t const images = tokens > textLen ? tokens - textLen : 0;
-    w.scores = 0;
-    w.total = alignUp(static_cast<size_t>(batch > 0 ? batch : 0) * static_cast<size_t>(images) * sizeof(float));
+    int64_t const images = keys > imageStart ? keys - imageStart : 0;
+    auto const bytes = [](int64_t n) { return alignUp(static_cast<size_t>(n > 0 ? n : 0) * sizeof(float)); };
+    w.rowStats = 0;
+    w.scores = bytes(batch * heads * textLen * 2);
+    w.total = w.scores + bytes(batch * images);
     return w;
 }
 

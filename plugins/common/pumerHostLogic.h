@@ -18,7 +18,7 @@ namespace pumer
 
 //! Names shared with the ONNX nodes (domain "pumer") and op_spec.json.
 constexpr char const* kPluginNamespace = "pumer";
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginVersion = "2"; //!< 2: PumerPrune reads queries and keys (op_spec.json domain 2)
 constexpr char const* kPruneName = "PumerPrune";
 constexpr char const* kMergeName = "PumerMerge";
 
@@ -62,12 +62,21 @@ struct Status
     static Status error(std::string msg) { return Status{false, std::move(msg)}; }
 };
 
-//! Attributes of PumerPrune (ONNX attributes text_len, keep, score_head).
+//! Masking rules of PumerPrune's attention (attribute masking).
+enum class Masking : int32_t
+{
+    kSTANDARD = 0, //!< softmax(s + log m)
+    kOFFICIAL = 1, //!< PuMer's P7: (e m' + 1e-6/Nk) / (sum e m' + 1e-6), m' = m + (1 - m) [key == row]
+};
+
+//! Attributes of PumerPrune (ONNX attributes text_len, keep, score_head, image_start, masking).
 struct PruneAttrs
 {
     int32_t textLen{-1};
     int32_t keep{-1};
-    int32_t scoreHead{-1}; //!< -1: mean over heads; k >= 0: head k only
+    int32_t scoreHead{-1};  //!< -1: mean over heads; k >= 0: head k only
+    int32_t imageStart{-1}; //!< first image key (and token of x)
+    int32_t masking{0};     //!< Masking
 };
 
 //! Attributes of PumerMerge (ONNX attribute r).
@@ -99,8 +108,10 @@ struct Shape
 Shape makeShape(std::initializer_list<int64_t> dims);
 
 //! Shape checks, used at build time (with wildcards) and before every enqueue (concrete).
-//! Prune inputs: x [B,N,C], metric [B,N,D], attn [B,H,N,N], text_mask [B,text_len].
-Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& attn, Shape const& mask);
+//! Prune inputs: x [B,Nk,C], metric [B,Nk,D], queries [B,H,text_len,d], keys [B,H,Nk,d], key_mask [B,Nk],
+//! text_mask [B,text_len].
+Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& metric, Shape const& queries,
+    Shape const& keys, Shape const& keyMask, Shape const& textMask);
 //! Merge inputs: x [B,t,C], metric [B,t,D], mask [B,t].
 Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& metric, Shape const& mask);
 
@@ -120,13 +131,15 @@ int64_t mergeMaxR(int64_t tokens) noexcept;
 constexpr size_t kWorkspaceAlign = 256;
 size_t alignUp(size_t bytes, size_t align = kWorkspaceAlign) noexcept;
 
-//! Prune scratch: scores [B, N - text_len] float32.
+//! Prune scratch: the text rows' softmax statistics (max, sum) [B, H, text_len, 2] and the scores
+//! [B, Nk - image_start], float32.
 struct PruneWorkspace
 {
+    size_t rowStats{0};
     size_t scores{0};
     size_t total{0};
 };
-PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t tokens, int64_t textLen) noexcept;
+PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t heads, int64_t textLen, int64_t keys, int64_t imageStart) noexcept;
 
 //! Merge scratch (byte offsets into the workspace). Every array is [B, len] contiguous.
 //! na = (t + 1) / 2 a-tokens (even positions), nb = t / 2 b-tokens (odd positions).

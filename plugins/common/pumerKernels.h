@@ -22,7 +22,8 @@
 namespace pumer
 {
 
-//! PumerPrune: x [B,N,C], metric [B,N,D] (type T); attn [B,H,N,N] (type A); text_mask [B,text_len] float32.
+//! PumerPrune: x [B,Nk,C], metric [B,Nk,D] (type T); queries [B,H,text_len,d], keys [B,H,Nk,d] (type A);
+//! key_mask [B,Nk], text_mask [B,text_len] float32.
 //! Outputs: x_kept [B,keep,C], metric_kept [B,keep,D] (type T), keep_idx [B,keep] int64.
 struct PruneParams
 {
@@ -30,19 +31,24 @@ struct PruneParams
     DType aType{DType::kFLOAT};
     void const* x{nullptr};
     void const* metric{nullptr};
-    void const* attn{nullptr};
+    void const* queries{nullptr};
+    void const* keys{nullptr};
+    float const* keyMask{nullptr};
     float const* textMask{nullptr};
     void* xOut{nullptr};
     void* metricOut{nullptr};
     int64_t* keepIdx{nullptr};
     int64_t batch{0};
-    int64_t tokens{0}; //!< N
-    int64_t channels{0}; //!< C
+    int64_t tokens{0};    //!< Nk (keys, and tokens of x)
+    int64_t channels{0};  //!< C
     int64_t metricDim{0}; //!< D
     int64_t heads{0};     //!< H
+    int64_t headDim{0};   //!< d
     int32_t textLen{0};
     int32_t keep{0};
     int32_t scoreHead{-1};
+    int32_t imageStart{0};
+    int32_t masking{0}; //!< Masking
 };
 
 //! PumerMerge: x [B,t,C], metric [B,t,D] (type T), mask [B,t] float32.

@@ -63,9 +63,9 @@ PUMER_EMU_API int pumerEmuMaxSharedSortKeys()
     return pumer::kMaxSharedSortKeys;
 }
 
-PUMER_EMU_API size_t pumerEmuPruneWorkspace(int64_t batch, int64_t tokens, int64_t textLen)
+PUMER_EMU_API size_t pumerEmuPruneWorkspace(int64_t batch, int64_t heads, int64_t textLen, int64_t keys, int64_t imageStart)
 {
-    return pumer::pruneWorkspaceLayout(batch, tokens, textLen).total;
+    return pumer::pruneWorkspaceLayout(batch, heads, textLen, keys, imageStart).total;
 }
 
 PUMER_EMU_API size_t pumerEmuMergeWorkspace(int64_t batch, int64_t tokens, int64_t metricDim)
@@ -73,17 +73,20 @@ PUMER_EMU_API size_t pumerEmuMergeWorkspace(int64_t batch, int64_t tokens, int64
     return pumer::mergeWorkspaceLayout(batch, tokens, metricDim).total;
 }
 
-PUMER_EMU_API int pumerEmuPrune(int tType, int aType, void const* x, void const* metric, void const* attn,
-    float const* textMask, void* xOut, void* metricOut, int64_t* keepIdx, int64_t batch, int64_t tokens,
-    int64_t channels, int64_t metricDim, int64_t heads, int32_t textLen, int32_t keep, int32_t scoreHead,
-    void* workspace, size_t workspaceBytes)
+PUMER_EMU_API int pumerEmuPrune(int tType, int aType, void const* x, void const* metric, void const* queries,
+    void const* keys, float const* keyMask, float const* textMask, void* xOut, void* metricOut, int64_t* keepIdx,
+    int64_t batch, int64_t tokens, int64_t channels, int64_t metricDim, int64_t heads, int64_t headDim,
+    int32_t textLen, int32_t keep, int32_t scoreHead, int32_t imageStart, int32_t masking, void* workspace,
+    size_t workspaceBytes)
 {
     pumer::PruneParams p;
     p.tType = static_cast<pumer::DType>(tType);
     p.aType = static_cast<pumer::DType>(aType);
     p.x = x;
     p.metric = metric;
-    p.attn = attn;
+    p.queries = queries;
+    p.keys = keys;
+    p.keyMask = keyMask;
     p.textMask = textMask;
     p.xOut = xOut;
     p.metricOut = metricOut;
@@ -93,9 +96,12 @@ PUMER_EMU_API int pumerEmuPrune(int tType, int aType, void const* x, void const*
     p.channels = channels;
     p.metricDim = metricDim;
     p.heads = heads;
+    p.headDim = headDim;
     p.textLen = textLen;
     p.keep = keep;
     p.scoreHead = scoreHead;
+    p.imageStart = imageStart;
+    p.masking = masking;
     return finish(pumer::launchPrune(p, workspace, workspaceBytes, nullptr));
 }
 

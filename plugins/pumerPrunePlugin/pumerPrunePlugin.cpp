@@ -1,7 +1,8 @@
 /*
  * PumerPrune TensorRT plugin (IPluginV3 / IPluginCreatorV3One).
  *
- * Inputs:  0 x [B,N,C] T, 1 metric [B,N,D] T, 2 attn [B,H,N,N] A, 3 text_mask [B,text_len] float32
+ * Inputs:  0 x [B,Nk,C] T, 1 metric [B,Nk,D] T, 2 queries [B,H,text_len,d] A, 3 keys [B,H,Nk,d] A,
+ *          4 key_mask [B,Nk] float32, 5 text_mask [B,text_len] float32
  * Outputs: 0 x_kept [B,keep,C] T, 1 metric_kept [B,keep,D] T, 2 keep_idx [B,keep] int64
  * T, A in {float32, float16, bfloat16}, independently; linear format only.
  */
@@ -25,7 +26,8 @@ namespace
 std::string describe(PruneAttrs const& attrs)
 {
     std::ostringstream d;
-    d << "text_len=" << attrs.textLen << ";keep=" << attrs.keep << ";score_head=" << attrs.scoreHead;
+    d << "text_len=" << attrs.textLen << ";keep=" << attrs.keep << ";score_head=" << attrs.scoreHead
+      << ";image_start=" << attrs.imageStart << ";masking=" << attrs.masking;
     return d.str();
 }
 } // namespace
@@ -48,7 +50,7 @@ std::vector<FieldView> PumerPrunePlugin::serializeAttrs(PruneAttrs const& attrs)
 //! Used by configurePlugin (current and minimum dimensions of the profile) and onShapeChange.
 Status PumerPrunePlugin::validateShapes(Shape const* in) const
 {
-    return validatePruneShapes(mAttrs, in[0], in[1], in[2], in[3]);
+    return validatePruneShapes(mAttrs, in[0], in[1], in[2], in[3], in[4], in[5]);
 }
 
 int32_t PumerPrunePlugin::getOutputDataTypes(
@@ -62,13 +64,13 @@ int32_t PumerPrunePlugin::getOutputDataTypes(
     {
         return reportError("x and metric must share one type among float32/float16/bfloat16 (type constraint T)");
     }
-    if (!isSupportedFloat(inputTypes[2]))
+    if (!isSupportedFloat(inputTypes[2]) || inputTypes[3] != inputTypes[2])
     {
-        return reportError("attn must be float32, float16 or bfloat16");
+        return reportError("queries and keys must share one type among float32/float16/bfloat16 (type constraint A)");
     }
-    if (inputTypes[3] != DataType::kFLOAT)
+    if (inputTypes[4] != DataType::kFLOAT || inputTypes[5] != DataType::kFLOAT)
     {
-        return reportError("text_mask must be float32");
+        return reportError("key_mask and text_mask must be float32");
     }
     outputTypes[0] = inputTypes[0];
     outputTypes[1] = inputTypes[1];
@@ -83,9 +85,11 @@ int32_t PumerPrunePlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInp
     {
         return ioCountError();
     }
-    if (inputs[0].nbDims != 3 || inputs[1].nbDims != 3 || inputs[2].nbDims != 4 || inputs[3].nbDims != 2)
+    if (inputs[0].nbDims != 3 || inputs[1].nbDims != 3 || inputs[2].nbDims != 4 || inputs[3].nbDims != 4
+        || inputs[4].nbDims != 2 || inputs[5].nbDims != 2)
     {
-        return reportError("expected x [B,N,C], metric [B,N,D], attn [B,H,N,N], text_mask [B,text_len]");
+        return reportError("expected x [B,Nk,C], metric [B,Nk,D], queries [B,H,text_len,d], keys [B,H,Nk,d], "
+                           "key_mask [B,Nk], text_mask [B,text_len]");
     }
     IDimensionExpr const* keep = exprBuilder.constant(mAttrs.keep);
     outputs[0].nbDims = 3;
@@ -109,11 +113,13 @@ bool PumerPrunePlugin::supportsType(int32_t pos, DataType type, DynamicPluginTen
     {
     case 0: return isSupportedFloat(type);     // x: T
     case 1: return type == inOut[0].desc.type; // metric: T
-    case 2: return isSupportedFloat(type);     // attn: A
-    case 3: return type == DataType::kFLOAT;   // text_mask: M
-    case 4: return type == inOut[0].desc.type; // x_kept: T
-    case 5: return type == inOut[0].desc.type; // metric_kept: T
-    case 6: return type == DataType::kINT64;   // keep_idx: I
+    case 2: return isSupportedFloat(type);     // queries: A
+    case 3: return type == inOut[2].desc.type; // keys: A
+    case 4: return type == DataType::kFLOAT;   // key_mask: M
+    case 5: return type == DataType::kFLOAT;   // text_mask: M
+    case 6: return type == inOut[0].desc.type; // x_kept: T
+    case 7: return type == inOut[0].desc.type; // metric_kept: T
+    case 8: return type == DataType::kINT64;   // keep_idx: I
     default: return false;
     }
 }
@@ -121,11 +127,12 @@ bool PumerPrunePlugin::supportsType(int32_t pos, DataType type, DynamicPluginTen
 size_t PumerPrunePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
     DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
 {
-    if (nbInputs != kNbInputs || inputs[0].max.nbDims != 3)
+    if (nbInputs != kNbInputs || inputs[0].max.nbDims != 3 || inputs[3].max.nbDims != 4)
     {
         return 0;
     }
-    return pruneWorkspaceLayout(inputs[0].max.d[0], inputs[0].max.d[1], mAttrs.textLen).total;
+    return pruneWorkspaceLayout(inputs[0].max.d[0], inputs[3].max.d[1], mAttrs.textLen, inputs[0].max.d[1],
+        mAttrs.imageStart).total;
 }
 
 int32_t PumerPrunePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
@@ -137,11 +144,13 @@ int32_t PumerPrunePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
         return reportError("unsupported tensor type at enqueue");
     }
     Dims const& x = inputDesc[0].dims;
-    Dims const& attn = inputDesc[2].dims;
+    Dims const& keys = inputDesc[3].dims;
     p.x = inputs[0];
     p.metric = inputs[1];
-    p.attn = inputs[2];
-    p.textMask = static_cast<float const*>(inputs[3]);
+    p.queries = inputs[2];
+    p.keys = inputs[3];
+    p.keyMask = static_cast<float const*>(inputs[4]);
+    p.textMask = static_cast<float const*>(inputs[5]);
     p.xOut = outputs[0];
     p.metricOut = outputs[1];
     p.keepIdx = static_cast<int64_t*>(outputs[2]);
@@ -149,11 +158,14 @@ int32_t PumerPrunePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
     p.tokens = x.d[1];
     p.channels = x.d[2];
     p.metricDim = inputDesc[1].dims.d[2];
-    p.heads = attn.d[1];
+    p.heads = keys.d[1];
+    p.headDim = keys.d[3];
     p.textLen = mAttrs.textLen;
     p.keep = mAttrs.keep;
     p.scoreHead = mAttrs.scoreHead;
-    size_t const wsBytes = pruneWorkspaceLayout(p.batch, p.tokens, p.textLen).total;
+    p.imageStart = mAttrs.imageStart;
+    p.masking = mAttrs.masking;
+    size_t const wsBytes = pruneWorkspaceLayout(p.batch, p.heads, p.textLen, p.tokens, p.imageStart).total;
     cudaError_t const err = launchPrune(p, workspace, wsBytes, stream);
     if (err != cudaSuccess)
     {
@@ -167,6 +179,8 @@ PumerPrunePluginCreator::PumerPrunePluginCreator()
         {"text_len", nullptr, PluginFieldType::kINT32, 1},
         {"keep", nullptr, PluginFieldType::kINT32, 1},
         {"score_head", nullptr, PluginFieldType::kINT32, 1},
+        {"image_start", nullptr, PluginFieldType::kINT32, 1},
+        {"masking", nullptr, PluginFieldType::kINT32, 1},
     })
 {
 }

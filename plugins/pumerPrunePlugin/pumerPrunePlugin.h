@@ -19,7 +19,7 @@ class PumerPrunePlugin : public PumerPluginBase<PumerPrunePlugin, PruneAttrs>
 {
 public:
     static constexpr char const* kName = kPruneName;
-    static constexpr int32_t kNbInputs = 4;  // x, metric, attn, text_mask
+    static constexpr int32_t kNbInputs = 6;  // x, metric, queries, keys, key_mask, text_mask
     static constexpr int32_t kNbOutputs = 3; // x_kept, metric_kept, keep_idx
 
     explicit PumerPrunePlugin(PruneAttrs const& attrs);

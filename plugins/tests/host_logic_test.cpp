@@ -62,56 +62,78 @@ bool sameShape(Shape const& s, std::vector<int64_t> const& d)
 
 void testPruneParsing()
 {
-    int32_t textLen = 40, keep = 72, head = -1;
+    int32_t textLen = 40, keep = 72, head = -1, start = 40, masking = 1;
     char const ns[] = "pumer";
-    char const ver[] = "1";
+    char const ver[] = "2";
     std::vector<FieldView> f = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1},
-        {"score_head", &head, kI32, 1}, {"plugin_namespace", ns, kChr, 5}, {"plugin_version", ver, kChr, 1}};
+        {"score_head", &head, kI32, 1}, {"image_start", &start, kI32, 1}, {"masking", &masking, kI32, 1},
+        {"plugin_namespace", ns, kChr, 5}, {"plugin_version", ver, kChr, 1}};
     PruneAttrs a;
     Status s = parsePruneFields(f.data(), static_cast<int32_t>(f.size()), a);
     CHECK(s.ok);
     CHECK_EQ(a.textLen, 40);
     CHECK_EQ(a.keep, 72);
     CHECK_EQ(a.scoreHead, -1);
+    CHECK_EQ(a.imageStart, 40);
+    CHECK_EQ(a.masking, 1);
 
-    // int64 fields are accepted too; score_head defaults to -1.
-    int64_t textLen64 = 8, keep64 = 3;
-    std::vector<FieldView> f64 = {{"keep", &keep64, kI64, 1}, {"text_len", &textLen64, kI64, 1}};
+    // int64 fields are accepted too; score_head defaults to -1, masking to 0 (standard).
+    int64_t textLen64 = 8, keep64 = 3, start64 = 0;
+    std::vector<FieldView> f64 = {{"keep", &keep64, kI64, 1}, {"text_len", &textLen64, kI64, 1},
+        {"image_start", &start64, kI64, 1}};
     PruneAttrs b;
-    CHECK(parsePruneFields(f64.data(), 2, b).ok);
+    CHECK(parsePruneFields(f64.data(), 3, b).ok);
     CHECK_EQ(b.textLen, 8);
     CHECK_EQ(b.keep, 3);
     CHECK_EQ(b.scoreHead, -1);
+    CHECK_EQ(b.imageStart, 0);
+    CHECK_EQ(b.masking, 0);
 
     // Missing, unknown, wrong type, wrong length, out of range.
-    s = parsePruneFields(f.data() + 1, 2, b);
+    s = parsePruneFields(f.data() + 1, 4, b);
     CHECK(!s.ok && contains(s.message, "text_len"));
+    s = parsePruneFields(f.data(), 3, b);
+    CHECK(!s.ok && contains(s.message, "image_start"));
     int32_t other = 1;
     std::vector<FieldView> unknown = f;
     unknown.push_back({"ratio", &other, kI32, 1});
     s = parsePruneFields(unknown.data(), static_cast<int32_t>(unknown.size()), b);
     CHECK(!s.ok && contains(s.message, "unknown attribute 'ratio'"));
     float fl = 1.0f;
-    std::vector<FieldView> wrongType = {{"text_len", &fl, 1 /* kFLOAT32 */, 1}, {"keep", &keep, kI32, 1}};
-    s = parsePruneFields(wrongType.data(), 2, b);
+    std::vector<FieldView> wrongType = {{"text_len", &fl, 1 /* kFLOAT32 */, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}};
+    s = parsePruneFields(wrongType.data(), 3, b);
     CHECK(!s.ok && contains(s.message, "integer"));
     int32_t two[2] = {1, 2};
-    std::vector<FieldView> wrongLen = {{"text_len", two, kI32, 2}, {"keep", &keep, kI32, 1}};
-    s = parsePruneFields(wrongLen.data(), 2, b);
+    std::vector<FieldView> wrongLen = {{"text_len", two, kI32, 2}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}};
+    s = parsePruneFields(wrongLen.data(), 3, b);
     CHECK(!s.ok && contains(s.message, "single integer"));
     int64_t huge = int64_t{1} << 40;
-    std::vector<FieldView> tooBig = {{"text_len", &huge, kI64, 1}, {"keep", &keep, kI32, 1}};
-    s = parsePruneFields(tooBig.data(), 2, b);
+    std::vector<FieldView> tooBig = {{"text_len", &huge, kI64, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}};
+    s = parsePruneFields(tooBig.data(), 3, b);
     CHECK(!s.ok && contains(s.message, "int32"));
-    int32_t zero = 0, badHead = -2;
-    std::vector<FieldView> zeroKeep = {{"text_len", &textLen, kI32, 1}, {"keep", &zero, kI32, 1}};
-    s = parsePruneFields(zeroKeep.data(), 2, b);
+    int32_t zero = 0, badHead = -2, badMasking = 2, negative = -1;
+    std::vector<FieldView> zeroKeep = {{"text_len", &textLen, kI32, 1}, {"keep", &zero, kI32, 1},
+        {"image_start", &start, kI32, 1}};
+    s = parsePruneFields(zeroKeep.data(), 3, b);
     CHECK(!s.ok && contains(s.message, "keep must be >= 1"));
-    std::vector<FieldView> zeroText = {{"text_len", &zero, kI32, 1}, {"keep", &keep, kI32, 1}};
-    CHECK(!parsePruneFields(zeroText.data(), 2, b).ok);
-    std::vector<FieldView> headBad = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1}, {"score_head", &badHead, kI32, 1}};
-    s = parsePruneFields(headBad.data(), 3, b);
+    std::vector<FieldView> zeroText = {{"text_len", &zero, kI32, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}};
+    CHECK(!parsePruneFields(zeroText.data(), 3, b).ok);
+    std::vector<FieldView> headBad = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}, {"score_head", &badHead, kI32, 1}};
+    s = parsePruneFields(headBad.data(), 4, b);
     CHECK(!s.ok && contains(s.message, "score_head"));
+    std::vector<FieldView> maskingBad = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &start, kI32, 1}, {"masking", &badMasking, kI32, 1}};
+    s = parsePruneFields(maskingBad.data(), 4, b);
+    CHECK(!s.ok && contains(s.message, "masking must be 0"));
+    std::vector<FieldView> startBad = {{"text_len", &textLen, kI32, 1}, {"keep", &keep, kI32, 1},
+        {"image_start", &negative, kI32, 1}};
+    s = parsePruneFields(startBad.data(), 3, b);
+    CHECK(!s.ok && contains(s.message, "image_start must be >= 0"));
     CHECK(!parsePruneFields(nullptr, 0, b).ok);
 }
 
@@ -139,9 +161,9 @@ void testMergeParsing()
 
 void testSerialisationRoundTrip()
 {
-    PruneAttrs p{40, 100, 3};
+    PruneAttrs p{40, 100, 3, 40, 1};
     std::vector<FieldView> fp = pruneFieldsToSerialize(p);
-    CHECK_EQ(fp.size(), size_t{3});
+    CHECK_EQ(fp.size(), size_t{5});
     for (FieldView const& v : fp)
     {
         CHECK_EQ(v.type, kI32);
@@ -149,7 +171,7 @@ void testSerialisationRoundTrip()
     }
     PruneAttrs p2;
     CHECK(parsePruneFields(fp.data(), static_cast<int32_t>(fp.size()), p2).ok);
-    CHECK(p2.textLen == 40 && p2.keep == 100 && p2.scoreHead == 3);
+    CHECK(p2.textLen == 40 && p2.keep == 100 && p2.scoreHead == 3 && p2.imageStart == 40 && p2.masking == 1);
 
     MergeAttrs m{17};
     std::vector<FieldView> fm = mergeFieldsToSerialize(m);
@@ -162,35 +184,47 @@ void testSerialisationRoundTrip()
 
 void testPruneShapes()
 {
-    PruneAttrs a{40, 72, -1};
-    Shape x = makeShape({8, 185, 768}), metric = makeShape({8, 185, 64}), attn = makeShape({8, 12, 185, 185}),
-          mask = makeShape({8, 40});
-    CHECK(validatePruneShapes(a, x, metric, attn, mask).ok);
+    PruneAttrs a{40, 72, -1, 40, 0};
+    Shape x = makeShape({8, 185, 768}), metric = makeShape({8, 185, 64}), q = makeShape({8, 12, 40, 64}),
+          k = makeShape({8, 12, 185, 64}), km = makeShape({8, 185}), mask = makeShape({8, 40});
+    CHECK(validatePruneShapes(a, x, metric, q, k, km, mask).ok);
     // Wildcards are accepted.
-    CHECK(validatePruneShapes(a, makeShape({-1, 185, 768}), makeShape({-1, 185, 64}), makeShape({-1, 12, 185, 185}),
-        makeShape({-1, 40}))
+    CHECK(validatePruneShapes(a, makeShape({-1, 185, 768}), makeShape({-1, 185, 64}), makeShape({-1, 12, 40, 64}),
+        makeShape({-1, 12, 185, 64}), makeShape({-1, 185}), makeShape({-1, 40}))
               .ok);
-    CHECK(validatePruneShapes(a, makeShape({-1, -1, 768}), makeShape({-1, -1, 64}), makeShape({-1, 12, -1, -1}),
-        makeShape({-1, 40}))
+    CHECK(validatePruneShapes(a, makeShape({-1, -1, 768}), makeShape({-1, -1, 64}), makeShape({-1, 12, 40, 64}),
+        makeShape({-1, 12, -1, 64}), makeShape({-1, -1}), makeShape({-1, 40}))
               .ok);
-    Status s = validatePruneShapes(a, makeShape({8, 185}), metric, attn, mask);
+    Status s = validatePruneShapes(a, makeShape({8, 185}), metric, q, k, km, mask);
     CHECK(!s.ok && contains(s.message, "rank 3"));
-    s = validatePruneShapes(a, x, metric, attn, makeShape({8, 39}));
+    s = validatePruneShapes(a, x, metric, q, k, km, makeShape({8, 39}));
     CHECK(!s.ok && contains(s.message, "text_len"));
-    s = validatePruneShapes(a, x, metric, makeShape({4, 12, 185, 185}), mask);
+    s = validatePruneShapes(a, x, metric, makeShape({8, 12, 39, 64}), k, km, mask);
+    CHECK(!s.ok && contains(s.message, "text_len"));
+    s = validatePruneShapes(a, x, metric, q, makeShape({4, 12, 185, 64}), km, mask);
     CHECK(!s.ok && contains(s.message, "batch"));
-    s = validatePruneShapes(a, x, metric, makeShape({8, 12, 186, 186}), mask);
-    CHECK(!s.ok && contains(s.message, "token counts"));
-    PruneAttrs tooMany{40, 146, -1};
-    s = validatePruneShapes(tooMany, x, metric, attn, mask);
+    s = validatePruneShapes(a, x, metric, q, makeShape({8, 12, 186, 64}), km, mask);
+    CHECK(!s.ok && contains(s.message, "key counts"));
+    s = validatePruneShapes(a, x, metric, q, makeShape({8, 12, 185, 32}), km, mask);
+    CHECK(!s.ok && contains(s.message, "head size"));
+    PruneAttrs tooMany{40, 146, -1, 40, 0};
+    s = validatePruneShapes(tooMany, x, metric, q, k, km, mask);
     CHECK(!s.ok && contains(s.message, "exceeds the 145 image tokens"));
-    PruneAttrs all{40, 145, -1};
-    CHECK(validatePruneShapes(all, x, metric, attn, mask).ok);
-    PruneAttrs head{40, 72, 12};
-    s = validatePruneShapes(head, x, metric, attn, mask);
+    PruneAttrs all{40, 145, -1, 40, 0};
+    CHECK(validatePruneShapes(all, x, metric, q, k, km, mask).ok);
+    PruneAttrs head{40, 72, 12, 40, 0};
+    s = validatePruneShapes(head, x, metric, q, k, km, mask);
     CHECK(!s.ok && contains(s.message, "12 heads"));
-    PruneAttrs head11{40, 72, 11};
-    CHECK(validatePruneShapes(head11, x, metric, attn, mask).ok);
+    PruneAttrs head11{40, 72, 11, 40, 0};
+    CHECK(validatePruneShapes(head11, x, metric, q, k, km, mask).ok);
+    // A cross-attention: the keys are the image tokens only (image_start 0).
+    PruneAttrs cross{40, 145, -1, 0, 1};
+    Shape ximg = makeShape({8, 145, 768}), kimg = makeShape({8, 12, 145, 64});
+    CHECK(validatePruneShapes(cross, ximg, makeShape({8, 145, 64}), q, kimg, makeShape({8, 145}), mask).ok);
+    PruneAttrs crossTooFew{40, 30, -1, 0, 1};
+    s = validatePruneShapes(crossTooFew, makeShape({8, 20, 768}), makeShape({8, 20, 64}), q,
+        makeShape({8, 12, 20, 64}), makeShape({8, 20}), mask);
+    CHECK(!s.ok && contains(s.message, "exceeds the 20 image tokens"));
 
     Shape out[3];
     pruneOutputShapes(a, x, metric, out);
@@ -249,11 +283,13 @@ void testWorkspace()
     CHECK_EQ(nextPow2(4096), 4096);
     CHECK_EQ(nextPow2(4097), 8192);
 
-    PruneWorkspace p = pruneWorkspaceLayout(64, 185, 40);
-    CHECK_EQ(p.scores, size_t{0});
-    CHECK_EQ(p.total, alignUp(64 * 145 * 4));
-    CHECK_EQ(pruneWorkspaceLayout(0, 185, 40).total, size_t{0});
-    CHECK(pruneWorkspaceLayout(64, 185, 40).total >= pruneWorkspaceLayout(1, 100, 40).total);
+    PruneWorkspace p = pruneWorkspaceLayout(64, 12, 40, 185, 40);
+    CHECK_EQ(p.rowStats, size_t{0});
+    CHECK_EQ(p.scores, alignUp(64 * 12 * 40 * 2 * 4));
+    CHECK_EQ(p.total, p.scores + alignUp(64 * 145 * 4));
+    CHECK_EQ(pruneWorkspaceLayout(2, 4, 5, 20, 0).total, alignUp(2 * 4 * 5 * 2 * 4) + alignUp(2 * 20 * 4));
+    CHECK_EQ(pruneWorkspaceLayout(0, 12, 40, 185, 40).total, size_t{0});
+    CHECK(pruneWorkspaceLayout(64, 12, 40, 185, 40).total >= pruneWorkspaceLayout(1, 12, 40, 100, 40).total);
 
     int64_t const b = 3, t = 145, d = 64, na = 73, nb = 72;
     MergeWorkspace m = mergeWorkspaceLayout(b, t, d);
@@ -278,7 +314,7 @@ void testWorkspace()
 void testIdentity()
 {
     CHECK(std::strcmp(kPluginNamespace, "pumer") == 0);
-    CHECK(std::strcmp(kPluginVersion, "1") == 0);
+    CHECK(std::strcmp(kPluginVersion, "2") == 0);
     CHECK(std::strcmp(kPruneName, "PumerPrune") == 0);
     CHECK(std::strcmp(kMergeName, "PumerMerge") == 0);
     CHECK_EQ(dtypeSize(DType::kFLOAT), size_t{4});
@@ -394,14 +430,14 @@ void testRegistration()
 
 void testBatchLimit()
 {
-    PruneAttrs pa;
-    pa.textLen = 4;
-    pa.keep = 3;
+    PruneAttrs pa{4, 3, -1, 4, 0};
     Status s = validatePruneShapes(pa, makeShape({kMaxBatch, 10, 8}), makeShape({kMaxBatch, 10, 4}),
-        makeShape({kMaxBatch, 2, 10, 10}), makeShape({kMaxBatch, 4}));
+        makeShape({kMaxBatch, 2, 4, 8}), makeShape({kMaxBatch, 2, 10, 8}), makeShape({kMaxBatch, 10}),
+        makeShape({kMaxBatch, 4}));
     CHECK(s.ok);
-    s = validatePruneShapes(pa, makeShape({kMaxBatch + 1, 10, 8}), makeShape({kMaxBatch + 1, 10, 4}),
-        makeShape({kMaxBatch + 1, 2, 10, 10}), makeShape({kMaxBatch + 1, 4}));
+    int64_t const over = kMaxBatch + 1;
+    s = validatePruneShapes(pa, makeShape({over, 10, 8}), makeShape({over, 10, 4}), makeShape({over, 2, 4, 8}),
+        makeShape({over, 2, 10, 8}), makeShape({over, 10}), makeShape({over, 4}));
     CHECK(!s.ok && contains(s.message, "65535") && contains(s.message, "maximum batch"));
     MergeAttrs ma;
     ma.r = 2;

@@ -40,16 +40,22 @@ at::Tensor workspace(size_t bytes, at::Tensor const& like)
 
 } // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> prune(at::Tensor x, at::Tensor metric, at::Tensor attn,
-    at::Tensor textMask, int64_t textLen, int64_t keep, int64_t scoreHead)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> prune(at::Tensor x, at::Tensor metric, at::Tensor queries,
+    at::Tensor keys, at::Tensor keyMask, at::Tensor textMask, int64_t textLen, int64_t keep, int64_t scoreHead,
+    int64_t imageStart, int64_t masking)
 {
     checkInput(x, "x", 3);
     checkInput(metric, "metric", 3);
-    checkInput(attn, "attn", 4);
+    checkInput(queries, "queries", 4);
+    checkInput(keys, "keys", 4);
+    checkInput(keyMask, "key_mask", 2);
     checkInput(textMask, "text_mask", 2);
     TORCH_CHECK(metric.scalar_type() == x.scalar_type(), "x and metric must share a dtype");
-    TORCH_CHECK(textMask.scalar_type() == at::kFloat, "text_mask must be float32");
-    pumer::PruneAttrs attrs{static_cast<int32_t>(textLen), static_cast<int32_t>(keep), static_cast<int32_t>(scoreHead)};
+    TORCH_CHECK(keys.scalar_type() == queries.scalar_type(), "queries and keys must share a dtype");
+    TORCH_CHECK(keyMask.scalar_type() == at::kFloat && textMask.scalar_type() == at::kFloat,
+        "key_mask and text_mask must be float32");
+    pumer::PruneAttrs attrs{static_cast<int32_t>(textLen), static_cast<int32_t>(keep), static_cast<int32_t>(scoreHead),
+        static_cast<int32_t>(imageStart), static_cast<int32_t>(masking)};
     auto shape = [](at::Tensor const& t) {
         pumer::Shape s;
         s.nbDims = static_cast<int32_t>(t.dim());
@@ -57,7 +63,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> prune(at::Tensor x, at::Tensor me
         return s;
     };
     pumer::Status st = pumer::validatePruneAttrs(attrs);
-    if (st.ok) st = pumer::validatePruneShapes(attrs, shape(x), shape(metric), shape(attn), shape(textMask));
+    if (st.ok)
+    {
+        st = pumer::validatePruneShapes(attrs, shape(x), shape(metric), shape(queries), shape(keys), shape(keyMask),
+            shape(textMask));
+    }
     TORCH_CHECK(st.ok, st.message);
 
     int64_t const b = x.size(0);
@@ -66,10 +76,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> prune(at::Tensor x, at::Tensor me
     auto idx = at::empty({b, keep}, x.options().dtype(at::kLong));
     pumer::PruneParams p;
     p.tType = toDType(x.scalar_type());
-    p.aType = toDType(attn.scalar_type());
+    p.aType = toDType(queries.scalar_type());
     p.x = x.data_ptr();
     p.metric = metric.data_ptr();
-    p.attn = attn.data_ptr();
+    p.queries = queries.data_ptr();
+    p.keys = keys.data_ptr();
+    p.keyMask = keyMask.data_ptr<float>();
     p.textMask = textMask.data_ptr<float>();
     p.xOut = xOut.data_ptr();
     p.metricOut = mOut.data_ptr();
@@ -78,11 +90,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> prune(at::Tensor x, at::Tensor me
     p.tokens = x.size(1);
     p.channels = x.size(2);
     p.metricDim = metric.size(2);
-    p.heads = attn.size(1);
+    p.heads = keys.size(1);
+    p.headDim = keys.size(3);
     p.textLen = attrs.textLen;
     p.keep = attrs.keep;
     p.scoreHead = attrs.scoreHead;
-    size_t const bytes = pumer::pruneWorkspaceLayout(p.batch, p.tokens, p.textLen).total;
+    p.imageStart = attrs.imageStart;
+    p.masking = attrs.masking;
+    size_t const bytes = pumer::pruneWorkspaceLayout(p.batch, p.heads, p.textLen, p.tokens, p.imageStart).total;
     auto ws = workspace(bytes, x);
     cudaError_t err = pumer::launchPrune(p, ws.data_ptr(), bytes, c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(err == cudaSuccess, "launchPrune failed: ", cudaGetErrorString(err));

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                        help="weights and activations type (default fp32; fp16 keeps softmax, layer norm and reduction math in fp32)")
+                        help="weights and activations type (default fp32; fp16 keeps the pumer ops' math in fp32)")
     parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
                         help="fixed input image size (default: the checkpoint's own image size)")
     parser.add_argument("--text-length", type=positive_int, default=None, metavar="T",

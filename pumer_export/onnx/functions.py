@@ -27,14 +27,15 @@ from __future__ import annotations
 import itertools
 from typing import Sequence
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from ..ops import DOMAIN, op_spec
 from .opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS  # noqa: F401  (re-exported)
 
-#: Version of the ``pumer`` domain (op_spec.json's ``domain_version``).
-DOMAIN_VERSION = 1
+#: Version of the ``pumer`` domain (op_spec.json's ``domain_version``; 2: the prune op reads queries and keys).
+DOMAIN_VERSION = op_spec()["domain_version"]
 
 PRUNE = "PumerPrune"
 MERGE = "PumerMerge"
@@ -156,35 +157,66 @@ def _function(op_type: str, opset: int, b: _Builder, inputs, outputs, attrs) -> 
     )
 
 
+def _masked_softmax(b: _Builder, logits: str, key_mask: str, masking: str, num_rows: str) -> str:
+    """:func:`pumer_export.reduce.masked_softmax` on float32 ``logits`` [B, H, R, Nk] (rows = keys 0..R-1), both
+    rules computed and the ``masking`` attribute (0-D int64) choosing between them."""
+    f32 = TensorProto.FLOAT
+    mask = b.unsqueeze(b.unsqueeze(b.op("Cast", key_mask, to=f32), 1), 1)  # [B, 1, 1, Nk]
+    zero = b.scalar_f32(0.0)
+    # standard: softmax(s + log m), masked keys at float32's lowest value
+    lowest = b.scalar_f32(float(np.finfo(np.float32).min))
+    bias = b.op("Where", b.op("Greater", mask, zero), b.op("Log", b.op("Max", mask, b.scalar_f32(1e-30))), lowest)
+    standard = b.op("Softmax", b.op("Add", logits, bias), axis=-1)
+    # official P7: e = exp(s - max s) * (m + (1 - m) * eye); (e + 1e-6/Nk) / (sum e + 1e-6)
+    num_keys = b.op("Gather", b.op("Shape", logits), b.scalar_i64(3), axis=0)
+    rows = b.unsqueeze(b.op("Range", b.scalar_i64(0), num_rows, b.scalar_i64(1)), 1)  # [R, 1]
+    cols = b.unsqueeze(b.op("Range", b.scalar_i64(0), num_keys, b.scalar_i64(1)), 0)  # [1, Nk]
+    eye = b.op("Cast", b.op("Equal", rows, cols), to=f32)
+    one = b.scalar_f32(1.0)
+    weights = b.op("Add", mask, b.op("Mul", b.op("Sub", one, mask), eye))
+    shifted = b.op("Sub", logits, b.reduce("ReduceMax", logits, axis=-1, keepdims=1))
+    e = b.op("Mul", b.op("Exp", shifted), weights)
+    eps = b.scalar_f32(1e-6)
+    smooth = b.op("Div", eps, b.op("Cast", num_keys, to=f32))
+    official = b.op("Div", b.op("Add", e, smooth), b.op("Add", b.reduce("ReduceSum", e, axis=-1, keepdims=1), eps))
+    return b.op("Where", b.op("Equal", masking, b.scalar_i64(0)), standard, official)
+
+
 def prune_function(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
     """``pumer::PumerPrune`` in standard ONNX at ``opset`` (see :func:`pumer_export.reduce.prune`)."""
     check_opset(opset)
+    f32 = TensorProto.FLOAT
     b = _Builder(opset, itertools.count(), "prune")
-    x, metric, attn, text_mask = "x", "metric", "attn", "text_mask"
-    text_len = b.unsqueeze(b.attr_int("text_len"), 0)
+    inputs = ("x", "metric", "queries", "keys", "key_mask", "text_mask")
+    x, metric, queries, keys, key_mask, text_mask = inputs
+    text_len = b.attr_int("text_len")
     keep = b.unsqueeze(b.attr_int("keep"), 0)
     head = b.attr_int("score_head")
+    image_start = b.unsqueeze(b.attr_int("image_start"), 0)
+    masking = b.attr_int("masking")
     end = b.i64(_INT64_MAX)
 
-    # cross = attn[:, :, :text_len, text_len:] in float32
-    cross = b.op("Cast", attn, to=TensorProto.FLOAT)
-    cross = b.slice(cross, b.i64(0), text_len, axis=2)
-    cross = b.slice(cross, text_len, end, axis=3)
-    # per_row = mean over heads, or head `score_head` (both are cheap next to the attention)
+    # the text rows' attention over every key, float32: logits = q k^T / sqrt(d)
+    q = b.op("Cast", queries, to=f32)
+    k = b.op("Cast", keys, to=f32)
+    dim = b.op("Cast", b.op("Gather", b.op("Shape", q), b.scalar_i64(3), axis=0), to=f32)
+    logits = b.op("Div", b.op("MatMul", q, b.op("Transpose", k, perm=[0, 1, 3, 2])), b.op("Sqrt", dim))
+    probs = _masked_softmax(b, logits, key_mask, masking, text_len)
+    cross = b.slice(probs, image_start, end, axis=3)  # the image keys
+    # per_row = mean over heads, or head `score_head`
     mean_heads = b.reduce("ReduceMean", cross, axis=1, keepdims=0)
     one_head = b.op("Gather", cross, b.op("Max", head, b.scalar_i64(0)), axis=1)
     per_row = b.op("Where", b.op("Equal", head, b.scalar_i64(-1)), mean_heads, one_head)
     # score = sum over text rows / sum of the text mask
     total = b.reduce("ReduceSum", per_row, axis=1, keepdims=0)
-    mask_sum = b.reduce("ReduceSum", b.op("Cast", text_mask, to=TensorProto.FLOAT), axis=1, keepdims=1)
+    mask_sum = b.reduce("ReduceSum", b.op("Cast", text_mask, to=f32), axis=1, keepdims=1)
     score = b.op("Div", total, mask_sum)
     _, keep_idx = b.op("TopK", score, keep, n_out=2, axis=-1, largest=1, sorted=1)
     b.op("Identity", keep_idx, out=["keep_idx"])
-    b.op("GatherND", b.slice(x, text_len, end, axis=1), b.unsqueeze(keep_idx, 2), batch_dims=1, out=["x_kept"])
-    b.op("GatherND", b.slice(metric, text_len, end, axis=1), b.unsqueeze(keep_idx, 2), batch_dims=1,
+    b.op("GatherND", b.slice(x, image_start, end, axis=1), b.unsqueeze(keep_idx, 2), batch_dims=1, out=["x_kept"])
+    b.op("GatherND", b.slice(metric, image_start, end, axis=1), b.unsqueeze(keep_idx, 2), batch_dims=1,
          out=["metric_kept"])
-    return _function(PRUNE, opset, b, [x, metric, attn, text_mask], ["x_kept", "metric_kept", "keep_idx"],
-                     ["text_len", "keep", "score_head"])
+    return _function(PRUNE, opset, b, inputs, ["x_kept", "metric_kept", "keep_idx"], count_attributes(PRUNE))
 
 
 def _merge_branch(b: _Builder, x: str, metric: str, mask: str, r: str) -> tuple[str, str, str]:

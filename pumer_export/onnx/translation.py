@@ -34,14 +34,18 @@ T = TypeVar("T", bound=TensorType)
 M = TypeVar("M", bound=TensorType)
 
 
+A = TypeVar("A", bound=TensorType)
+
+
 @onnxscript.script(opset=_translations, default_opset=op)
 def pumer_prune(
-    x: T, metric: T, attn: M, text_mask: M, text_len: int, keep: int, score_head: int
+    x: T, metric: T, queries: A, keys: A, key_mask: M, text_mask: M, text_len: int, keep: int, score_head: int,
+    image_start: int, masking: int,
 ) -> Tuple[T, T, INT64]:
     """torch.ops.pumer.prune -> one pumer::PumerPrune node."""
     x_kept, metric_kept, keep_idx = pumer.PumerPrune(
-        x, metric, attn, text_mask,
-        text_len=text_len, keep=keep, score_head=score_head,
+        x, metric, queries, keys, key_mask, text_mask,
+        text_len=text_len, keep=keep, score_head=score_head, image_start=image_start, masking=masking,
         plugin_namespace=_PLUGIN_NAMESPACE, plugin_version=_PLUGIN_VERSION,
     )
     return x_kept, metric_kept, keep_idx
