@@ -199,9 +199,14 @@ def _export_matches(path: Path, *, fingerprint: str, dtype: str, reduction: bool
         info = read_onnx_info(path)
     except PumerExportError:
         return False
+    from . import __version__
+    from .ops import op_spec_hash
+
     stored = info.pumer or {}
     wanted = pumer.to_dict() if reduction else pumer.without_reduction().to_dict()
+    exporter = (info.metadata.get("pumer.versions") or {}).get("pumer_export")
     return (info.metadata.get("pumer.model_sha256") == fingerprint
+            and info.metadata.get("pumer.op_spec_hash") == op_spec_hash() and exporter == __version__
             and info.dtype == dtype and info.image_size == tuple(image_size) and info.text_length == text_length
             and all(stored.get(k) == v for k, v in wanted.items() if k != "format_version"))
 
@@ -296,6 +301,20 @@ def measure_child_memory(spec: dict[str, Any], feeds: dict[int, dict[str, np.nda
     from .memprobe import measure
 
     return measure(spec, feeds)
+
+
+def eager_comparison(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each exported backend's PuMer against PyTorch eager PuMer (what the official code runs), same batch and
+    dtype: ``speedup`` = torch PuMer p50 / backend PuMer p50. Empty unless torch was measured too."""
+    pumer = {(r["backend"], r["dtype"], r["batch_size"]): r["latency_ms"]["p50"] for r in results
+             if r["variant"] == "pumer"}
+    out = []
+    for (backend, dtype, batch), p50 in pumer.items():
+        eager = pumer.get(("torch", dtype, batch))
+        if backend != "torch" and eager is not None:
+            out.append({"backend": backend, "dtype": dtype, "batch_size": batch, "torch_eager_p50_ms": eager,
+                        "backend_p50_ms": p50, "speedup": eager / p50})
+    return out
 
 
 def sample_warnings(options: BenchOptions, speedups: Sequence[dict[str, Any]]) -> list[str]:
@@ -526,6 +545,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                         cases[(batch, v)].update(memory)
     model.set_pumer_config(pumer)
     notes += sample_warnings(options, speedups)
+    against_eager = eager_comparison(results)
 
     bench = {
         "format_version": FORMAT_VERSION,
@@ -543,6 +563,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         "notes": notes,
         "results": results,
         "speedups": speedups,
+        "vs_torch_eager": against_eager,
         "environment": environment(),
     }
     write_bench(bench, report_dir)
@@ -575,6 +596,12 @@ def to_markdown(bench: dict[str, Any]) -> str:
     for sp in bench["speedups"]:
         lines.append(f"| {sp['backend']} | {sp['dtype']} | {sp['batch_size']} | {sp['speedup']:.2f}x | "
                      f"{sp['flop_ideal']:.2f}x | {sp['fraction_of_ideal']:.0%} |")
+    if bench.get("vs_torch_eager"):
+        lines += ["", "## PuMer export vs PyTorch eager PuMer", "",
+                  "| backend | dtype | batch | torch eager p50 ms | backend p50 ms | speedup |", "|---|---|---|---|---|---|"]
+        for row in bench["vs_torch_eager"]:
+            lines.append(f"| {row['backend']} | {row['dtype']} | {row['batch_size']} | {row['torch_eager_p50_ms']:.2f} | "
+                         f"{row['backend_p50_ms']:.2f} | {row['speedup']:.2f}x |")
     lines += ["", "## Cases", "",
               "| backend | dtype | batch | variant | p50 ms | p90 ms | p99 ms | samples/s | peak memory MB "
               "| run memory MB |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -162,7 +162,15 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor, masking: str) -
     return reduce.masked_softmax(scores, key_mask, reduce.MASKINGS[masking])
 
 
-def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: str):
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The ``standard`` rule's additive mask [B, 1, N, N] for ``scaled_dot_product_attention`` (a view in eager;
+    ONNX's Attention op in ONNX Runtime wants the query length in the mask's shape, not a broadcastable
+    [B, 1, 1, N]). Computed once per token set, not per layer."""
+    length = mask.shape[1]
+    return reduce.log_mask_bias(mask)[:, None, None, :].to(dtype).expand(mask.shape[0], 1, length, length)
+
+
+def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: str, bias: torch.Tensor | None = None):
     """Self-attention of ``layer`` on ``x``: returns (attention output, queries, keys), both [B, H, N, d].
 
     ``standard`` masking runs ``scaled_dot_product_attention`` with the additive log-mask, so eager GPU runs use
@@ -180,9 +188,7 @@ def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: s
 
     query, key, value = split(attn.query(x)), split(attn.key(x)), split(attn.value(x))
     if masking == "standard":
-        # [B, 1, N, N] (a view in eager): ONNX's Attention op (opset 23) in ONNX Runtime wants the query length
-        # in the mask's shape, not just a broadcastable [B, 1, 1, N]
-        bias = reduce.log_mask_bias(mask)[:, None, None, :].to(query.dtype).expand(batch, 1, length, length)
+        bias = attention_bias(mask, query.dtype) if bias is None else bias
         dropout = attn.dropout.p if attn.training else 0.0
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
     else:
@@ -354,12 +360,16 @@ class PumerViltModel(_PumerMixin, ViltPreTrainedModel):
         indices: dict[str, torch.Tensor] = OrderedDict()
         records: list[dict[str, Any]] | None = [] if output_reduction_records else None
         hidden_states, hidden_masks = [], []
+        bias = None  # the standard rule's attention mask, rebuilt only when a reducer changes the tokens
         for index, layer in enumerate(self.encoder.layer):
-            attended, queries, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking)
+            if pumer.attention_masking == "standard" and bias is None:
+                bias = attention_bias(mask, x.dtype)
+            attended, queries, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking, bias)
             x = attended + x
             counts = schedule.at(index)
             if counts is not None and counts.active:
                 x, mask = _reduce(x, mask, queries, keys, counts, pumer, indices, records)
+                bias = None
             x = layer.output(layer.intermediate(layer.layernorm_after(x)), x)
             if output_hidden_states:
                 hidden_states.append(x)

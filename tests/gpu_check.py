@@ -9,8 +9,10 @@ Steps (each recorded, a failing step does not stop the later ones):
 3. run the kernels under ``compute-sanitizer`` (memcheck, racecheck, synccheck, initcheck) on the sort fallbacks,
    r at its cap, t = 3, fp16 and bf16;
 4. time each kernel at ViLT-B/32 shapes (384x384: 145 image + 40 text tokens, hidden 768, 12 heads, PuMer at
-   0.1 / 0.3 / 0.2: the layer-2 counts) for batch 1, 8 and 32 in fp16, next to one ViLT encoder layer at the same
-   shapes (transformers' ViltLayer, fp16).
+   0.1 / 0.3 / 0.2 at layers 2, 5, 8) for batch 1, 8 and 32 in fp16, next to one ViLT encoder layer at the same
+   shapes (transformers' ViltLayer, fp16);
+5. PyTorch eager throughput and peak memory of a ViLT-B/32-shaped model (random weights, fp16, batch 32,
+   scaled_dot_product_attention), baseline and PuMer interleaved, next to the FLOP-ideal ratio.
 
 Writes ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``; exit status 0 when every check passed.
 """
@@ -22,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -155,6 +158,52 @@ def timings(ext) -> list[dict]:
     return rows
 
 
+def eager_comparison(batch: int = 32, iters: int = 20) -> dict:
+    """PyTorch eager baseline vs PuMer on a ViLT-B/32-shaped fp16 model: median latency, throughput, peak memory."""
+    import torch
+
+    from kernel_cases import cuda_median_ms
+
+    from pumer_export.schedule import encoder_flops
+    from pumer_export.tiny import random_inputs, vilt_b32_model
+
+    model = vilt_b32_model().to("cuda", torch.float16).eval()
+    pumer = model.pumer_config
+    inputs = {k: v.cuda() for k, v in random_inputs(model.config, batch, text_length=40, image_size=(384, 384)).items()}
+    inputs["pixel_values"] = inputs["pixel_values"].half()
+    variants = {"baseline": pumer.without_reduction(), "pumer": pumer}
+
+    def run(variant):
+        model.set_pumer_config(variants[variant])
+        with torch.inference_mode():
+            model(**inputs, trim_image_padding=False)
+
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for v in variants:  # warm-up
+        for _ in range(3):
+            run(v)
+    for i in range(iters):
+        for v in (("baseline", "pumer") if i % 2 == 0 else ("pumer", "baseline")):
+            times[v].append(cuda_median_ms(lambda v=v: run(v), repeats=1, warmup=0))
+    out = {"batch": batch, "dtype": "fp16", "iters": iters}
+    for v in variants:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        run(v)
+        torch.cuda.synchronize()
+        median = statistics.median(times[v])
+        out[v] = {"p50_ms": round(median, 3), "throughput": round(batch / (median / 1e3), 1),
+                  "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    flops = {}
+    for v in variants:
+        model.set_pumer_config(variants[v])
+        flops[v] = encoder_flops(model.token_schedule(40, (384, 384)), 768, 3072)
+    model.set_pumer_config(pumer)
+    out["speedup"] = round(out["baseline"]["p50_ms"] / out["pumer"]["p50_ms"], 3)
+    out["flop_ideal"] = round(flops["baseline"] / flops["pumer"], 3)
+    return out
+
+
 # ---- report ---------------------------------------------------------------------------------------------------------
 
 
@@ -174,6 +223,13 @@ def write_report(out: Path, result: dict) -> None:
             lines.append(f"| {r['batch']} | {r['layer']} | {r['tokens']} | {r['prune_ms']:.4f} | {r['merge_image_ms']:.4f} "
                          f"| {r['merge_text_ms']:.4f} | {r['kernels_ms']:.4f} | {r['encoder_layer_ms']:.4f} "
                          f"| {100 * r['kernels_vs_layer']:.1f} % |")
+    eager = result.get("eager")
+    if eager:
+        lines += ["", f"PyTorch eager, ViLT-B/32 shapes, fp16, batch {eager['batch']} (median of {eager['iters']}, "
+                      "interleaved):", "", "| variant | p50 ms | samples/s | peak memory MB |", "| --- | --- | --- | --- |"]
+        for v in ("baseline", "pumer"):
+            lines.append(f"| {v} | {eager[v]['p50_ms']} | {eager[v]['throughput']} | {eager[v]['peak_memory_mb']} |")
+        lines += ["", f"Speedup {eager['speedup']}x, FLOP-ideal {eager['flop_ideal']}x."]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
 
 
@@ -243,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             steps.append({"name": "timings", "status": "passed", "detail": f"{len(result['timings'])} rows"})
         except Exception as exc:  # noqa: BLE001 - recorded in the report
             steps.append({"name": "timings", "status": "failed", "detail": str(exc)[:300]})
+    try:
+        result["eager"] = eager_comparison()
+        steps.append({"name": "eager PyTorch fp16 batch 32", "status": "passed",
+                      "detail": f"speedup {result['eager']['speedup']}x (FLOP-ideal {result['eager']['flop_ideal']}x)"})
+    except Exception as exc:  # noqa: BLE001 - recorded in the report
+        steps.append({"name": "eager PyTorch fp16 batch 32", "status": "failed", "detail": str(exc)[:300]})
 
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["passed"] = all(s["status"] in ("passed", "skipped") for s in steps)

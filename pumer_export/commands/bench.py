@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
                      f"{sp['fraction_of_ideal']:.0%}"))
     out_console.print(table("PuMer vs baseline", ("backend", "dtype", "batch", "baseline p50 ms", "pumer p50 ms",
                                                   "speedup", "FLOP-ideal", "of ideal"), rows))
+    if bench["vs_torch_eager"]:
+        out_console.print(table("PuMer export vs PyTorch eager PuMer", ("backend", "dtype", "batch", "torch eager p50 ms",
+                                                                       "backend p50 ms", "speedup"),
+                                [(r["backend"], r["dtype"], r["batch_size"], f"{r['torch_eager_p50_ms']:.2f}",
+                                  f"{r['backend_p50_ms']:.2f}", f"{r['speedup']:.2f}x") for r in bench["vs_torch_eager"]]))
     for name in (JSON_FILE, MARKDOWN_FILE, PLOT_FILE):
         info(f"wrote {Path(args.report) / name}")
     return 0
