@@ -322,8 +322,10 @@ def test_emulation_really_runs_threads_and_barriers(emu):
     inputs = merge_inputs(1, 21, 8, 16, torch.float32, seed=3)
     check_emulated_merge(emu, inputs, 5, exact=False)
     stats = emu.take_stats()
-    assert stats["launches"] == 4 * len(RUNS)
+    assert stats["launches"] == 3 * len(RUNS)  # merge: match (normalisation fused), plan, apply
     assert stats["block_barriers"] > 0 and stats["warp_collectives"] > 0
+    check_emulated_prune(emu, prune_inputs(1, 20, 4, 2, 8, 8, torch.float32, torch.float32, seed=3), 5, -1, False)
+    assert emu.take_stats()["launches"] == 4 * len(RUNS)  # prune: row statistics, scores, top-k, gather
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -438,7 +440,7 @@ MUTANTS = {
         "    if (threadIdx.x == 0 && b == gridDim.y - 1 && k == keep - 1) xOut[(dst + 1) * channels] = x[src * channels];\n")),
     "early_return": (None, _early_return),
     # a-token -> b-token argmax: ties to the higher index instead of the lower one
-    "flipped_tie_break": (MERGE_KERNEL, _remove_first("if (sim > best ||", "if (sim >= best ||")),
+    "flipped_tie_break": (MERGE_KERNEL, _remove_first("    return j < bestIdx;", "    return j > bestIdx;")),
 }
 
 

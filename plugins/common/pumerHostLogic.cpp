@@ -405,6 +405,12 @@ Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& met
         msg << "r = " << a.r << " exceeds (t - 1) // 2 = " << mergeMaxR(t) << " for t = " << t << " tokens";
         return Status::error(msg.str());
     }
+    if (a.r > 0 && known(metric.d[2]) && metric.d[2] > kMaxMergeMetricDim)
+    {
+        msg << "metric rows of " << metric.d[2] << " features exceed the kernels' " << kMaxMergeMetricDim
+            << " (the similarity tiles live in shared memory)";
+        return Status::error(msg.str());
+    }
     if (a.r > 0 && known(metric.d[2]) && metric.d[2] < 1)
     {
         msg << "metric has no features: " << shapeStr(metric);
@@ -455,12 +461,11 @@ PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t heads, int64_t textLe
     return w;
 }
 
-MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t metricDim) noexcept
+MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t /*metricDim*/) noexcept
 {
     MergeWorkspace w;
     size_t const b = static_cast<size_t>(batch > 0 ? batch : 0);
     size_t const t = static_cast<size_t>(tokens > 0 ? tokens : 0);
-    size_t const d = static_cast<size_t>(metricDim > 0 ? metricDim : 0);
     size_t const na = (t + 1) / 2;
     size_t const nb = t / 2;
     size_t at = 0;
@@ -469,7 +474,6 @@ MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t metri
         at += alignUp(bytes);
         return off;
     };
-    w.normMetric = take(b * t * d * sizeof(float));
     w.nodeMax = take(b * na * sizeof(float));
     w.nodeIdx = take(b * na * sizeof(int32_t));
     w.order = take(b * na * sizeof(int32_t));

@@ -124,6 +124,9 @@ void mergeOutputShapes(MergeAttrs const& a, Shape const& x, Shape out[3]);
 //! reject a larger batch, so a profile whose maximum batch exceeds it fails when the engine is built.
 constexpr int64_t kMaxBatch = 65535;
 
+//! Largest merge metric row (features) the match kernel holds in shared memory (two rows of float32 in 48 KiB).
+constexpr int64_t kMaxMergeMetricDim = 6144;
+
 //! Largest r accepted for t tokens: (t - 1) / 2 (0 for t <= 2).
 int64_t mergeMaxR(int64_t tokens) noexcept;
 
@@ -145,7 +148,6 @@ PruneWorkspace pruneWorkspaceLayout(int64_t batch, int64_t heads, int64_t textLe
 //! na = (t + 1) / 2 a-tokens (even positions), nb = t / 2 b-tokens (odd positions).
 struct MergeWorkspace
 {
-    size_t normMetric{0}; //!< float [B, t, D]: L2-normalised metric rows
     size_t nodeMax{0};    //!< float [B, na]: best similarity of every a-token
     size_t nodeIdx{0};    //!< int32 [B, na]: its b-token (lowest index on ties)
     size_t order{0};      //!< int32 [B, na]: a-tokens by nodeMax descending (stable)

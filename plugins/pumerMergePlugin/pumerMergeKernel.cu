@@ -1,14 +1,16 @@
 /*
  * PumerMerge kernels: ToMe bipartite soft matching + mean merging (pumer_export/reduce.py: merge).
  *
- *   1. mergeNormalizeKernel: metric rows L2-normalised in float32 (warp per row) into the workspace.
- *   2. mergeMatchKernel: for every a-token (even position) its most similar b-token (odd position): warp per
- *      a-token, max over b in ascending order with a strict '>' (lowest index on ties; NaN wins like torch.argmax).
+ *   1. mergeMatchKernel: for every a-token (even position) its most similar b-token (odd position). A block
+ *      takes a tile of a-tokens, L2-normalises them (float32, warp per row) into shared memory, then streams the
+ *      b-tokens in chunks, normalised the same way into shared memory; every lane computes whole dot products
+ *      (no dependent chain of warp reductions per pair), and each a-token's best (value, index) is combined over
+ *      lanes and chunks: the larger value wins, NaN above all (like torch.argmax), ties to the lower index.
  *      a-token 0 gets -inf (never merged).
- *   3. mergePlanKernel: one block per batch row. Sorts a-tokens by best similarity (stable descending), the first
+ *   2. mergePlanKernel: one block per batch row. Sorts a-tokens by best similarity (stable descending), the first
  *      r are merged into their b-token; builds slots, the kept a-token list (ascending) and a CSR list of the
  *      a-tokens merged into every b-token (in merge-priority order, like a sequential scatter_add).
- *   4. mergeApplyKernel: one block per output token: kept a-tokens copied, b-tokens averaged with their merged
+ *   3. mergeApplyKernel: one block per output token: kept a-tokens copied, b-tokens averaged with their merged
  *      a-tokens in float32 (plain mean, sizes start at 1), mask likewise.
  * r == 0 is the identity: x and mask copied, slots = arange.
  */
@@ -22,13 +24,13 @@ namespace pumer
 namespace kernels
 {
 
-constexpr int32_t kRowsPerBlock = 8; // one warp per row
+constexpr int32_t kMatchWarps = 8;
+constexpr int32_t kMatchThreads = kMatchWarps * 32;
 constexpr int32_t kPlanThreads = 512;
 constexpr int32_t kApplyThreads = 128;
 
 struct MergeScratch
 {
-    float* normMetric;
     float* nodeMax;
     int32_t* nodeIdx;
     int32_t* order;
@@ -40,66 +42,147 @@ struct MergeScratch
     int32_t* offset;
 };
 
-template <typename T>
-__global__ void mergeNormalizeKernel(T const* __restrict__ metric, float* __restrict__ out, int64_t tokens, int64_t dim)
+//! a-tokens per match block, and b-tokens per chunk (at most one per lane), for a metric of `dim` features: the
+//! normalised a-tile and one b-chunk fit in 48 KiB of shared memory (32 up to 192 features; see kMaxMergeMetricDim).
+__host__ __device__ __forceinline__ int32_t matchTile(int64_t dim)
 {
-    int64_t const row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
-    int64_t const b = blockIdx.y;
-    if (row >= tokens)
+    int64_t const fit = (48 * 1024 / static_cast<int64_t>(sizeof(float))) / (2 * dim);
+    return static_cast<int32_t>(fit >= 32 ? 32 : fit);
+}
+
+//! Whether candidate (v, j) beats (best, bestIdx): larger value, NaN above every number, ties to the lower index
+//! (the order of a sequential scan with a strict '>' and torch.argmax's NaN rule).
+__device__ __forceinline__ bool beats(float v, int32_t j, float best, int32_t bestIdx)
+{
+    bool const vNan = v != v;
+    bool const bNan = best != best;
+    if (vNan != bNan)
     {
-        return;
+        return vNan;
     }
-    size_t const base = (static_cast<size_t>(b) * tokens + row) * dim;
-    float sq = 0.0f;
-    for (int64_t k = threadIdx.x; k < dim; k += 32)
+    if (!vNan && v != best)
     {
-        float const v = toFloat(metric[base + k]);
+        return v > best;
+    }
+    return j < bestIdx;
+}
+
+//! Row `row` of `metric` (D features), L2-normalised in float32 by one warp (lanes stride over the features,
+//! butterfly sum: every lane gets the same norm), written to `out`.
+template <typename T>
+__device__ __forceinline__ void normaliseRow(T const* __restrict__ metric, int64_t dim, float* out)
+{
+    float sq = 0.0f;
+    for (int64_t k = threadIdx.x % 32; k < dim; k += 32)
+    {
+        float const v = toFloat(metric[k]);
         sq += v * v;
     }
     float const norm = sqrtf(warpAllReduceSum(sq));
-    for (int64_t k = threadIdx.x; k < dim; k += 32)
+    for (int64_t k = threadIdx.x % 32; k < dim; k += 32)
     {
-        out[base + k] = toFloat(metric[base + k]) / norm;
+        out[k] = toFloat(metric[k]) / norm;
     }
 }
 
-__global__ void mergeMatchKernel(float const* __restrict__ normMetric, float* __restrict__ nodeMax,
-    int32_t* __restrict__ nodeIdx, int64_t tokens, int64_t dim)
+template <typename T>
+__global__ void mergeMatchKernel(T const* __restrict__ metric, float* __restrict__ nodeMax,
+    int32_t* __restrict__ nodeIdx, int64_t tokens, int64_t dim, int32_t tile)
 {
+    extern __shared__ float shared[];
+    float* aRows = shared;              // [tile][dim]
+    float* bRows = shared + tile * dim; // [tile][dim]: a chunk of b-tokens, one per lane < tile
     int64_t const na = (tokens + 1) / 2;
     int64_t const nb = tokens / 2;
-    int64_t const i = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.y;
     int64_t const b = blockIdx.y;
-    if (i >= na)
+    int64_t const a0 = static_cast<int64_t>(blockIdx.x) * tile;
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) / 32;
+    int32_t const lane = static_cast<int32_t>(threadIdx.x) % 32;
+    T const* base = metric + static_cast<size_t>(b) * tokens * dim;
+
+    // the a-tile, normalised (a warp per row)
+    for (int32_t r = warp; r < tile; r += kMatchWarps)
     {
-        return;
-    }
-    float best = -INFINITY;
-    int32_t bestIdx = 0;
-    if (i > 0) // similarity row 0 is -inf: the first token is never merged (argmax of all -inf = 0)
-    {
-        float const* a = normMetric + (static_cast<size_t>(b) * tokens + 2 * i) * dim;
-        for (int64_t j = 0; j < nb; ++j)
+        int64_t const i = a0 + r;
+        if (i < na)
         {
-            float const* bRow = normMetric + (static_cast<size_t>(b) * tokens + 2 * j + 1) * dim;
-            float part = 0.0f;
-            for (int64_t k = threadIdx.x; k < dim; k += 32)
+            normaliseRow(base + static_cast<size_t>(2 * i) * dim, dim, aRows + r * dim);
+        }
+    }
+    // every warp tracks the best b-token of its rows; lane 0 holds the combined result
+    float best[4];
+    int32_t bestIdx[4];
+    for (int32_t q = 0; q < 4; ++q)
+    {
+        best[q] = -INFINITY;
+        bestIdx[q] = 0;
+    }
+    for (int64_t c0 = 0; c0 < nb; c0 += tile)
+    {
+        __syncthreads(); // the a-tile is written; the previous chunk is no longer read
+        for (int32_t r = warp; r < tile; r += kMatchWarps)
+        {
+            int64_t const j = c0 + r;
+            if (j < nb)
             {
-                part += a[k] * bRow[k];
+                normaliseRow(base + static_cast<size_t>(2 * j + 1) * dim, dim, bRows + r * dim);
             }
-            float const sim = warpAllReduceSum(part);
-            // All lanes hold the same sim, so the branch is warp-uniform.
-            if (sim > best || (sim != sim && best == best))
+        }
+        __syncthreads();
+        int64_t const j = c0 + lane;
+        for (int32_t q = 0; q < 4; ++q)
+        {
+            int32_t const r = warp + q * kMatchWarps; // the rows of this warp: warp, warp + 8, ...
+            if (r >= tile)
             {
-                best = sim;
-                bestIdx = static_cast<int32_t>(j);
+                break;
+            }
+            float sim = -INFINITY;
+            int32_t idx = 0x7FFFFFFF;
+            if (lane < tile && j < nb && a0 + r < na)
+            {
+                float const* av = aRows + r * dim;
+                float const* bv = bRows + lane * dim;
+                float dot = 0.0f;
+                for (int64_t k = 0; k < dim; ++k)
+                {
+                    dot += av[k] * bv[k];
+                }
+                sim = dot;
+                idx = static_cast<int32_t>(j);
+            }
+            // argmax over the lanes (a tree of shuffles, warp-uniform participation)
+#pragma unroll
+            for (int32_t off = 16; off > 0; off >>= 1)
+            {
+                float const otherSim = __shfl_xor_sync(0xFFFFFFFFu, sim, off);
+                int32_t const otherIdx = __shfl_xor_sync(0xFFFFFFFFu, idx, off);
+                if (beats(otherSim, otherIdx, sim, idx))
+                {
+                    sim = otherSim;
+                    idx = otherIdx;
+                }
+            }
+            if (idx != 0x7FFFFFFF && beats(sim, idx, best[q], bestIdx[q]))
+            {
+                best[q] = sim;
+                bestIdx[q] = idx;
             }
         }
     }
-    if (threadIdx.x == 0)
+    if (lane == 0)
     {
-        nodeMax[b * na + i] = best;
-        nodeIdx[b * na + i] = bestIdx;
+        for (int32_t q = 0; q < 4; ++q)
+        {
+            int32_t const r = warp + q * kMatchWarps;
+            int64_t const i = a0 + r;
+            if (r < tile && i < na)
+            {
+                // a-token 0 is never merged: its similarity row is -inf (argmax of all -inf = 0)
+                nodeMax[b * na + i] = i == 0 ? -INFINITY : best[q];
+                nodeIdx[b * na + i] = i == 0 ? 0 : bestIdx[q];
+            }
+        }
     }
 }
 
@@ -308,7 +391,6 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
     }
     char* base = static_cast<char*>(workspace);
     MergeScratch s;
-    s.normMetric = reinterpret_cast<float*>(base + ws.normMetric);
     s.nodeMax = reinterpret_cast<float*>(base + ws.nodeMax);
     s.nodeIdx = reinterpret_cast<int32_t*>(base + ws.nodeIdx);
     s.order = reinterpret_cast<int32_t*>(base + ws.order);
@@ -321,20 +403,19 @@ cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceB
 
     int64_t const na = (p.tokens + 1) / 2;
     auto const batch = static_cast<uint32_t>(p.batch);
-    dim3 const rowBlock(32, kRowsPerBlock);
+    int32_t const tile = matchTile(p.metricDim);
+    if (tile < 1 || p.metricDim > kMaxMergeMetricDim)
+    {
+        return cudaErrorInvalidValue; // rejected at build time by validateMergeShapes
+    }
     cudaError_t err = PUMER_DISPATCH_DTYPE(p.tType, T, {
-        dim3 const grid(static_cast<uint32_t>(ceilDiv(p.tokens, kRowsPerBlock)), batch);
-        mergeNormalizeKernel<T><<<grid, rowBlock, 0, stream>>>(
-            static_cast<T const*>(p.metric), s.normMetric, p.tokens, p.metricDim);
+        dim3 const grid(static_cast<uint32_t>(ceilDiv(na, tile)), batch);
+        size_t const smem = 2 * static_cast<size_t>(tile) * static_cast<size_t>(p.metricDim) * sizeof(float);
+        mergeMatchKernel<T><<<grid, kMatchThreads, smem, stream>>>(
+            static_cast<T const*>(p.metric), s.nodeMax, s.nodeIdx, p.tokens, p.metricDim, tile);
         return launchStatus();
     });
     if (err != cudaSuccess)
-    {
-        return err;
-    }
-    mergeMatchKernel<<<dim3(static_cast<uint32_t>(ceilDiv(na, kRowsPerBlock)), batch), rowBlock, 0, stream>>>(
-        s.normMetric, s.nodeMax, s.nodeIdx, p.tokens, p.metricDim);
-    if ((err = launchStatus()) != cudaSuccess)
     {
         return err;
     }
