@@ -3,8 +3,8 @@
  * (pumer_export/reduce.py: prune; the attention probabilities of the layer are never read).
  *
  *   1. pruneRowStatsKernel: one block per text row (b, h, t): the row's logits s_j = q.k_j / sqrt(d) over all Nk
- *      keys in float32, reduced to the softmax statistics of the masking rule (standard: max and sum of
- *      exp(s + log m - max); official P7: max of s and sum of exp(s - max) m'), written to the workspace.
+ *      keys in float32, reduced in one pass (online softmax) to the statistics of the masking rule (standard: max
+ *      and sum of exp(s + log m - max); official P7: max of s and sum of exp(s - max) m'), into the workspace.
  *   2. pruneScoresKernel: score[b, j] = sum_t S[b, t, image_start + j] / sum_t text_mask[b, t], S = mean over
  *      heads (or head score_head) of the probabilities, recomputed per (t, h) from the logit and the row
  *      statistics. One thread per (b, j, text-row group), coalesced over j; a fixed-order shared-memory
@@ -60,12 +60,32 @@ __device__ __forceinline__ float standardLogit(float s, float m)
     return m > 0.0f ? s + logf(fmaxf(m, 1e-30f)) : s + (-FLT_MAX);
 }
 
-//! rowStats[(b, h, t)] = (max, sum) of the row's softmax under the masking rule.
+//! Fold a (max, sum-of-exp) pair into another: the online softmax combine (exact for -inf maxima).
+__device__ __forceinline__ void combineStats(float& m, float& sum, float m2, float sum2)
+{
+    if (m2 == -INFINITY)
+    {
+        return;
+    }
+    if (m == -INFINITY)
+    {
+        m = m2;
+        sum = sum2;
+        return;
+    }
+    float const top = fmaxf(m, m2);
+    sum = sum * expf(m - top) + sum2 * expf(m2 - top);
+    m = top;
+}
+
+//! rowStats[(b, h, t)] = (max, sum) of the row's softmax under the masking rule, in one pass over the keys
+//! (online softmax: every thread keeps a running max and a rescaled sum, then the block combines them).
 template <typename A>
 __global__ void pruneRowStatsKernel(A const* __restrict__ queries, A const* __restrict__ keys,
     float const* __restrict__ keyMask, float* __restrict__ rowStats, PruneGeometry g)
 {
-    __shared__ float reduceBuf[kStatsThreads];
+    __shared__ float maxBuf[kStatsThreads];
+    __shared__ float sumBuf[kStatsThreads];
     int64_t const row = blockIdx.x; // (b * heads + h) * textLen + t
     int64_t const t = row % g.textLen;
     int64_t const bh = row / g.textLen;
@@ -75,56 +95,36 @@ __global__ void pruneRowStatsKernel(A const* __restrict__ queries, A const* __re
     float const* mask = keyMask + b * g.keys;
     bool const standard = g.masking == static_cast<int32_t>(Masking::kSTANDARD);
 
-    // 1. max over the keys
     float localMax = -INFINITY;
-    for (int64_t j = threadIdx.x; j < g.keys; j += blockDim.x)
-    {
-        float const s = rowLogit(q, kBase + j * g.headDim, g.headDim, g.sqrtDim);
-        localMax = fmaxf(localMax, standard ? standardLogit(s, mask[j]) : s);
-    }
-    reduceBuf[threadIdx.x] = localMax;
-    __syncthreads();
-    for (int32_t off = blockDim.x / 2; off > 0; off >>= 1)
-    {
-        if (static_cast<int32_t>(threadIdx.x) < off)
-        {
-            reduceBuf[threadIdx.x] = fmaxf(reduceBuf[threadIdx.x], reduceBuf[threadIdx.x + off]);
-        }
-        __syncthreads();
-    }
-    float const rowMax = reduceBuf[0];
-    __syncthreads();
-
-    // 2. sum of the (weighted) exponentials
     float localSum = 0.0f;
     for (int64_t j = threadIdx.x; j < g.keys; j += blockDim.x)
     {
         float const s = rowLogit(q, kBase + j * g.headDim, g.headDim, g.sqrtDim);
-        if (standard)
-        {
-            localSum += expf(standardLogit(s, mask[j]) - rowMax);
-        }
-        else
-        {
-            float const m = mask[j];
-            float const weight = m + (1.0f - m) * (j == t ? 1.0f : 0.0f);
-            localSum += expf(s - rowMax) * weight;
-        }
+        // standard: max and sum over the biased logits; official: max over the raw logits, sum weighted by m'
+        float const m = mask[j];
+        float const v = standard ? standardLogit(s, m) : s;
+        float const weight = standard ? 1.0f : m + (1.0f - m) * (j == t ? 1.0f : 0.0f);
+        combineStats(localMax, localSum, v, weight);
     }
-    reduceBuf[threadIdx.x] = localSum;
+    maxBuf[threadIdx.x] = localMax;
+    sumBuf[threadIdx.x] = localSum;
     __syncthreads();
     for (int32_t off = blockDim.x / 2; off > 0; off >>= 1)
     {
         if (static_cast<int32_t>(threadIdx.x) < off)
         {
-            reduceBuf[threadIdx.x] += reduceBuf[threadIdx.x + off];
+            float m = maxBuf[threadIdx.x];
+            float sum = sumBuf[threadIdx.x];
+            combineStats(m, sum, maxBuf[threadIdx.x + off], sumBuf[threadIdx.x + off]);
+            maxBuf[threadIdx.x] = m;
+            sumBuf[threadIdx.x] = sum;
         }
         __syncthreads();
     }
     if (threadIdx.x == 0)
     {
-        rowStats[2 * row] = rowMax;
-        rowStats[2 * row + 1] = reduceBuf[0];
+        rowStats[2 * row] = maxBuf[0];
+        rowStats[2 * row + 1] = sumBuf[0];
     }
 }
 

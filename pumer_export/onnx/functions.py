@@ -158,28 +158,39 @@ def _function(op_type: str, opset: int, b: _Builder, inputs, outputs, attrs) -> 
 
 
 def _masked_softmax(b: _Builder, logits: str, key_mask: str, masking: str, num_rows: str) -> str:
-    """:func:`pumer_export.reduce.masked_softmax` on float32 ``logits`` [B, H, R, Nk] (rows = keys 0..R-1), both
-    rules computed and the ``masking`` attribute (0-D int64) choosing between them."""
+    """:func:`pumer_export.reduce.masked_softmax` on float32 ``logits`` [B, H, R, Nk] (rows = keys 0..R-1). The
+    ``masking`` attribute (0-D int64) picks one rule through an ``If``, so only that rule's nodes run."""
     f32 = TensorProto.FLOAT
-    mask = b.unsqueeze(b.unsqueeze(b.op("Cast", key_mask, to=f32), 1), 1)  # [B, 1, 1, Nk]
-    zero = b.scalar_f32(0.0)
+
+    def mask4(sb: _Builder) -> str:  # [B, 1, 1, Nk]
+        return sb.unsqueeze(sb.unsqueeze(sb.op("Cast", key_mask, to=f32), 1), 1)
+
     # standard: softmax(s + log m), masked keys at float32's lowest value
-    lowest = b.scalar_f32(float(np.finfo(np.float32).min))
-    bias = b.op("Where", b.op("Greater", mask, zero), b.op("Log", b.op("Max", mask, b.scalar_f32(1e-30))), lowest)
-    standard = b.op("Softmax", b.op("Add", logits, bias), axis=-1)
+    std = b.sub()
+    mask = mask4(std)
+    lowest = std.scalar_f32(float(np.finfo(np.float32).min))
+    bias = std.op("Where", std.op("Greater", mask, std.scalar_f32(0.0)),
+                  std.op("Log", std.op("Max", mask, std.scalar_f32(1e-30))), lowest)
+    standard = std.op("Softmax", std.op("Add", logits, bias), axis=-1)
     # official P7: e = exp(s - max s) * (m + (1 - m) * eye); (e + 1e-6/Nk) / (sum e + 1e-6)
-    num_keys = b.op("Gather", b.op("Shape", logits), b.scalar_i64(3), axis=0)
-    rows = b.unsqueeze(b.op("Range", b.scalar_i64(0), num_rows, b.scalar_i64(1)), 1)  # [R, 1]
-    cols = b.unsqueeze(b.op("Range", b.scalar_i64(0), num_keys, b.scalar_i64(1)), 0)  # [1, Nk]
-    eye = b.op("Cast", b.op("Equal", rows, cols), to=f32)
-    one = b.scalar_f32(1.0)
-    weights = b.op("Add", mask, b.op("Mul", b.op("Sub", one, mask), eye))
-    shifted = b.op("Sub", logits, b.reduce("ReduceMax", logits, axis=-1, keepdims=1))
-    e = b.op("Mul", b.op("Exp", shifted), weights)
-    eps = b.scalar_f32(1e-6)
-    smooth = b.op("Div", eps, b.op("Cast", num_keys, to=f32))
-    official = b.op("Div", b.op("Add", e, smooth), b.op("Add", b.reduce("ReduceSum", e, axis=-1, keepdims=1), eps))
-    return b.op("Where", b.op("Equal", masking, b.scalar_i64(0)), standard, official)
+    off = b.sub()
+    mask = mask4(off)
+    num_keys = off.op("Gather", off.op("Shape", logits), off.scalar_i64(3), axis=0)
+    rows = off.unsqueeze(off.op("Range", off.scalar_i64(0), num_rows, off.scalar_i64(1)), 1)  # [R, 1]
+    cols = off.unsqueeze(off.op("Range", off.scalar_i64(0), num_keys, off.scalar_i64(1)), 0)  # [1, Nk]
+    eye = off.op("Cast", off.op("Equal", rows, cols), to=f32)
+    weights = off.op("Add", mask, off.op("Mul", off.op("Sub", off.scalar_f32(1.0), mask), eye))
+    shifted = off.op("Sub", logits, off.reduce("ReduceMax", logits, axis=-1, keepdims=1))
+    e = off.op("Mul", off.op("Exp", shifted), weights)
+    eps = off.scalar_f32(1e-6)
+    smooth = off.op("Div", eps, off.op("Cast", num_keys, to=f32))
+    official = off.op("Div", off.op("Add", e, smooth), off.op("Add", off.reduce("ReduceSum", e, axis=-1, keepdims=1),
+                                                                   eps))
+    probs = b.fresh("probs")
+    b.op("If", b.op("Equal", masking, b.scalar_i64(0)), out=[probs],
+         then_branch=helper.make_graph(std.nodes, "standard_masking", [], [_value_info(standard, f32)]),
+         else_branch=helper.make_graph(off.nodes, "official_masking", [], [_value_info(official, f32)]))
+    return probs
 
 
 def prune_function(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
