@@ -162,15 +162,26 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor, masking: str) -
     return reduce.masked_softmax(scores, key_mask, reduce.MASKINGS[masking])
 
 
-def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The ``standard`` rule's additive mask [B, 1, N, N] for ``scaled_dot_product_attention`` (a view in eager;
-    ONNX's Attention op in ONNX Runtime wants the query length in the mask's shape, not a broadcastable
-    [B, 1, 1, N]). Computed once per token set, not per layer."""
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype, official: bool = False) -> torch.Tensor:
+    """The additive mask [B, 1, N, N] for ``scaled_dot_product_attention``, computed once per token set.
+
+    ``standard`` rule: log(m) per key (a view in eager; ONNX's Attention op in ONNX Runtime wants the query length
+    in the mask's shape, not a broadcastable [B, 1, 1, N]). With ``official``, PuMer's P7 softmax as an additive
+    mask: log(m + (1 - m) [key == query]), so a masked query still attends to its own key; only P7's 1e-6
+    smoothing is left out (see :attr:`PumerViltModel.fused_official_attention`).
+    """
     length = mask.shape[1]
-    return reduce.log_mask_bias(mask)[:, None, None, :].to(dtype).expand(mask.shape[0], 1, length, length)
+    if not official:
+        return reduce.log_mask_bias(mask)[:, None, None, :].to(dtype).expand(mask.shape[0], 1, length, length)
+    m = mask.float()[:, None, :]
+    eye = torch.eye(length, dtype=torch.float32, device=mask.device)
+    weights = m + (1 - m) * eye  # [B, N, N]
+    bias = torch.where(weights > 0, torch.log(weights.clamp(min=1e-30)), torch.finfo(torch.float32).min)
+    return bias[:, None].to(dtype)
 
 
-def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: str, bias: torch.Tensor | None = None):
+def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: str, bias: torch.Tensor | None = None,
+               fused_official: bool = False):
     """Self-attention of ``layer`` on ``x``: returns (attention output, queries, keys), both [B, H, N, d].
 
     ``standard`` masking runs ``scaled_dot_product_attention`` with the additive log-mask, so eager GPU runs use
@@ -187,8 +198,8 @@ def _attention(layer: ViltLayer, x: torch.Tensor, mask: torch.Tensor, masking: s
         return t.view(batch, length, heads, head_dim).transpose(1, 2)
 
     query, key, value = split(attn.query(x)), split(attn.key(x)), split(attn.value(x))
-    if masking == "standard":
-        bias = attention_bias(mask, query.dtype) if bias is None else bias
+    if masking == "standard" or fused_official:
+        bias = attention_bias(mask, query.dtype, official=masking == "official") if bias is None else bias
         dropout = attn.dropout.p if attn.training else 0.0
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
     else:
@@ -302,6 +313,10 @@ class PumerViltModel(_PumerMixin, ViltPreTrainedModel):
         self.encoder.layer = nn.ModuleList([ViltLayer(config) for _ in range(config.num_hidden_layers)])
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViltPooler(config) if add_pooling_layer else None
+        #: ``official`` masking only: run the attention as ``scaled_dot_product_attention`` with P7 as an additive
+        #: mask (:func:`attention_bias`) instead of the exact matmul + P7 softmax. Not a checkpoint setting: an
+        #: export option (``pumer-export onnx --fused-official-attention``); the prune op stays exact P7.
+        self.fused_official_attention = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -360,11 +375,13 @@ class PumerViltModel(_PumerMixin, ViltPreTrainedModel):
         indices: dict[str, torch.Tensor] = OrderedDict()
         records: list[dict[str, Any]] | None = [] if output_reduction_records else None
         hidden_states, hidden_masks = [], []
-        bias = None  # the standard rule's attention mask, rebuilt only when a reducer changes the tokens
+        bias = None  # the fused attention's mask, rebuilt only when a reducer changes the tokens
+        fused = pumer.attention_masking == "standard" or self.fused_official_attention
         for index, layer in enumerate(self.encoder.layer):
-            if pumer.attention_masking == "standard" and bias is None:
-                bias = attention_bias(mask, x.dtype)
-            attended, queries, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking, bias)
+            if fused and bias is None:
+                bias = attention_bias(mask, x.dtype, official=pumer.attention_masking == "official")
+            attended, queries, keys = _attention(layer, layer.layernorm_before(x), mask, pumer.attention_masking, bias,
+                                                 self.fused_official_attention)
             x = attended + x
             counts = schedule.at(index)
             if counts is not None and counts.active:

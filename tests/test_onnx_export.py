@@ -220,6 +220,33 @@ def test_official_fixture_export_matches_in_onnxruntime(converted_official, offi
         np.testing.assert_array_equal(got[name], value.numpy(), err_msg=name)
 
 
+def test_official_fixture_fused_attention_option(converted_official, official_inputs, tmp_path, tiny_checkpoint, cli):
+    """--fused-official-attention: P7 as an additive mask in a standard fused attention (smoothing left out). On the
+    fixture's own padded inputs the logits stay within 1e-4 of the exact reference (measured: 1.4e-5) and every
+    reduction decision is the same."""
+    path = tmp_path / "fused" / "model.onnx"
+    height, width = official_inputs["pixel_values"].shape[-2:]
+    text_length = official_inputs["input_ids"].shape[1]
+    code, _, err = cli("onnx", converted_official, path.parent, "--fused-official-attention", "--batch-sizes", "1,3",
+                       "--image-size", f"{height}x{width}", "--text-length", text_length)
+    assert code == 0, err
+    meta = read_metadata(onnx.load(str(path), load_external_data=False))
+    assert meta["pumer.fused_official_attention"] is True
+    model = load_pumer_model(converted_official)
+    got = dict(zip([o.name for o in make_session(path).get_outputs()],
+                   make_session(path).run(None, {k: v.numpy() for k, v in official_inputs.items()})))
+    with torch.no_grad():
+        ref = model(**official_inputs, trim_image_padding=False)
+    np.testing.assert_allclose(got["logits"], ref.logits.numpy(), atol=1e-4, rtol=0)
+    for name, value in ref.reduction_indices.items():
+        np.testing.assert_array_equal(got[name], value.numpy(), err_msg=name)
+    export_onnx(model, tmp_path / "api", image_size=(height, width), text_length=text_length, validate=False,
+                fused_official_attention=True)
+    assert not model.vilt.fused_official_attention  # an export option, never left on the model
+    code, _, err = cli("onnx", tiny_checkpoint, tmp_path / "std", "--fused-official-attention")
+    _one_line_error(code, err, "official masking")
+
+
 # ---------------------------------------------------------------------------- errors
 def _no_outdir(outdir: Path) -> None:
     assert not outdir.exists()

@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fraction of reduction indices that must equal the reference (default: fp32 1.0, fp16 0)")
     parser.add_argument("--external-data", action="store_true",
                         help="always write the weights to model.onnx.data (default: only above 1 GiB)")
+    parser.add_argument("--fused-official-attention", action="store_true",
+                        help="official-masking checkpoints: export the attention as the standard fused pattern with "
+                             "PuMer's P7 softmax as an additive mask (its 1e-6 smoothing left out; validated against "
+                             "the exact reference)")
     parser.add_argument("--force", action="store_true", help="overwrite OUTDIR if it exists")
     parser.set_defaults(func=run)
 
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             validation_options={"batch_sizes": args.batch_sizes, "atol": args.atol, "rtol": args.rtol,
                                 "index_agreement": args.index_agreement},
             force=args.force, external_data=True if args.external_data else None,
+            fused_official_attention=args.fused_official_attention,
         )
     layers = result.schedule.layers
     tokens = (f"tokens {result.schedule.text_tokens}+{result.schedule.image_tokens} -> "

@@ -68,6 +68,7 @@ METADATA_KEYS = (
     "pumer.outputs",  # output names (logits first)
     "pumer.op_spec_hash",  # sha256 of op_spec.json (plugins compare it)
     "pumer.model_sha256",  # checkpoints.model_fingerprint: which weights (reuse of exports is keyed on it)
+    "pumer.fused_official_attention",  # official masking exported as a fused attention (P7 smoothing left out)
     "pumer.versions",  # exporter and library versions
     "pumer.model",  # ViLT shape summary
 )
@@ -129,6 +130,18 @@ def pumer_settings(model, reduction: bool) -> Iterator[None]:
         yield
     finally:
         model.set_pumer_config(original)
+
+
+@contextlib.contextmanager
+def _fused_official(model, enabled: bool) -> Iterator[None]:
+    """Run the official P7 attention as a fused attention with an additive mask while exporting."""
+    encoder = model.vilt
+    previous = encoder.fused_official_attention
+    encoder.fused_official_attention = enabled
+    try:
+        yield
+    finally:
+        encoder.fused_official_attention = previous
 
 
 @contextlib.contextmanager
@@ -270,6 +283,7 @@ def export_onnx(
     validation_options: dict[str, Any] | None = None,
     force: bool = False,
     external_data: bool | None = None,
+    fused_official_attention: bool = False,
 ) -> ExportResult:
     """Export ``model`` (a :class:`~pumer_export.modeling_vilt.PumerViltForQuestionAnswering`) to ``outdir``.
 
@@ -285,6 +299,9 @@ def export_onnx(
         force: replace an existing ``outdir``.
         external_data: force (True) or forbid (False) ``model.onnx.data``; default: above
             :data:`EXTERNAL_DATA_THRESHOLD`.
+        fused_official_attention: for ``official`` masking, export the attention as the standard fused pattern with
+            PuMer's P7 softmax as an additive mask (its 1e-6 smoothing left out); validated against the exact
+            reference like any export.
 
     Returns:
         An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``).
@@ -297,7 +314,10 @@ def export_onnx(
         raise PumerExportError(f"{outdir} already exists; pass --force to overwrite it")
 
     model = model.eval()
-    with pumer_settings(model, reduction):
+    if fused_official_attention and model.pumer_config.attention_masking != "official":
+        raise PumerExportError("--fused-official-attention is for checkpoints with official masking; this one uses "
+                               f"{model.pumer_config.attention_masking!r} masking, whose attention is fused already")
+    with pumer_settings(model, reduction), _fused_official(model, fused_official_attention):
         pumer = model.pumer_config
         try:
             schedule = model.token_schedule(text_length, image_size=image_size)
@@ -349,6 +369,7 @@ def export_onnx(
         "pumer.outputs": output_names,
         "pumer.op_spec_hash": op_spec_hash(),
         "pumer.model_sha256": model_fingerprint(model),
+        "pumer.fused_official_attention": bool(fused_official_attention),
         "pumer.versions": _versions(),
         "pumer.model": {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                         "num_attention_heads": config.num_attention_heads, "num_labels": config.num_labels,
