@@ -230,8 +230,8 @@ def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_
 
 
 def ensure_engine(onnx_path: Path, plan: Path, *, batch_sizes: Sequence[int], fp16: bool) -> Path:
-    """``plan`` built from ``onnx_path``: reused only when its sidecar records this ONNX file's hash and a batch
-    profile covering ``batch_sizes``, else rebuilt."""
+    """``plan`` built from ``onnx_path``: reused only when its sidecar records this ONNX file's hash and the batch
+    profile ``min(batch_sizes):max:max``, else rebuilt."""
     from .tensorrt import sidecar
     from .tensorrt.engine import build_engine
 
@@ -295,12 +295,6 @@ def plan_cases(backends: Sequence[str], dtypes: Sequence[str], device: str, note
     if not plans:
         raise PumerExportError("nothing to measure: " + "; ".join(notes))
     return plans
-
-
-def measure_child_memory(spec: dict[str, Any], feeds: dict[int, dict[str, np.ndarray]]) -> dict[int, dict[str, Any]]:
-    from .memprobe import measure
-
-    return measure(spec, feeds)
 
 
 def eager_comparison(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -535,13 +529,15 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             variants = {}  # release the sessions before the next backend
             gc.collect()
             if memory_mode == "child" and not on_gpu[backend] and backend in ("torch", "ort"):
+                from . import memprobe
+
                 if progress:
                     progress.update(task, description=f"{label}: memory per variant")
                 for v in VARIANTS:
                     spec = {"backend": backend, "variant": v, "dtype": dtype, "threads": options.threads,
                             "target": str(paths[v]) if backend == "ort" else str(model_dir),
                             "reduction": v == "pumer"}
-                    for batch, memory in measure_child_memory(spec, feeds).items():
+                    for batch, memory in memprobe.measure(spec, feeds).items():
                         cases[(batch, v)].update(memory)
     model.set_pumer_config(pumer)
     notes += sample_warnings(options, speedups)
