@@ -321,62 +321,52 @@ inline void __syncwarp(unsigned mask = 0xFFFFFFFFu)
 }
 
 // ---- atomics (one fiber runs at a time: a plain read-modify-write is atomic) -------------------------------------
+namespace cuemu
+{
+namespace detail
+{
+//! *address = update(*address), returning the old value; in random mode another thread may run on either side.
+template <typename T, typename F>
+T atomicUpdate(T* address, F update)
+{
+    maybeYield();
+    T const old = *address;
+    *address = update(old);
+    maybeYield();
+    return old;
+}
+} // namespace detail
+} // namespace cuemu
+
 template <typename T>
 T atomicAdd(T* address, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    *address = old + val;
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [val](T old) { return old + val; });
 }
 template <typename T>
 T atomicSub(T* address, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    *address = old - val;
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [val](T old) { return old - val; });
 }
 template <typename T>
 T atomicMax(T* address, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    *address = old < val ? val : old;
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [val](T old) { return old < val ? val : old; });
 }
 template <typename T>
 T atomicMin(T* address, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    *address = val < old ? val : old;
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [val](T old) { return val < old ? val : old; });
 }
 template <typename T>
 T atomicExch(T* address, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    *address = val;
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [val](T) { return val; });
 }
 template <typename T>
 T atomicCAS(T* address, T compare, T val)
 {
-    cuemu::detail::maybeYield();
-    T const old = *address;
-    if (old == compare)
-    {
-        *address = val;
-    }
-    cuemu::detail::maybeYield();
-    return old;
+    return cuemu::detail::atomicUpdate(address, [compare, val](T old) { return old == compare ? val : old; });
 }
 
 // ---- bit casts and math -----------------------------------------------------------------------------------------
