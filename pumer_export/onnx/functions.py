@@ -236,7 +236,6 @@ def _merge_branch(b: _Builder, x: str, metric: str, mask: str, r: str) -> tuple[
     tokens = b.op("Gather", b.op("Shape", x), b.scalar_i64(1), axis=0)
     two = b.scalar_i64(2)
     num_a = b.op("Div", b.op("Add", tokens, b.scalar_i64(1)), two)
-    num_b = b.op("Div", tokens, two)
     kept = b.op("Sub", num_a, r)
 
     # --- plan (bipartite_plan)
@@ -278,17 +277,20 @@ def _merge_branch(b: _Builder, x: str, metric: str, mask: str, r: str) -> tuple[
     x_out = merged(x, rank3=True)
     mask_out = merged(mask, rank3=False)
 
-    # --- slots (plan_slots)
+    # --- slots (plan_slots): a-token i -> its kept position or kept + its b-token; b-token j -> kept + j.
+    # Interleaved without scatters: stack [slot_a, kept + arange(na)] on a last axis of 2, flatten, cut to t
+    # (the last b entry is a pad when t is odd).
+    a_shape = b.op("Shape", unm_idx)  # [B, kept]
+    kept_rows = b.op("Expand", b.unsqueeze(b.op("Range", b.scalar_i64(0), kept, b.scalar_i64(1)), 0), a_shape)
     slot_a = b.op("ConstantOfShape", b.op("Shape", b.every_other(mask, 0)),
                   value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
-    slot_a = b.op("ScatterElements", slot_a, unm_idx, b.batch_range(kept, mask), axis=1)
+    slot_a = b.op("ScatterElements", slot_a, unm_idx, kept_rows, axis=1)
     slot_a = b.op("ScatterElements", slot_a, src_idx, b.op("Add", dst_idx, kept), axis=1)
-    slot_b = b.op("Add", b.batch_range(num_b, mask), kept)
-    slots = b.op("ConstantOfShape", b.op("Shape", mask), value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
-    pos_a = b.op("Mul", b.batch_range(num_a, mask), two)
-    pos_b = b.op("Add", b.op("Mul", b.batch_range(num_b, mask), two), b.scalar_i64(1))
-    slots = b.op("ScatterElements", slots, pos_a, slot_a, axis=1)
-    slots = b.op("ScatterElements", slots, pos_b, slot_b, axis=1)
+    slot_b = b.op("Add", b.unsqueeze(b.op("Range", kept, b.op("Add", kept, num_a), b.scalar_i64(1)), 0),
+                  b.op("Mul", slot_a, b.scalar_i64(0)))  # [B, na] (broadcast through slot_a's shape)
+    pairs = b.op("Concat", b.unsqueeze(slot_a, 2), b.unsqueeze(slot_b, 2), axis=2)  # [B, na, 2]
+    flat = b.op("Reshape", pairs, b.i64(0, -1))
+    slots = b.slice(flat, b.i64(0), b.unsqueeze(tokens, 0), axis=1)
     return x_out, mask_out, slots
 
 
