@@ -10,6 +10,7 @@ import sys
 
 import onnx
 import pytest
+import torch
 
 from pumer_export.checkpoints import load_pumer_model, model_fingerprint
 
@@ -49,7 +50,7 @@ def test_model_fingerprint_follows_the_weights(tiny_checkpoint):
     assert model_fingerprint(load_pumer_model(tiny_checkpoint)) == before  # same checkpoint, same identity
     model.set_pumer_config(model.pumer_config.without_reduction())
     assert model_fingerprint(model) == before  # PuMer settings are compared apart
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         next(model.parameters()).view(-1)[0] += 1e-3
     assert model_fingerprint(model) != before
 
