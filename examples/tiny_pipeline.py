@@ -22,7 +22,7 @@ from pumer_export.checkpoints import apply_pumer, load_pumer_model
 from pumer_export.config import PumerConfig
 from pumer_export.onnx.export import export_onnx
 from pumer_export.parity.validate import ValidateOptions, validate
-from pumer_export.tiny import tiny_vilt_model
+from pumer_export.models.vilt.presets import tiny_vilt_model
 
 IMAGE_SIZE = (96, 96)
 TEXT_LENGTH = 40

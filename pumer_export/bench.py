@@ -120,7 +120,10 @@ class _TorchVariant:
     def __init__(self, model, pumer, device: str, dtype: str):
         import torch
 
+        from . import models
+
         self.model, self.pumer, self.device = model, pumer, device
+        self.family = models.for_model(model)
         self.torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
     def prepare(self, feed: dict[str, np.ndarray]):
@@ -137,7 +140,7 @@ class _TorchVariant:
         self.model.set_pumer_config(self.pumer)
         try:
             with torch.inference_mode():
-                out = self.model(**inputs, trim_image_padding=False).logits
+                out = self.family.reference_forward(self.model, inputs).logits
             if self.device != "cpu":
                 torch.cuda.synchronize()
         finally:
@@ -354,8 +357,8 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     from .console import err_console, progress_bar
     from .parity.environment import environment
     from .parity.onnxinfo import canonical_dtype, read_onnx_info
-    from .schedule import encoder_flops, input_size
-    from .tiny import random_inputs
+    from . import models
+    from .schedule import input_size
 
     backends, notes = resolve_backends(options.backends)
     dtypes = list(dict.fromkeys(canonical_dtype(d) for d in options.dtypes))
@@ -391,13 +394,14 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no speedup to measure")
     baseline_cfg = pumer.without_reduction()
     config = model.config
+    family = models.for_model(model)
 
     infos = {}
     for option, path, reduction in (("--onnx", options.onnx, True), ("--onnx-baseline", options.onnx_baseline, False)):
         if path is None:
             continue
         info = infos[option] = read_onnx_info(path)
-        info.require_vilt_inputs()
+        info.require_model_inputs()
         if info.reduction is not None and info.reduction != reduction:
             other = "--onnx-baseline" if reduction else "--onnx"
             raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
@@ -434,8 +438,8 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     model.set_pumer_config(baseline_cfg)
     base_schedule = model.token_schedule(text_length, image_size)
     model.set_pumer_config(pumer)
-    flops = {"baseline": encoder_flops(base_schedule, config.hidden_size, config.intermediate_size),
-             "pumer": encoder_flops(pumer_schedule, config.hidden_size, config.intermediate_size)}
+    flops = {"baseline": family.encoder_flops(config, base_schedule),
+             "pumer": family.encoder_flops(config, pumer_schedule)}
     flop_ideal = flops["baseline"] / flops["pumer"]
 
     report_dir = Path(options.report_dir)
@@ -488,8 +492,8 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             for batch in batch_sizes:
                 if progress:
                     progress.update(task, description=f"{label} batch {batch}")
-                tensors = random_inputs(config, batch, text_length=text_length, image_size=image_size,
-                                        seed=options.seed)
+                tensors = family.example_inputs(config, batch, text_length=text_length, image_size=image_size,
+                                                seed=options.seed)
                 feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
                 prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
                 latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}

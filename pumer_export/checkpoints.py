@@ -1,15 +1,15 @@
 """Reading and writing checkpoints.
 
-* :func:`convert_official`: an official PuMer checkpoint (``config.json`` + ``pytorch_model.bin``
-  or ``model.safetensors`` with the official key names) to a pumer-export checkpoint;
+* :func:`convert_official`: an official PuMer ViLT or METER checkpoint (``config.json`` + ``pytorch_model.bin``
+  or ``model.safetensors`` with the official key names) to a pumer-export checkpoint (the family converts);
 * :func:`apply_pumer`: a Hugging Face ViLT VQA checkpoint plus PuMer settings to a pumer-export
   checkpoint (training-free);
-* :func:`load_pumer_model`: a pumer-export checkpoint back into a
-  :class:`~pumer_export.modeling_vilt.PumerViltForQuestionAnswering`.
+* :func:`load_pumer_model`: a pumer-export checkpoint back into its family's model
+  (:mod:`pumer_export.models`).
 
-A pumer-export checkpoint is a Hugging Face ViLT checkpoint (``config.json`` +
-``model.safetensors``) whose ``config.json`` also holds the PuMer settings under ``"pumer"``;
-stock transformers can still load it as a plain ``ViltForQuestionAnswering``. Every problem
+A pumer-export checkpoint is a transformers-style checkpoint (``config.json`` + ``model.safetensors``) whose
+``config.json`` also holds the PuMer settings under ``"pumer"``; a ViLT one still loads in stock transformers as a
+plain ``ViltForQuestionAnswering``. Every problem
 raises :class:`~pumer_export.errors.CheckpointError` (one line); outputs are written atomically.
 """
 
@@ -159,102 +159,6 @@ def load_state_strict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor
     model.load_state_dict(weights, strict=False)
 
 
-# -------------------------------------------------------------------- official format
-def official_to_hf_key(key: str) -> str | None:
-    """The transformers ViLT name of an official PuMer ViLT weight (None for dropped buffers)."""
-    if key == "vilt.text_embeddings.position_ids":
-        return None
-    rules = [
-        (r"^vilt\.text_embeddings\.", "vilt.embeddings.text_embeddings."),
-        (r"^vilt\.token_type_embeddings\.", "vilt.embeddings.token_type_embeddings."),
-        (r"^vilt\.transformer\.cls_token$", "vilt.embeddings.cls_token"),
-        (r"^vilt\.transformer\.pos_embed$", "vilt.embeddings.position_embeddings"),
-        (r"^vilt\.transformer\.patch_embed\.proj\.", "vilt.embeddings.patch_embeddings.projection."),
-        (r"^vilt\.transformer\.norm\.", "vilt.layernorm."),
-        (r"^vilt\.pooler\.", "vilt.pooler."),
-        (r"^vqa_classifier\.", "classifier."),
-    ]
-    for pattern, replacement in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, replacement, key)
-    block = re.match(r"^vilt\.transformer\.blocks\.(\d+)\.(.+)$", key)
-    if block:
-        index, rest = block.groups()
-        parts = {
-            "norm1.": "layernorm_before.",
-            "attn.proj.": "attention.output.dense.",
-            "norm2.": "layernorm_after.",
-            "mlp.fc1.": "intermediate.dense.",
-            "mlp.fc2.": "output.dense.",
-        }
-        for old, new in parts.items():
-            if rest.startswith(old):
-                return f"vilt.encoder.layer.{index}.{new}{rest[len(old):]}"
-    return key  # unknown: reported as unexpected by load_state_strict
-
-
-def official_state_dict_to_hf(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename official weights to transformers' ViLT names, splitting fused qkv into q, k, v."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in weights.items():
-        qkv = re.match(r"^vilt\.transformer\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", key)
-        if qkv:
-            index, kind = qkv.groups()
-            if tensor.shape[0] % 3:
-                raise CheckpointError(f"{key} has {tensor.shape[0]} rows, not a multiple of 3 (q, k, v)")
-            for name, part in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
-                out[f"vilt.encoder.layer.{index}.attention.attention.{name}.{kind}"] = part.clone()
-            continue
-        new = official_to_hf_key(key)
-        if new is not None:
-            out[new] = tensor
-    return out
-
-
-def official_config_to_hf(official: Mapping[str, Any], weights: Mapping[str, torch.Tensor]):
-    """A transformers ``ViltConfig`` (with PuMer settings) for an official PuMer ViLT config."""
-    from transformers import ViltConfig
-
-    from .modeling_vilt import TEXT_LAYER_NORM_EPS_KEY
-
-    missing = [k for k in ("hidden_size", "num_layers", "num_heads", "vocab_size", "max_text_len") if k not in official]
-    if missing:
-        raise CheckpointError(f"official config.json lacks {', '.join(missing)}; is this an official PuMer ViLT checkpoint?")
-    archs = official.get("architectures") or ["ViltForQuestionAnswering"]
-    if "ViltForQuestionAnswering" not in archs:
-        raise CheckpointError(f"official checkpoint architecture {archs} is not supported; only VQA (ViltForQuestionAnswering) is")
-    if "vqa_label_size" not in official:
-        raise CheckpointError("official config.json lacks vqa_label_size; only VQA checkpoints are supported")
-    pos = weights.get("vilt.transformer.pos_embed")
-    patch = weights.get("vilt.transformer.patch_embed.proj.weight")
-    if pos is None or patch is None:
-        raise CheckpointError("official weights lack vilt.transformer.pos_embed or patch_embed.proj.weight")
-    grid = int(round((pos.shape[1] - 1) ** 0.5))
-    patch_size = int(patch.shape[-1])
-    hidden = int(official["hidden_size"])
-    config = ViltConfig(
-        vocab_size=int(official["vocab_size"]),
-        hidden_size=hidden,
-        num_hidden_layers=int(official["num_layers"]),
-        num_attention_heads=int(official["num_heads"]),
-        intermediate_size=4 * hidden,  # the official blocks ignore mlp_ratio
-        hidden_act="gelu",
-        max_position_embeddings=int(official["max_text_len"]),
-        modality_type_vocab_size=int(official.get("token_types", 2)),
-        image_size=grid * patch_size,
-        patch_size=patch_size,
-        layer_norm_eps=1e-6,
-        qkv_bias=True,
-        num_labels=int(official["vqa_label_size"]),
-        max_image_length=-1,
-    )
-    setattr(config, TEXT_LAYER_NORM_EPS_KEY, 1e-12)
-    config.architectures = ["ViltForQuestionAnswering"]
-    config.pumer_source = "official"
-    set_pumer_config(config, PumerConfig.from_official(official))
-    return config
-
-
 def _save(model, dst: Path, force: bool, source: Path) -> None:
     with atomic_output_dir(dst, force=force) as tmp:
         model.save_pretrained(tmp)
@@ -263,94 +167,96 @@ def _save(model, dst: Path, force: bool, source: Path) -> None:
                 shutil.copy2(source / name, tmp / name)
 
 
-def convert_official(src: str | Path, dst: str | Path, *, force: bool = False):
-    """Convert an official PuMer ViLT checkpoint into a pumer-export checkpoint at ``dst``."""
-    from .modeling_vilt import PumerViltForQuestionAnswering
+def _family_of_official(source: Path, data: dict[str, Any]):
+    from . import models
 
+    for name in models.FAMILIES:
+        family = models.get(name)
+        if family.is_official(data):
+            return family
+    if CONFIG_KEY in data:
+        raise CheckpointError(f"{source} is already a pumer-export checkpoint; nothing to convert")
+    if data.get("model_type") == "vilt":
+        raise CheckpointError(f"{source} is a Hugging Face ViLT checkpoint, not an official PuMer one; "
+                              "use `pumer-export apply`")
+    raise CheckpointError(f"{source} is not an official PuMer ViLT or METER checkpoint (config.json has neither "
+                          "ViLT's num_layers nor METER's model_type 'meter' with num_top_layer)")
+
+
+def convert_official(src: str | Path, dst: str | Path, *, force: bool = False):
+    """Convert an official PuMer ViLT or METER checkpoint into a pumer-export checkpoint at ``dst``."""
     dst = Path(dst)
     if dst.exists() and not force:
         raise CheckpointError(f"{dst} already exists; pass --force to overwrite it")
     source = resolve_checkpoint(src)
     official = read_config_json(source)
-    if CONFIG_KEY in official:
-        raise CheckpointError(f"{source} is already a pumer-export checkpoint; nothing to convert")
-    if "num_layers" not in official and official.get("model_type") == "vilt":
-        raise CheckpointError(f"{source} is a Hugging Face ViLT checkpoint, not an official PuMer one; use `pumer-export apply`")
-    weights = load_weights(source)
-    try:
-        config = official_config_to_hf(official, weights)
-        model = PumerViltForQuestionAnswering(config).eval()
-    except ConfigError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
-    load_state_strict(model, official_state_dict_to_hf(weights), source)
+    family = _family_of_official(source, official)
+    model = family.convert_official(source, official, load_weights(source))
     _save(model, dst, force, source)
     return model
 
 
 def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: bool = False):
     """Write a pumer-export checkpoint: the Hugging Face ViLT VQA checkpoint ``src`` with ``pumer``."""
+    from . import models
+
     dst = Path(dst)
     if dst.exists() and not force:
         raise CheckpointError(f"{dst} already exists; pass --force to overwrite it")
     source = resolve_checkpoint(src)
-    config = _hf_vilt_config(source)
+    data = read_config_json(source)
+    family = models.for_config(data, source)
+    if not family.SUPPORTS_APPLY:
+        raise CheckpointError(f"{source}: training-free PuMer (`apply`) is for Hugging Face ViLT checkpoints; "
+                              f"{family.TITLE} checkpoints come from PuMer training: use `pumer-export convert`")
+    config = family.config_from_dict(source, data)
     set_pumer_config(config, pumer)
-    model = _build_and_load(config, source)
+    model = _build_and_load(family, config, source)
     _save(model, dst, force, source)
     return model
 
 
-def _hf_vilt_config(source: Path):
-    from transformers import ViltConfig
-
-    data = read_config_json(source)
-    model_type = data.get("model_type")
-    if "num_layers" in data and "num_hidden_layers" not in data:
-        raise CheckpointError(f"{source} is an official PuMer checkpoint; convert it with `pumer-export convert`")
-    if model_type != "vilt":
-        hint = " (an official PuMer checkpoint? use `pumer-export convert`)" if "num_layers" in data else ""
-        raise CheckpointError(f"{source}: model_type is {model_type!r}, not 'vilt'; only ViLT is supported{hint}")
+def _build_and_load(family, config, source: Path):
     try:
-        return ViltConfig.from_dict(data)
-    except Exception as exc:  # strict dataclass validation of transformers
-        raise CheckpointError(f"{source}/config.json is not a valid ViLT config ({exc})".splitlines()[0]) from None
-
-
-def _build_and_load(config, source: Path):
-    from .modeling_vilt import PumerViltForQuestionAnswering
-
-    try:
-        model = PumerViltForQuestionAnswering(config)
+        model = family.build_model(config)
     except (PumerExportError, ValueError) as exc:  # transformers checks shapes with ValueError
         raise CheckpointError(f"{source}: invalid model configuration: {exc}") from None
     load_state_strict(model, load_weights(source), source)
     return model.eval()
 
 
-def load_pumer_config(path: str | Path):
-    """The ``ViltConfig`` of a pumer-export checkpoint, checked (PuMer settings present and valid)."""
+def _load_config(path: str | Path):
+    from . import models
     from .config import get_pumer_config
-    from .modeling_vilt import check_model_config
 
     source = Path(path)
     if source.is_file():
         raise CheckpointError(f"{source} is a file; pass the checkpoint directory that holds config.json")
     if not source.is_dir():
         raise CheckpointError(f"{source}: no such checkpoint directory")
-    if CONFIG_KEY not in read_config_json(source):
+    data = read_config_json(source)
+    family = models.for_config(data, source)
+    if CONFIG_KEY not in data:
+        how = "`pumer-export apply` or `pumer-export convert`" if family.SUPPORTS_APPLY else "`pumer-export convert`"
         raise CheckpointError(
-            f"{source} is not a pumer-export checkpoint (config.json has no '{CONFIG_KEY}' settings); "
-            "create one with `pumer-export apply` or `pumer-export convert`"
+            f"{source} is not a pumer-export checkpoint (config.json has no '{CONFIG_KEY}' settings); create one "
+            f"with {how}"
         )
-    config = _hf_vilt_config(source)
+    config = family.config_from_dict(source, data)
     try:
         get_pumer_config(config)
-        check_model_config(config)
+        family.check_config(config)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    return config
+    return family, config
+
+
+def load_pumer_config(path: str | Path):
+    """The model config of a pumer-export checkpoint of any family, checked (PuMer settings present and valid)."""
+    return _load_config(path)[1]
 
 
 def load_pumer_model(path: str | Path):
-    """Load a pumer-export checkpoint (a directory made by ``convert`` or ``apply``)."""
-    return _build_and_load(load_pumer_config(path), Path(path))
+    """Load a pumer-export checkpoint (a directory made by ``convert`` or ``apply``) as its family's model."""
+    family, config = _load_config(path)
+    return _build_and_load(family, config, Path(path))

@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pumer-export",
-        description="Export PuMer vision-language models (ViLT) to ONNX and TensorRT, check parity, measure speedup.",
+        description="Export PuMer vision-language models (ViLT, METER) to ONNX and TensorRT, check parity, measure speedup.",
     )
     parser.add_argument("--version", action="version", version=f"pumer-export {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -1,8 +1,9 @@
-"""``pumer-export demo``: the whole pipeline on a small built-in model, in one to two minutes on a CPU.
+"""``pumer-export demo``: the whole pipeline on a small built-in model, in one to a few minutes on a CPU.
 
-1. a random ViLT VQA checkpoint with ViLT-B/32's token layout (384x384 images in 32-pixel patches, text
-   40) in a 6-layer, hidden-256 encoder (``vilt-demo/``, no reduction) and PuMer applied to it
-   (``checkpoint/``, layers 1 and 3, ratios 0.1 / 0.3 / 0.2);
+1. a random VQA checkpoint of the chosen family (``checkpoint/``): ViLT (default) with ViLT-B/32's token layout
+   (384x384 images in 32-pixel patches, text 40) in a 6-layer, hidden-256 encoder (``vilt-demo/``, no reduction)
+   and PuMer applied to it (layers 1 and 3, ratios 0.1 / 0.3 / 0.2); or METER (``--model meter``) with
+   METER-B/16's token layout at 224x224 in narrow towers and the released PuMer settings;
 2. ONNX exports of PuMer and of the baseline (``onnx/pumer``, ``onnx/baseline``);
 3. validation of both against the PyTorch reference with ONNX Runtime (``validate/``);
 4. a CPU benchmark, PyTorch and ONNX Runtime (``bench/``: bench.json, bench.md, bench.png);
@@ -21,8 +22,6 @@ from typing import Any, Sequence
 from .errors import PumerExportError
 
 DEFAULT_OUT = Path("pumer-demo")
-TEXT_LENGTH = 40
-IMAGE_SIZE = (384, 384)
 
 
 @dataclasses.dataclass
@@ -34,6 +33,7 @@ class DemoOptions:
     warmup: int = 2
     num_samples: int = 8
     progress: bool = True
+    model: str = "vilt"  # a family of pumer_export.models
 
 
 def _gpu_tensorrt() -> tuple[bool, str]:
@@ -70,12 +70,15 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
 def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
     from .bench import BenchOptions, run_bench
-    from .checkpoints import apply_pumer, load_pumer_model
+    from . import models
+    from .checkpoints import load_pumer_model
     from .console import step
     from .fsutil import write_text_atomic
     from .onnx.export import export_onnx
     from .parity.validate import ValidateOptions, validate
-    from .tiny import DEMO_PUMER, demo_vilt_model
+
+    family = models.get(options.model)
+    image_size, text_length = family.DEMO_INPUT
 
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -84,17 +87,15 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
         timings[name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with step("demo ViLT checkpoint + PuMer"):
-        demo_vilt_model(seed=0, pumer=None).save_pretrained(out / "vilt-demo")
-        apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)
-        model = load_pumer_model(out / "checkpoint")
+    with step(f"demo {family.TITLE} checkpoint + PuMer"):
+        model = load_pumer_model(family.write_demo_checkpoint(out))
     timed("checkpoint", t0)
 
     t0 = time.perf_counter()
     onnx = {}
     with step("ONNX export (PuMer and baseline)"):
         for variant in ("pumer", "baseline"):
-            result = export_onnx(model, out / "onnx" / variant, image_size=IMAGE_SIZE, text_length=TEXT_LENGTH,
+            result = export_onnx(model, out / "onnx" / variant, image_size=image_size, text_length=text_length,
                                  reduction=variant == "pumer", validate=False)
             onnx[variant] = result.path
     timed("export", t0)
@@ -133,18 +134,18 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
     summary = {"out": str(out), "validations": {k: v["passed"] for k, v in validations.items()},
                "speedups": bench["speedups"], "flop_ideal": bench["flops"]["flop_ideal"], "timings_s": timings,
                "tensorrt": trt_note, "passed": all(v["passed"] for v in validations.values())}
-    write_text_atomic(out / "report.md", _markdown(summary, validations, bench))
+    write_text_atomic(out / "report.md", _markdown(summary, validations, bench, family))
     return summary
 
 
-def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[str, Any]) -> str:
+def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[str, Any], family) -> str:
     pumer = bench["settings"]["pumer"]
+    (height, width), text_length = family.DEMO_INPUT
     lines = [
         "# pumer-export demo", "",
-        f"Random ViLT VQA model with ViLT-B/32's token layout (145 image + {TEXT_LENGTH} text tokens) in a "
-        f"6-layer, hidden-256 encoder, PuMer at layers {pumer['reduce_layers']} "
+        f"{family.DEMO_DESCRIPTION}, PuMer at layers {pumer['reduce_layers']} "
         f"(prune {pumer['prune_ratio']}, merge {pumer['image_merge_ratio']}, text merge {pumer['text_merge_ratio']}), "
-        f"image {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, text length {TEXT_LENGTH}. Total time {summary['timings_s']['total']:.0f} s.",
+        f"image {height}x{width}, text length {text_length}. Total time {summary['timings_s']['total']:.0f} s.",
         "", "## Validation (PyTorch reference vs ONNX Runtime)", "",
         "| export | result | checks | logits max abs diff | reduction indices exact |", "|---|---|---|---|---|",
     ]
@@ -164,9 +165,9 @@ def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[
         lines.append(f"| {sp['backend']} | {sp['batch_size']} | {sp['speedup']:.2f}x | {sp['flop_ideal']:.2f}x | "
                      f"{sp['fraction_of_ideal']:.0%} |")
     lines += ["", "Speedup = baseline p50 / PuMer p50 in the same process, interleaved; the FLOP-ideal ratio is the "
-              "encoder FLOPs of the baseline over PuMer's. The encoder is narrower than ViLT-B/32's, so per-operator "
-              "overhead weighs more at batch 1; `pumer-export bench` on a ViLT-B/32 checkpoint gives the real "
-              "figures (README).", "",
+              "analytic FLOPs of the baseline over PuMer's. The model is narrower than the released ones, so "
+              "per-operator overhead weighs more at batch 1; `pumer-export bench` on a full-size checkpoint gives "
+              "the real figures (README).", "",
               "![throughput](bench/bench.png)", "", f"- TensorRT: {summary['tensorrt']}",
               "- files: `checkpoint/` (pumer-export checkpoint), `onnx/{pumer,baseline}/model.onnx`, `validate/`, `bench/`",
               "", "Re-run a step by hand:", "", "```",

@@ -71,6 +71,7 @@ def _runner(spec: dict[str, Any]):
         return run
     import torch
 
+    from . import models
     from .checkpoints import load_pumer_model
 
     if spec.get("threads"):
@@ -80,12 +81,13 @@ def _runner(spec: dict[str, Any]):
         model.set_pumer_config(model.pumer_config.without_reduction())
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["dtype"]]
     model.to(dtype)
+    family = models.for_model(model)
 
     def run(feed):
         inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         with torch.inference_mode():
-            model(**inputs, trim_image_padding=False)
+            family.reference_forward(model, inputs)
 
     return run
 

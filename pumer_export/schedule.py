@@ -11,6 +11,10 @@ counts from :func:`token_schedule`. Counts follow the official rules:
 * ``text_merge = round(text_merge_ratio * text_in)`` on the current (padded) text length;
 * ToMe's cap: a merge of ``t`` tokens merges at most ``(t - 1) // 2`` (the first token is protected);
 * a layer whose prune count is 0 does nothing at all (no merging either).
+
+METER (``rules="meter"``) differs in two official details: its reducer runs whenever the prune *ratio* is
+positive (ViLT tests the rounded count), and pruning takes effect only when the requested image merge count is
+positive (otherwise the image tokens pass unchanged, M5 of the semantics).
 """
 
 from __future__ import annotations
@@ -34,11 +38,8 @@ class LayerCounts:
     image_out: int
     text_merge: int
     text_out: int
-
-    @property
-    def active(self) -> bool:
-        """False when the official rule 'prune count 0 means the block does nothing' applies."""
-        return self.prune > 0
+    #: False when the layer's reducer does not run at all (ViLT: prune count 0; METER: prune ratio 0).
+    active: bool = True
 
     @property
     def tokens_in(self) -> int:
@@ -49,9 +50,7 @@ class LayerCounts:
         return self.text_out + self.image_out
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["active"] = self.active
-        return data
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +109,23 @@ def capped_merge(requested: int, tokens: int) -> int:
     return max(min(requested, merge_cap(tokens)), 0)
 
 
-def layer_counts(pumer: PumerConfig, layer: int, text_in: int, image_in: int) -> LayerCounts:
-    """Counts of one reduce layer given its input lengths (the official rules, see module doc)."""
+#: Count rules per model family (see the module doc).
+RULES = ("vilt", "meter")
+
+
+def layer_counts(pumer: PumerConfig, layer: int, text_in: int, image_in: int, rules: str = "vilt") -> LayerCounts:
+    """Counts of one reduce layer given its input lengths (the official rules of ``rules``, see module doc)."""
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
     prune = round(pumer.prune_ratio * image_in)
-    if prune == 0:
-        return LayerCounts(layer, text_in, image_in, 0, image_in, 0, image_in, 0, text_in)
+    requested_merge = round(pumer.image_merge_ratio * image_in)
+    entered = prune > 0 if rules == "vilt" else pumer.prune_ratio > 0
+    if not entered:
+        return LayerCounts(layer, text_in, image_in, 0, image_in, 0, image_in, 0, text_in, active=False)
+    if rules == "meter" and requested_merge == 0:
+        prune = 0  # M5: without an image merge the pruned tokens are not used
     keep = max(image_in - prune, 1)
-    image_merge = capped_merge(round(pumer.image_merge_ratio * image_in), keep)
+    image_merge = capped_merge(requested_merge, keep)
     text_merge = capped_merge(round(pumer.text_merge_ratio * text_in), text_in)
     return LayerCounts(
         layer=layer,
@@ -131,7 +140,9 @@ def layer_counts(pumer: PumerConfig, layer: int, text_in: int, image_in: int) ->
     )
 
 
-def token_schedule(pumer: PumerConfig, *, num_layers: int, text_tokens: int, image_tokens: int) -> TokenSchedule:
+def token_schedule(
+    pumer: PumerConfig, *, num_layers: int, text_tokens: int, image_tokens: int, rules: str = "vilt"
+) -> TokenSchedule:
     """Token counts at every reduce layer.
 
     Args:
@@ -139,6 +150,7 @@ def token_schedule(pumer: PumerConfig, *, num_layers: int, text_tokens: int, ima
         num_layers: encoder depth.
         text_tokens: padded text length entering the encoder.
         image_tokens: image tokens entering the encoder, image CLS included.
+        rules: the model family's count rules (``"vilt"`` or ``"meter"``).
     """
     pumer.check_depth(num_layers)
     if text_tokens < 1 or image_tokens < 1:
@@ -146,7 +158,7 @@ def token_schedule(pumer: PumerConfig, *, num_layers: int, text_tokens: int, ima
     layers = []
     text, image = text_tokens, image_tokens
     for layer in pumer.reduce_layers:
-        counts = layer_counts(pumer, layer, text, image)
+        counts = layer_counts(pumer, layer, text, image, rules)
         layers.append(counts)
         text, image = counts.text_out, counts.image_out
     return TokenSchedule(num_layers, text_tokens, image_tokens, tuple(layers))
@@ -154,9 +166,10 @@ def token_schedule(pumer: PumerConfig, *, num_layers: int, text_tokens: int, ima
 
 def input_size(config, image_size=None, text_length=None) -> tuple[tuple[int, int], int]:
     """The one rule for default input sizes (every command): the checkpoint's own square ``image_size`` and its
-    text position table size (``max_position_embeddings``), unless given."""
+    trained text length (``max_text_length`` where the family has one, else the text position table size), unless
+    given."""
     size = tuple(int(v) for v in image_size) if image_size else (config.image_size, config.image_size)
-    return size, int(text_length or config.max_position_embeddings)
+    return size, int(text_length or getattr(config, "max_text_length", None) or config.max_position_embeddings)
 
 
 def image_tokens_for(image_size: tuple[int, int], patch_size: int) -> int:

@@ -47,7 +47,7 @@ def converted_official(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A saved tiny pumer-export checkpoint (random weights, layers 1 and 3 reduce)."""
-    from pumer_export.tiny import tiny_vilt_model
+    from pumer_export.models.vilt.presets import tiny_vilt_model
 
     dst = tmp_path_factory.mktemp("tiny") / "tiny-pumer"
     tiny_vilt_model(seed=0).save_pretrained(dst)

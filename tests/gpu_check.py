@@ -165,7 +165,7 @@ def eager_comparison(batch: int = 32, iters: int = 20) -> dict:
     from kernel_cases import cuda_median_ms
 
     from pumer_export.schedule import encoder_flops
-    from pumer_export.tiny import random_inputs, vilt_b32_model
+    from pumer_export.models.vilt.presets import random_inputs, vilt_b32_model
 
     model = vilt_b32_model().to("cuda", torch.float16).eval()
     pumer = model.pumer_config

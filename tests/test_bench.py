@@ -52,7 +52,7 @@ def test_bench_writes_results_speedups_and_plot(cli, tiny_checkpoint, tmp_path):
         (("--backends", "torch", "--onnx", "x.onnx"), "only used by the ort / trt backend"),
         (("--backends", "torch,ort", "--engine", "x.plan"), "only used by the trt backend"),
         (("--backends", "ort", "--onnx", "{missing}"), "does not exist"),
-        (("--backends", "ort", "--onnx", "{foreign}"), "not a ViLT export of pumer-export"),
+        (("--backends", "ort", "--onnx", "{foreign}"), "not a model export of pumer-export"),
         (("--device", "cuda", "--backends", "torch"), "no CUDA device"),
         (("--ort-provider", "cuda", "--backends", "ort"), "no CUDAExecutionProvider"),
         (("--report", "{file}"), "is a file, not a directory"),

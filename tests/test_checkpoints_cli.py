@@ -12,7 +12,7 @@ from transformers import ViltForQuestionAnswering
 
 from pumer_export.checkpoints import load_pumer_model
 from pumer_export.config import PumerConfig
-from pumer_export.tiny import random_inputs, tiny_vilt_config
+from pumer_export.models.vilt.presets import random_inputs, tiny_vilt_config
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_apply_refuses_non_vilt_and_official_configs(cli, official_dir, hf_check
     config["model_type"] = "bert"
     (other / "config.json").write_text(json.dumps(config))
     code, _, err = cli("apply", other, tmp_path / "out", "--layers", "1")
-    assert_one_line_error(code, err, "model_type is 'bert'")
+    assert_one_line_error(code, err, "model_type 'bert' is not supported")
 
 
 def test_apply_refuses_a_checkpoint_without_the_vqa_head(cli, hf_checkpoint, tmp_path):
@@ -229,7 +229,7 @@ def test_info_refuses_bad_input(cli, tmp_path, hf_checkpoint, tiny_checkpoint):
     code, _, err = cli("info", tiny_checkpoint, "--image-size", "100x96")
     assert_one_line_error(code, err, "not a multiple of the patch size 16")
     code, _, err = cli("info", tiny_checkpoint, "--text-length", "41")
-    assert_one_line_error(code, err, "outside the model's position table")
+    assert_one_line_error(code, err, "outside the model's text position table")
     code, _, err = cli("info", tiny_checkpoint, "--image-size", "big")
     assert_one_line_error(code, err, "expected HxW")
 

@@ -7,7 +7,7 @@ import torch
 from transformers import ViltForQuestionAnswering
 
 from pumer_export.config import PumerConfig
-from pumer_export.tiny import random_inputs, tiny_vilt_model
+from pumer_export.models.vilt.presets import random_inputs, tiny_vilt_model
 
 
 def hf_twin(model):
@@ -85,7 +85,7 @@ def test_retrieval_and_image_pair_heads_match_transformers_without_reduction():
     from transformers import ViltForImageAndTextRetrieval, ViltForImagesAndTextClassification
 
     from pumer_export import PumerViltForImageAndTextRetrieval, PumerViltForImagesAndTextClassification
-    from pumer_export.tiny import tiny_vilt_config
+    from pumer_export.models.vilt.presets import tiny_vilt_config
 
     config = tiny_vilt_config(pumer=PumerConfig(), num_labels=2)
     config.num_images = 2

@@ -26,7 +26,7 @@ def _one_line(code: int, err: str, *parts: str) -> None:
 
 
 def test_bench_does_not_reuse_another_models_export(cli, tiny_checkpoint, tmp_path):
-    from pumer_export.tiny import tiny_vilt_model
+    from pumer_export.models.vilt.presets import tiny_vilt_model
 
     other = tmp_path / "other"
     tiny_vilt_model(seed=7, hidden_size=32, num_heads=2).save_pretrained(other)

@@ -14,7 +14,6 @@ import torch
 
 from pumer_export.checkpoints import load_pumer_model
 from pumer_export.cli import main
-from pumer_export.config import PumerConfig
 from pumer_export import ops
 from pumer_export.onnx import functions
 from pumer_export.onnx.export import check_static_token_dims, export_onnx, read_metadata
@@ -344,7 +343,7 @@ def test_api_opset_range_and_external_data(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_vilt_b32_shaped_export_matches(tmp_path):
     # The export time is printed (run with -s), never asserted: tests do not time things.
-    from pumer_export.tiny import vilt_b32_model
+    from pumer_export.models.vilt.presets import vilt_b32_model
 
     model = vilt_b32_model(seed=0)
     start = time.perf_counter()

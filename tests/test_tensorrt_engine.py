@@ -38,7 +38,7 @@ def plugin_library():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, plugin_library):
     from pumer_export.onnx.export import export_onnx
-    from pumer_export.tiny import tiny_vilt_model
+    from pumer_export.models.vilt.presets import tiny_vilt_model
 
     model = tiny_vilt_model()
     outdir = tmp_path_factory.mktemp("trt") / "export"

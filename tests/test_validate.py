@@ -106,7 +106,7 @@ def test_export_folder_accepted_and_model_after_options(cli, tiny_checkpoint, ex
 
 
 def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
-    from pumer_export.tiny import random_inputs
+    from pumer_export.models.vilt.presets import random_inputs
     from pumer_export.checkpoints import load_pumer_model
 
     config = load_pumer_model(tiny_checkpoint).config
@@ -145,7 +145,7 @@ def test_npz_inputs(cli, tiny_checkpoint, exports, tmp_path):
         (("--onnx", "{pumer}", "--atol", "logits:abc"), "expected VALUE"),
         (("--onnx", "{pumer}", "--text-length", "12"), "differs from the export"),
         (("--onnx", "{pumer}", "--image-size", "64x64"), "--image-size 64x64 differs from the export's 96x96"),
-        (("--onnx", "{foreign}"), "not a ViLT export of pumer-export"),
+        (("--onnx", "{foreign}"), "not a model export of pumer-export"),
         (("--onnx", "{pumer}", "--inputs", "{garbage}"), "not a .npz file (not a zip archive)"),
         (("--onnx", "{pumer}", "--report", "{garbage}"), "is a file, not a directory"),
     ],

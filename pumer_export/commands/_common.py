@@ -63,17 +63,10 @@ def ratio(text: str) -> float:
 
 
 def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -> None:
-    """Raise a one-line error when an image size or text length does not fit the model."""
-    patch = config.patch_size
-    if image_size[0] % patch or image_size[1] % patch:
-        raise PumerExportError(
-            f"image size {image_size[0]}x{image_size[1]} is not a multiple of the patch size {patch}; "
-            f"use e.g. {image_size[0] // patch * patch or patch}x{image_size[1] // patch * patch or patch}"
-        )
-    if not 1 <= text_length <= config.max_position_embeddings:
-        raise PumerExportError(
-            f"text length {text_length} is outside the model's position table (1..{config.max_position_embeddings})"
-        )
+    """Raise a one-line error when an image size or text length does not fit the model (the family's rule)."""
+    from .. import models
+
+    models.for_model(config).check_input_size(config, tuple(image_size), text_length)
 
 
 def check_report_dir(path: str | os.PathLike, files: tuple[str, ...], force: bool, what: str = "--report") -> None:

@@ -8,12 +8,14 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert an official PuMer ViLT checkpoint to a pumer-export checkpoint",
+        help="convert an official PuMer ViLT or METER checkpoint to a pumer-export checkpoint",
         description=(
-            "Convert an official PuMer ViLT checkpoint (config.json with reduce_layers/prune_r/merge_r/merge_text "
-            "and pytorch_model.bin or model.safetensors with the official key names) into a pumer-export "
-            "checkpoint: Hugging Face ViLT layout, safetensors weights, PuMer settings and the official "
-            "attention masking recorded in config.json. Lossless."
+            "Convert an official PuMer checkpoint (config.json with reduce_layers/prune_r/merge_r/merge_text and "
+            "pytorch_model.bin or model.safetensors with the official key names) into a pumer-export checkpoint: "
+            "safetensors weights, the PuMer settings and the official attention masking recorded in config.json. "
+            "ViLT checkpoints get the Hugging Face ViLT layout; METER checkpoints (model_type 'meter') take their "
+            "text encoder's RobertaConfig from text_encoder_config.json next to the weights when present, else "
+            "roberta-base's (built in, no download). Lossless."
         ),
     )
     parser.add_argument("src", metavar="SRC", help="official checkpoint directory (or hub id)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         model = convert_official(args.src, args.dst, force=args.force)
     pumer = model.pumer_config
     info(
-        f"wrote {args.dst}: {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
+        f"wrote {args.dst}: {model.config.model_type}, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
         f"reduce layers {list(pumer.reduce_layers)}, prune {pumer.prune_ratio}, merge {pumer.image_merge_ratio}, "
         f"text merge {pumer.text_merge_ratio}, score {pumer.score}, masking {pumer.attention_masking}"
     )

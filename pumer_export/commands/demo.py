@@ -10,10 +10,11 @@ from ._common import positive_int
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the whole pipeline on a small built-in model (one to two minutes on a CPU)",
+        help="run the whole pipeline on a small built-in model (one to a few minutes on a CPU)",
         description=(
             "On a random ViLT model with ViLT-B/32's token layout (384x384 images, text 40) in a 6-layer, "
-            "hidden-256 encoder: apply PuMer, export ONNX (PuMer and baseline), validate both against the "
+            "hidden-256 encoder (or, with --model meter, a random METER model with METER-B/16's token layout at "
+            "224x224 in narrow towers): apply PuMer, export ONNX (PuMer and baseline), validate both against the "
             "PyTorch reference with ONNX Runtime, benchmark on the CPU and write report.md with a plot. With a GPU "
             "and TensorRT it also builds, validates and benchmarks the engines. Nothing is downloaded."
         ),
@@ -21,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", default="pumer-demo", help="output directory (default pumer-demo)")
     parser.add_argument("--force", action="store_true", help="replace DIR if it holds a previous demo")
+    parser.add_argument("--model", choices=("vilt", "meter"), default="vilt",
+                        help="model family of the built-in model (default vilt)")
     parser.add_argument("--iters", type=positive_int, default=10, help="timed runs per benchmark case (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, "--out")
     summary = run_demo(DemoOptions(out=Path(args.out), force=args.force, iters=args.iters,
-                                   progress=not args.no_progress))
+                                   progress=not args.no_progress, model=args.model))
     info("validation: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in summary["validations"].items()))
     for backend in dict.fromkeys(sp["backend"] for sp in summary["speedups"]):
         rows = [sp for sp in summary["speedups"] if sp["backend"] == backend]

@@ -28,34 +28,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def model_info(config, image_size: tuple[int, int], text_length: int) -> dict:
-    """Everything ``info`` reports, as a JSON-ready dict."""
+    """Everything ``info`` reports, as a JSON-ready dict (the model family supplies architecture and FLOPs)."""
+    from .. import models
     from ..config import get_pumer_config
-    from ..schedule import encoder_flops, image_tokens_for, token_schedule
+    from ..schedule import token_schedule
 
+    family = models.for_model(config)
     pumer = get_pumer_config(config)
-    schedule = token_schedule(
-        pumer, num_layers=config.num_hidden_layers, text_tokens=text_length,
-        image_tokens=image_tokens_for(image_size, config.patch_size),
-    )
-    baseline = token_schedule(
-        pumer.without_reduction(), num_layers=config.num_hidden_layers, text_tokens=text_length,
-        image_tokens=schedule.image_tokens,
-    )
-    flops_pumer = encoder_flops(schedule, config.hidden_size, config.intermediate_size)
-    flops_base = encoder_flops(baseline, config.hidden_size, config.intermediate_size)
+
+    def schedule_of(settings):
+        return token_schedule(settings, num_layers=config.num_hidden_layers, text_tokens=text_length,
+                              image_tokens=family.image_tokens(config, image_size), rules=family.SCHEDULE_RULES)
+
+    schedule, baseline = schedule_of(pumer), schedule_of(pumer.without_reduction())
+    flops_pumer = family.encoder_flops(config, schedule)
+    flops_base = family.encoder_flops(config, baseline)
     return {
-        "architecture": {
-            "model_type": config.model_type,
-            "num_layers": config.num_hidden_layers,
-            "hidden_size": config.hidden_size,
-            "num_heads": config.num_attention_heads,
-            "intermediate_size": config.intermediate_size,
-            "patch_size": config.patch_size,
-            "position_grid": config.image_size // config.patch_size,
-            "vocab_size": config.vocab_size,
-            "max_text_length": config.max_position_embeddings,
-            "num_labels": config.num_labels,
-        },
+        "family": family.NAME,
+        "architecture": family.architecture(config),
         "pumer": pumer.to_dict(),
         "inputs": {"image_size": list(image_size), "text_length": text_length},
         "schedule": schedule.to_dict(),
@@ -99,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out_console.print("no reduce layers: this is the baseline model")
     out_console.print(
-        f"encoder GFLOPs per sample: baseline {flops['baseline_gflops']:.3f}, PuMer {flops['pumer_gflops']:.3f}, "
+        f"{'encoder' if data['family'] == 'vilt' else 'model (towers + cross blocks)'} GFLOPs per sample: baseline {flops['baseline_gflops']:.3f}, PuMer {flops['pumer_gflops']:.3f}, "
         f"FLOP-ideal speedup {flops['flop_ideal_speedup']:.3f}x"
     )
     return 0

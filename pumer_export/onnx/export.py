@@ -1,11 +1,11 @@
-"""Export a PuMer ViLT model to ONE ONNX file that runs on ONNX Runtime and TensorRT.
+"""Export a PuMer model (any family of :mod:`pumer_export.models`) to ONE ONNX file for ONNX Runtime and TensorRT.
 
 The file (``OUTDIR/model.onnx``):
 
-* takes ``input_ids``, ``attention_mask``, ``token_type_ids`` ([batch, T] int64),
-  ``pixel_values`` ([batch, 3, H, W], the model's float type) and ``pixel_mask``
-  ([batch, H, W] int64) and returns ``logits`` followed by the reduction index tensors
-  (``layerL.keep_idx``, ``layerL.image_slots``, ``layerL.text_slots``) of the reference model;
+* takes the family's inputs (ViLT: ``input_ids``, ``attention_mask``, ``token_type_ids`` [batch, T] int64,
+  ``pixel_values`` [batch, 3, H, W] in the model's float type, ``pixel_mask`` [batch, H, W] int64; METER:
+  ``input_ids``, ``attention_mask``, ``pixel_values``) and returns ``logits`` followed by the reduction index
+  tensors (``layerL.keep_idx``, ``layerL.image_slots``, ``layerL.text_slots``) of the reference model;
 * has a dynamic batch dimension (``batch``); H, W and T are fixed at export, so every token
   dimension is a concrete number after shape inference (checked);
 * holds each pruning / merging step as one ``pumer::PumerPrune`` / ``pumer::PumerMerge`` node and
@@ -50,12 +50,12 @@ DATA_FILE = "model.onnx.data"
 #: Weights above this many bytes are written as external data (``model.onnx.data``).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
 BATCH_DIM = "batch"
 #: Metadata format; bumped when a key changes meaning.
 METADATA_FORMAT = 1
 METADATA_KEYS = (
     "pumer.format",  # METADATA_FORMAT
+    "pumer.family",  # model family (pumer_export.models): "vilt", "meter"
     "pumer.config",  # PumerConfig.to_dict() of the exported model (reduce_layers [] with --no-reduction)
     "pumer.reduction",  # true / false
     "pumer.schedule",  # TokenSchedule.to_dict() for the fixed text length and image size
@@ -70,7 +70,7 @@ METADATA_KEYS = (
     "pumer.model_sha256",  # checkpoints.model_fingerprint: which weights (reuse of exports is keyed on it)
     "pumer.fused_official_attention",  # official masking exported as a fused attention (P7 smoothing left out)
     "pumer.versions",  # exporter and library versions
-    "pumer.model",  # ViLT shape summary
+    "pumer.model",  # the family's architecture summary
 )
 
 
@@ -84,20 +84,23 @@ class ExportResult:
 
 
 class _ExportModule(torch.nn.Module):
-    """forward(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask) -> (logits, *indices)."""
+    """forward(*family inputs) -> (logits, *indices), through the family's reference forward."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, family) -> None:
         super().__init__()
         self.model = model
+        self.family = family
 
-    def forward(self, input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask):
-        out = self.model(input_ids, attention_mask, token_type_ids, pixel_values, pixel_mask, trim_image_padding=False)
+    def forward(self, *inputs):
+        out = self.family.reference_forward(self.model, dict(zip(self.family.INPUT_NAMES, inputs)))
         return (out.logits, *out.reduction_indices.values())
 
 
 # ------------------------------------------------------------------ argument checks
 def check_settings(config, *, opset: int, dtype: str, image_size: Sequence[int], text_length: int) -> None:
     """One-line errors for settings the export cannot honour."""
+    from .. import models
+
     if opset not in functions.SUPPORTED_OPSETS:
         raise PumerExportError(
             f"opset {opset} is not supported; use {functions.MIN_OPSET}..{functions.MAX_OPSET} "
@@ -105,19 +108,7 @@ def check_settings(config, *, opset: int, dtype: str, image_size: Sequence[int],
         )
     if dtype not in DTYPES:
         raise PumerExportError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
-    patch = config.patch_size
-    height, width = image_size
-    if height < patch or width < patch or height % patch or width % patch:
-        raise PumerExportError(
-            f"image size {height}x{width} is not a multiple of the patch size {patch}; "
-            f"use e.g. {max(height // patch, 1) * patch}x{max(width // patch, 1) * patch}"
-        )
-    limit = config.max_position_embeddings
-    if text_length < 1 or text_length > limit:
-        raise PumerExportError(
-            f"text length {text_length} is outside the model's text position table (1..{limit}); "
-            f"use --text-length {limit} or less"
-        )
+    models.for_model(config).check_input_size(config, tuple(image_size), text_length)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -134,8 +125,13 @@ def pumer_settings(model, reduction: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _fused_official(model, enabled: bool) -> Iterator[None]:
-    """Run the official P7 attention as a fused attention with an additive mask while exporting."""
-    encoder = model.vilt
+    """Run the official P7 attention as a fused attention with an additive mask while exporting (ViLT)."""
+    encoder = getattr(model, "vilt", None)
+    if encoder is None:
+        if enabled:
+            raise PumerExportError("--fused-official-attention is available for ViLT exports only")
+        yield
+        return
     previous = encoder.fused_official_attention
     encoder.fused_official_attention = enabled
     try:
@@ -163,9 +159,10 @@ def _quiet_exporter() -> Iterator[None]:
 def example_inputs(config, batch: int, *, text_length: int, image_size: Sequence[int], dtype=torch.float32,
                    seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded random inputs in the exported model's layout (pixel_values in ``dtype``)."""
-    from ..tiny import random_inputs
+    from .. import models
 
-    inputs = random_inputs(config, batch, text_length=text_length, image_size=tuple(image_size), seed=seed)
+    inputs = models.for_model(config).example_inputs(config, batch, text_length=text_length,
+                                                     image_size=tuple(image_size), seed=seed)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     return inputs
 
@@ -285,7 +282,7 @@ def export_onnx(
     external_data: bool | None = None,
     fused_official_attention: bool = False,
 ) -> ExportResult:
-    """Export ``model`` (a :class:`~pumer_export.modeling_vilt.PumerViltForQuestionAnswering`) to ``outdir``.
+    """Export ``model`` (a model of any family of :mod:`pumer_export.models`) to ``outdir``.
 
     Args:
         opset: ONNX opset (:data:`functions.SUPPORTED_OPSETS`).
@@ -306,7 +303,11 @@ def export_onnx(
     Returns:
         An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``).
     """
+    from .. import models
+
     start = time.perf_counter()
+    family = models.for_model(model)
+    input_names = family.INPUT_NAMES
     image_size, text_length = input_size(model.config, image_size, text_length)
     check_settings(model.config, opset=opset, dtype=dtype, image_size=image_size, text_length=text_length)
     outdir = Path(outdir)
@@ -324,21 +325,21 @@ def export_onnx(
         except ConfigError as exc:
             raise PumerExportError(str(exc)) from None
         export_model = model if dtype == "fp32" else copy.deepcopy(model).to(DTYPES[dtype])
-        module = _ExportModule(export_model).eval()
+        module = _ExportModule(export_model, family).eval()
         inputs = example_inputs(model.config, 2, text_length=text_length, image_size=image_size, dtype=DTYPES[dtype])
         with torch.no_grad():
-            outputs = export_model(**inputs, trim_image_padding=False)
+            outputs = family.reference_forward(export_model, inputs)
         output_names = ["logits", *outputs.reduction_indices]
         batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
         with _quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 module,
-                tuple(inputs[name] for name in INPUT_NAMES),
+                tuple(inputs[name] for name in input_names),
                 dynamo=True,
                 opset_version=opset,
-                input_names=list(INPUT_NAMES),
+                input_names=list(input_names),
                 output_names=output_names,
-                dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+                dynamic_shapes=(tuple({0: batch} for _ in input_names),),
                 custom_translation_table=custom_translation_table(),
                 optimize=False,  # see _fold_constants
                 verbose=False,
@@ -357,6 +358,7 @@ def export_onnx(
     config = model.config
     _set_metadata(proto, {
         "pumer.format": METADATA_FORMAT,
+        "pumer.family": family.NAME,
         "pumer.config": reduction_meta,
         "pumer.reduction": bool(reduction and pumer.enabled),
         "pumer.schedule": schedule.to_dict(),
@@ -365,7 +367,7 @@ def export_onnx(
         "pumer.patch_size": config.patch_size,
         "pumer.dtype": dtype,
         "pumer.opset": opset,
-        "pumer.inputs": list(INPUT_NAMES),
+        "pumer.inputs": list(input_names),
         "pumer.outputs": output_names,
         "pumer.op_spec_hash": op_spec_hash(),
         "pumer.model_sha256": model_fingerprint(model),
@@ -373,7 +375,8 @@ def export_onnx(
         "pumer.versions": _versions(),
         "pumer.model": {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
                         "num_attention_heads": config.num_attention_heads, "num_labels": config.num_labels,
-                        "max_position_embeddings": config.max_position_embeddings},
+                        "max_position_embeddings": config.max_position_embeddings,
+                        **family.architecture(config)},
     })
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     check_static_token_dims(proto)

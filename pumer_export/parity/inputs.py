@@ -8,8 +8,8 @@ as the ONNX model declares them, so the same feed goes to every runner.
 
 * nothing: seeded random inputs (token ids with random true lengths, random pixels);
 * ``FILE.npz``: arrays ``input_ids`` [B, T] and ``pixel_values`` [B, 3, H, W], optionally
-  ``attention_mask`` [B, T], ``token_type_ids`` [B, T], ``pixel_mask`` [B, H, W] (defaults: ones,
-  zeros, ones). Names, ranks, sizes and dtypes are checked against the export;
+  ``attention_mask`` [B, T] and, for ViLT exports, ``token_type_ids`` [B, T], ``pixel_mask`` [B, H, W]
+  (defaults: ones, zeros, ones). Names, ranks, sizes and dtypes are checked against the export;
 * ``DIR``: images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``) with their questions, either
   in ``questions.json`` (``{"image.jpg": "question", ...}`` or ``[{"image": ..., "question": ...}]``)
   or in a ``<image stem>.txt`` next to each image. They are processed with the checkpoint's own
@@ -54,9 +54,9 @@ class InputSpec:
             if dtype == "bfloat16":
                 raise PumerExportError(f"input {info.name} is bfloat16, which numpy cannot feed; export with float32 inputs")
             dtypes[info.name] = np.dtype(dtype)
-        for name in INPUT_NAMES:
-            dtypes.setdefault(name, np.dtype(np.float32 if name == "pixel_values" else np.int64))
         names = tuple(info.name for info in infos) or INPUT_NAMES
+        for name in names:
+            dtypes.setdefault(name, np.dtype(np.float32 if name == "pixel_values" else np.int64))
         return cls(text_length, tuple(image_size), dtypes, vocab_size, names)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,8 +100,10 @@ def _split(arrays: dict[str, np.ndarray], spec: InputSpec, batch_size: int) -> l
 
 
 def random_inputs(config, spec: InputSpec, *, num_samples: int, batch_size: int, seed: int = 0) -> Inputs:
-    """``num_samples`` seeded random samples in batches of ``batch_size`` (see :func:`pumer_export.tiny.random_inputs`)."""
-    from ..tiny import random_inputs as tiny_random_inputs
+    """``num_samples`` seeded random samples in batches of ``batch_size`` (the model family's example inputs)."""
+    from .. import models
+
+    family = models.for_model(config)
 
     if spec.text_length > config.max_position_embeddings:
         raise PumerExportError(
@@ -110,21 +112,21 @@ def random_inputs(config, spec: InputSpec, *, num_samples: int, batch_size: int,
     batches = []
     for index, start in enumerate(range(0, num_samples, batch_size)):
         size = min(batch_size, num_samples - start)
-        tensors = tiny_random_inputs(config, size, text_length=spec.text_length, image_size=spec.image_size,
-                                     seed=seed + index)
+        tensors = family.example_inputs(config, size, text_length=spec.text_length, image_size=spec.image_size,
+                                        seed=seed + index)
         batches.append(_feed({k: v.numpy() for k, v in tensors.items()}, spec))
     return Inputs(batches, f"random (seed {seed})")
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], spec: InputSpec, origin: str) -> dict[str, np.ndarray]:
     """Complete the optional inputs and check names, ranks, sizes, dtypes and id ranges."""
-    unknown = sorted(set(arrays) - set(INPUT_NAMES))
+    unknown = sorted(set(arrays) - set(spec.names))
     if unknown:
-        raise PumerExportError(f"{origin}: unknown array(s) {unknown}; expected {', '.join(INPUT_NAMES)}")
+        raise PumerExportError(f"{origin}: unknown array(s) {unknown}; expected {', '.join(spec.names)}")
     for name in ("input_ids", "pixel_values"):
         if name not in arrays:
             raise PumerExportError(f"{origin}: missing array {name!r} (required: input_ids, pixel_values)")
-    ids, pixels = arrays["input_ids"], arrays["pixel_values"]
+    ids = arrays["input_ids"]
     if ids.ndim != 2:
         raise PumerExportError(f"{origin}: input_ids must be [batch, text_length], got shape {list(ids.shape)}")
     batch, height, width = ids.shape[0], *spec.image_size
@@ -137,10 +139,12 @@ def _check_arrays(arrays: dict[str, np.ndarray], spec: InputSpec, origin: str) -
         "pixel_values": (batch, 3, height, width),
         "pixel_mask": (batch, height, width),
     }
-    arrays = dict(arrays)
-    arrays.setdefault("attention_mask", np.ones(expected["attention_mask"], dtype=np.int64))
-    arrays.setdefault("token_type_ids", np.zeros(expected["token_type_ids"], dtype=np.int64))
-    arrays.setdefault("pixel_mask", np.ones(expected["pixel_mask"], dtype=np.int64))
+    expected = {name: shape for name, shape in expected.items() if name in spec.names}
+    defaults = {"attention_mask": np.ones, "token_type_ids": np.zeros, "pixel_mask": np.ones}
+    arrays = {name: value for name, value in arrays.items() if name in spec.names}
+    for name, fill in defaults.items():
+        if name in expected:
+            arrays.setdefault(name, fill(expected[name], dtype=np.int64))
     for name, shape in expected.items():
         if tuple(arrays[name].shape) != shape:
             raise PumerExportError(

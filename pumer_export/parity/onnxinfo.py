@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import PumerExportError
 
-#: The model inputs, in the order the exporter declares them.
+#: The inputs of a ViLT export, in the order the exporter declares them (other families: ``pumer.inputs``).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
 #: Outputs that hold indices (compared exactly) end with one of these.
 INDEX_SUFFIXES = (".keep_idx", ".image_slots", ".text_slots")
@@ -131,12 +131,12 @@ class OnnxInfo:
     def input(self, name: str) -> TensorInfo | None:
         return next((t for t in self.inputs if t.name == name), None)
 
-    def require_vilt_inputs(self) -> None:
-        """A one-line error unless the file takes ViLT's inputs (so it is not some other ONNX model)."""
+    def require_model_inputs(self) -> None:
+        """A one-line error unless the file takes a vision-language model's inputs (not some other ONNX model)."""
         missing = [name for name in ("input_ids", "pixel_values") if self.input(name) is None]
         if missing:
             raise PumerExportError(
-                f"{self.path} is not a ViLT export of pumer-export: it has no input(s) {', '.join(missing)} "
+                f"{self.path} is not a model export of pumer-export: it has no input(s) {', '.join(missing)} "
                 f"(inputs: {', '.join(t.name for t in self.inputs) or 'none'}); export one with "
                 f"`pumer-export onnx MODEL OUTDIR`"
             )

@@ -78,9 +78,12 @@ def reference_run(model, inputs: dict, *, keep_details: bool = True):
     details: per index output the reference's pruning scores or merge similarities, for the near-tie analysis)."""
     import torch
 
+    from .. import models
+
+    family = models.for_model(model)
     merges: list = []
     with torch.inference_mode(), _capture_merges(merges):
-        out = model(**inputs, trim_image_padding=False, output_reduction_records=keep_details)
+        out = family.reference_forward(model, inputs, output_reduction_records=keep_details)
     outputs = OrderedDict()
     outputs["logits"] = out.logits.detach().cpu().float().numpy()
     for key, value in out.reduction_indices.items():
@@ -88,7 +91,8 @@ def reference_run(model, inputs: dict, *, keep_details: bool = True):
     details: dict[str, dict[str, Any]] = {}
     if keep_details:
         for record in out.reduction_records or []:
-            details[f"layer{record['layer']}.keep_idx"] = {"scores": record["prune_scores"].float().cpu().numpy()}
+            if "prune_scores" in record:
+                details[f"layer{record['layer']}.keep_idx"] = {"scores": record["prune_scores"].float().cpu().numpy()}
         slot_keys = [key for key in out.reduction_indices if key.endswith("_slots")]
         for key, (metric, r) in zip(slot_keys, merges):
             details[key] = merge_similarities(metric.cpu(), r)
@@ -99,7 +103,7 @@ class TorchRunner(BaseRunner):
     """The PyTorch reference as a Polygraphy runner (CPU, float32 by default).
 
     Args:
-        model: a :class:`~pumer_export.modeling_vilt.PumerViltForQuestionAnswering` in eval mode.
+        model: a model of any family (:mod:`pumer_export.models`) in eval mode.
         input_metadata: the inputs to declare (names, numpy dtypes, shapes): the ONNX model's, so
             one feed dict serves every runner; inputs are cast for the model.
         output_names: reference output name -> name to return it under (the ONNX names).

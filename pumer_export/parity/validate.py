@@ -73,11 +73,11 @@ def settings_checks(model, info, backend: str) -> list[Check]:
     return [Check(backend, "settings", True, "the export's PuMer settings match the checkpoint's", "settings")]
 
 
-def _default_infos() -> list[TensorInfo]:
+def _default_infos(names=INPUT_NAMES) -> list[TensorInfo]:
     import numpy as np
 
     return [TensorInfo(name, np.float32 if name == "pixel_values" else np.int64,
-                       ["batch", 3, None, None] if name == "pixel_values" else ["batch", None]) for name in INPUT_NAMES]
+                       ["batch", 3, None, None] if name == "pixel_values" else ["batch", None]) for name in names]
 
 
 def validate(model_dir: str | Path, options: ValidateOptions, *, model=None) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
     config = model.config
     info = read_onnx_info(options.onnx) if options.onnx is not None else None
     if info is not None:
-        info.require_vilt_inputs()
+        info.require_model_inputs()
 
     # ---- fixed sizes: the export's, unless given (and then they must agree)
     image_size, text_length = input_size(config, options.image_size or (info.image_size if info else None),
@@ -133,7 +133,10 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
     ref_names = expected_output_names(schedule)
     check_output_names(tol, ref_names)
 
-    spec = InputSpec.from_infos(info.inputs if info else _default_infos(), text_length=text_length,
+    from .. import models
+
+    family = models.for_model(model)
+    spec = InputSpec.from_infos(info.inputs if info else _default_infos(family.INPUT_NAMES), text_length=text_length,
                                 image_size=tuple(image_size), vocab_size=config.vocab_size)
     inputs = load_inputs(options.inputs, config=config, spec=spec, model_dir=model_dir,
                          num_samples=options.num_samples, batch_size=options.batch_size, seed=options.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import ViltConfig
 
-from .config import PumerConfig, set_pumer_config
+from ...config import PumerConfig, set_pumer_config
 
 #: PuMer settings of the built-in example (the released ViLT checkpoints use 0.1 / 0.3 / 0.2).
 DEFAULT_TINY_PUMER = PumerConfig(reduce_layers=(1, 3), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
@@ -73,7 +73,7 @@ def demo_vilt_model(seed: int = 0, pumer: PumerConfig | None = DEMO_PUMER):
 
 def tiny_vilt_model(seed: int = 0, **config_kwargs):
     """A seeded random :class:`PumerViltForQuestionAnswering` in eval mode (see :func:`tiny_vilt_config`)."""
-    from .modeling_vilt import PumerViltForQuestionAnswering
+    from .modeling import PumerViltForQuestionAnswering
 
     config = tiny_vilt_config(**config_kwargs)
     with torch.random.fork_rng():

@@ -34,10 +34,10 @@ from transformers.models.vilt.modeling_vilt import (
     ViltPreTrainedModel,
 )
 
-from . import ops, reduce
-from .config import PumerConfig, get_pumer_config, set_pumer_config
-from .errors import ConfigError
-from .schedule import LayerCounts, TokenSchedule, image_tokens_for, token_schedule
+from ... import ops, reduce
+from ...config import PumerConfig, get_pumer_config, set_pumer_config
+from ...errors import ConfigError
+from ...schedule import LayerCounts, TokenSchedule, image_tokens_for, token_schedule
 
 #: Extra config key: eps of the text-embedding LayerNorm when it differs from ``layer_norm_eps``
 #: (official PuMer: 1e-12 there, 1e-6 in the encoder).

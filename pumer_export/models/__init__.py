@@ -1,0 +1,56 @@
+"""Model families: one package per family, each declaring what the rest of the toolchain needs.
+
+A family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``) provides, under the same names:
+
+* ``NAME``, ``TITLE``, ``MODEL_TYPE`` (the ``model_type`` of its config.json), ``SCHEDULE_RULES`` (see
+  :func:`pumer_export.schedule.layer_counts`), ``INPUT_NAMES`` (the exported model's inputs, in order),
+  ``SUPPORTS_APPLY`` (training-free PuMer on a Hugging Face checkpoint) and ``PRESETS`` (random-weight models by
+  name, for tests, benchmarks and the demo);
+* ``is_official(data)``: is this config.json an official PuMer checkpoint's; ``convert_official(source, data,
+  weights)`` builds the model with the official weights loaded; ``config_from_dict(source, data)`` reads a
+  pumer-export checkpoint's config; ``build_model(config)``;
+* ``check_input_size(config, image_size, text_length)``, ``image_tokens(config, image_size)``,
+  ``example_inputs(config, batch, text_length=, image_size=, seed=)``, ``reference_forward(model, inputs, **kw)``
+  (the forward every backend is compared with, fixed shapes), ``encoder_flops(config, schedule)`` and
+  ``architecture(config)`` (the rows ``info`` shows).
+
+The reduction itself is not part of a family: both call the same ``pumer`` ops (:mod:`pumer_export.reduce`).
+Commands find a family with :func:`for_config` (a config.json's contents) or :func:`for_model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from ..errors import CheckpointError
+
+#: Family name -> package; the order is the order of help texts.
+FAMILIES = {"vilt": "pumer_export.models.vilt", "meter": "pumer_export.models.meter"}
+
+
+def get(name: str) -> ModuleType:
+    """The family package called ``name``."""
+    if name not in FAMILIES:
+        raise CheckpointError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def for_config(data: dict[str, Any], source: Any = "config.json") -> ModuleType:
+    """The family of a config.json (``model_type``), or a one-line error naming the supported ones."""
+    model_type = data.get("model_type")
+    for name in FAMILIES:
+        family = get(name)
+        if family.MODEL_TYPE == model_type:
+            return family
+    hint = " (an official PuMer ViLT checkpoint has no model_type: convert it with `pumer-export convert`)" \
+        if model_type is None and "num_layers" in data else ""
+    raise CheckpointError(f"{source}: model_type {model_type!r} is not supported; supported: "
+                          f"{', '.join(repr(get(n).MODEL_TYPE) for n in FAMILIES)}{hint}")
+
+
+def for_model(model: Any) -> ModuleType:
+    """The family of a loaded model (or of its config)."""
+    config = getattr(model, "config", model)
+    return for_config({"model_type": getattr(config, "model_type", None)}, type(model).__name__)

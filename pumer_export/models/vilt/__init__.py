@@ -1,0 +1,140 @@
+"""ViLT, the single-stream family: text and image tokens in one encoder, reducers inside its layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...config import CONFIG_KEY
+from ...errors import CheckpointError, ConfigError, PumerExportError
+from ...schedule import TokenSchedule, encoder_flops as _encoder_flops, image_tokens_for
+
+NAME = "vilt"
+TITLE = "ViLT"
+MODEL_TYPE = "vilt"
+SCHEDULE_RULES = "vilt"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
+SUPPORTS_APPLY = True
+#: Random-weight models by name (see :mod:`.presets`).
+PRESETS = ("tiny", "demo", "vilt-b32")
+
+
+def is_official(data: dict[str, Any]) -> bool:
+    """Official PuMer ViLT configs have ``num_layers`` and no ``num_hidden_layers`` (and are not METER's)."""
+    return ("num_layers" in data and "num_hidden_layers" not in data and data.get("model_type") in (None, MODEL_TYPE)
+            and CONFIG_KEY not in data)
+
+
+def config_from_dict(source: Path, data: dict[str, Any]):
+    from transformers import ViltConfig
+
+    if is_official(data):
+        raise CheckpointError(f"{source} is an official PuMer checkpoint; convert it with `pumer-export convert`")
+    try:
+        return ViltConfig.from_dict(data)
+    except Exception as exc:  # strict dataclass validation of transformers
+        raise CheckpointError(f"{source}/config.json is not a valid ViLT config ({exc})".splitlines()[0]) from None
+
+
+def check_config(config) -> None:
+    from .modeling import check_model_config
+
+    check_model_config(config)
+
+
+def build_model(config):
+    from .modeling import PumerViltForQuestionAnswering
+
+    return PumerViltForQuestionAnswering(config)
+
+
+def convert_official(source: Path, data: dict[str, Any], weights: dict[str, torch.Tensor]):
+    """The model of an official PuMer ViLT checkpoint, its weights loaded."""
+    from ...checkpoints import load_state_strict
+    from .convert import official_config_to_hf, official_state_dict_to_hf
+
+    try:
+        model = build_model(official_config_to_hf(data, weights)).eval()
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    load_state_strict(model, official_state_dict_to_hf(weights), source)
+    return model
+
+
+def image_tokens(config, image_size: tuple[int, int]) -> int:
+    return image_tokens_for(image_size, config.patch_size)
+
+
+def check_input_size(config, image_size: tuple[int, int], text_length: int) -> None:
+    """One-line errors for an image size or text length the model cannot take."""
+    patch = config.patch_size
+    height, width = image_size
+    if height < patch or width < patch or height % patch or width % patch:
+        raise PumerExportError(
+            f"image size {height}x{width} is not a multiple of the patch size {patch}; "
+            f"use e.g. {max(height // patch, 1) * patch}x{max(width // patch, 1) * patch}"
+        )
+    limit = config.max_position_embeddings
+    if text_length < 1 or text_length > limit:
+        raise PumerExportError(f"text length {text_length} is outside the model's text position table (1..{limit}); "
+                               f"use --text-length {limit} or less")
+
+
+def example_inputs(config, batch: int, *, text_length: int, image_size: tuple[int, int], seed: int = 0,
+                   min_text_length: int = 2) -> dict[str, torch.Tensor]:
+    from .presets import random_inputs
+
+    return random_inputs(config, batch, text_length=text_length, image_size=tuple(image_size), seed=seed,
+                         min_text_length=min_text_length)
+
+
+def reference_forward(model, inputs: dict[str, torch.Tensor], **kwargs: Any):
+    """The forward every backend is compared with: the full patch grid (fixed shapes)."""
+    return model(**inputs, trim_image_padding=False, **kwargs)
+
+
+def encoder_flops(config, schedule: TokenSchedule) -> int:
+    return _encoder_flops(schedule, config.hidden_size, config.intermediate_size)
+
+
+def architecture(config) -> dict[str, Any]:
+    """What ``info`` shows of the architecture."""
+    return {
+        "model_type": config.model_type,
+        "num_layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "num_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "patch_size": config.patch_size,
+        "position_grid": config.image_size // config.patch_size,
+        "vocab_size": config.vocab_size,
+        "max_text_length": config.max_position_embeddings,
+        "num_labels": config.num_labels,
+    }
+
+
+#: The demo's input size (image, text length) and what its report says of the model.
+DEMO_INPUT = ((384, 384), 40)
+DEMO_DESCRIPTION = ("Random ViLT VQA model with ViLT-B/32's token layout (145 image + 40 text tokens) in a 6-layer, "
+                    "hidden-256 encoder")
+
+
+def write_demo_checkpoint(out: Path) -> Path:
+    """The demo's checkpoint: a random Hugging Face ViLT VQA model (``vilt-demo/``) with PuMer applied."""
+    from ...checkpoints import apply_pumer
+    from .presets import DEMO_PUMER, demo_vilt_model
+
+    demo_vilt_model(seed=0, pumer=None).save_pretrained(out / "vilt-demo")
+    apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)
+    return out / "checkpoint"
+
+
+def preset_model(name: str, seed: int = 0, **kwargs: Any):
+    from . import presets
+
+    builders = {"tiny": presets.tiny_vilt_model, "demo": presets.demo_vilt_model, "vilt-b32": presets.vilt_b32_model}
+    if name not in builders:
+        raise PumerExportError(f"unknown ViLT preset {name!r}; known: {', '.join(builders)}")
+    return builders[name](seed=seed, **kwargs)
