@@ -8,10 +8,12 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(cli, tmp_path):
+@pytest.mark.parametrize("family", ["vilt", "meter"])
+def test_demo_end_to_end(cli, tmp_path, family):
     out = tmp_path / "demo"
-    code, _, err = cli("demo", "--out", out, "--iters", "2", "--no-progress")
+    code, _, err = cli("demo", "--out", out, "--model", family, "--iters", "2", "--no-progress")
     assert code == 0, err
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["model_type"] == family
     for path in ("report.md", "checkpoint/config.json", "onnx/pumer/model.onnx", "onnx/baseline/model.onnx",
                  "validate/pumer/report.json", "validate/pumer/junit.xml", "validate/baseline/report.md",
                  "bench/bench.json", "bench/bench.md", "bench/bench.png"):

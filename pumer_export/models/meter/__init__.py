@@ -157,7 +157,7 @@ def architecture(config) -> dict[str, Any]:
 #: The demo's input size (image, text length) and what its report says of the model.
 DEMO_INPUT = ((224, 224), 40)
 DEMO_DESCRIPTION = ("Random METER VQA model with METER-B/16's token layout at 224x224 (197 image + 40 text tokens), "
-                    "4-block CLIP tower, 2-layer text tower and 6 co-attention blocks of width 256, PuMer in blocks 0-3")
+                    "4-block CLIP tower, 2-layer text tower and 6 co-attention blocks of width 256")
 
 
 def write_demo_checkpoint(out: Path) -> Path:
