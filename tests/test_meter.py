@@ -238,3 +238,27 @@ def test_meter_export_runs_in_onnx_runtime_with_the_official_masking(converted, 
     np.testing.assert_allclose(got[0], ref["logits"].numpy(), atol=LOGIT_ATOL, rtol=0)
     names = [o.name for o in session.get_outputs()]
     assert np.array_equal(got[names.index("layer0.keep_idx")], ref["reduce_0.keep_idx"].numpy())
+
+
+def test_meter_export_prepares_for_tensorrt_with_the_same_two_ops(tmp_path):
+    """No METER-specific plugin: the TensorRT preparation sees the two pumer ops with their plugin attributes and
+    a batch profile over METER's three inputs (the engine itself needs TensorRT and a GPU)."""
+    import onnx
+
+    from pumer_export.models.meter.presets import tiny_meter_model
+    from pumer_export.onnx.export import export_onnx
+    from pumer_export.tensorrt import prepare
+
+    result = export_onnx(tiny_meter_model(seed=2), tmp_path / "onnx", text_length=12, validate=False)
+    model = onnx.load(str(result.path))
+    prepare.check_pumer_nodes(model)
+    prepared = prepare.prepare_onnx_for_tensorrt(result.path, "10.3")
+    assert prepared.op_types == ["PumerMerge", "PumerPrune"] and prepared.pumer_node_count == 6
+    assert sorted(prepared.stripped_functions) == ["PumerMerge", "PumerPrune"]
+    prune = next(n for n in model.graph.node if n.op_type == "PumerPrune")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in prune.attribute}
+    assert attrs["image_start"] == 0 and attrs["plugin_namespace"] == b"pumer"
+    inputs = prepare.graph_inputs(model)
+    shapes = prepare.profile_shapes(inputs, prepare.parse_batch_profile("1:4:8"))
+    assert shapes["pixel_values"] == {"min": [1, 3, 64, 64], "opt": [4, 3, 64, 64], "max": [8, 3, 64, 64]}
+    assert set(shapes) == {"input_ids", "attention_mask", "pixel_values"}

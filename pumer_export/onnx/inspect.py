@@ -94,6 +94,7 @@ def render(summary: dict[str, Any]) -> list:
     head = [
         ["file", summary["path"]],
         ["producer", summary["producer"] or "-"],
+        ["model family", meta.get("pumer.family", "vilt" if "pumer.format" in meta else "-")],
         ["opsets", ", ".join(f"{k} {v}" for k, v in summary["opset_import"].items())],
         ["dtype", meta.get("pumer.dtype", "-")],
         ["image size", "x".join(map(str, meta["pumer.image_size"])) if "pumer.image_size" in meta else "-"],
