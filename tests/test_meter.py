@@ -262,3 +262,13 @@ def test_meter_export_prepares_for_tensorrt_with_the_same_two_ops(tmp_path):
     shapes = prepare.profile_shapes(inputs, prepare.parse_batch_profile("1:4:8"))
     assert shapes["pixel_values"] == {"min": [1, 3, 64, 64], "opt": [4, 3, 64, 64], "max": [8, 3, 64, 64]}
     assert set(shapes) == {"input_ids", "attention_mask", "pixel_values"}
+
+
+def test_meter_fp16_export_with_official_masking_holds_parity(tmp_path):
+    from pumer_export.models.meter.presets import METER_PUMER, tiny_meter_model
+    from pumer_export.onnx.export import export_onnx
+
+    result = export_onnx(tiny_meter_model(seed=1, pumer=METER_PUMER), tmp_path / "onnx16", text_length=16,
+                         dtype="fp16", validation_options={"batch_sizes": (1, 3)})
+    assert result.validation.ok and result.validation.dtype == "fp16"
+    assert sum(c.name.endswith("keep_idx") for c in result.validation.checks) == 8  # 4 blocks x 2 batch sizes
