@@ -215,7 +215,7 @@ def _export_matches(path: Path, *, fingerprint: str, dtype: str, reduction: bool
 
 
 def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_size, text_length,
-                  fingerprint: str | None = None) -> Path:
+                  fingerprint: str | None = None, processor_dir: Path | None = None) -> Path:
     """``directory/model.onnx`` exported with these settings: reused only when it was exported from the same
     checkpoint (:func:`~pumer_export.checkpoints.model_fingerprint`) with the same options, else re-exported."""
     from .checkpoints import model_fingerprint
@@ -228,7 +228,7 @@ def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_
                        text_length=text_length, pumer=model.pumer_config):
         return path
     export_onnx(model, directory, dtype=dtype, image_size=tuple(image_size), text_length=text_length,
-                reduction=reduction, validate=False, force=True)
+                reduction=reduction, validate=False, force=True, processor_dir=processor_dir)
     return path
 
 

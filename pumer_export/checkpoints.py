@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,19 +25,11 @@ import torch
 from .config import CONFIG_KEY, PumerConfig, set_pumer_config
 from .errors import CheckpointError, ConfigError, PumerExportError, missing
 from .fsutil import atomic_output_dir
+from .processing import PROCESSOR_FILES
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 PYTORCH_FILE = "pytorch_model.bin"
-#: Files copied along from a source checkpoint so the processor can be rebuilt locally.
-PROCESSOR_FILES = (
-    "preprocessor_config.json",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-)
 #: Buffers transformers does not persist; some older checkpoints still carry them.
 _IGNORED_KEYS = re.compile(r".*\.(position_ids|token_type_ids)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -160,11 +151,12 @@ def load_state_strict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor
 
 
 def _save(model, dst: Path, force: bool, source: Path) -> None:
+    """Write ``model`` to ``dst`` with the source checkpoint's processor files (so the processor is local)."""
+    from .processing import copy_processor_files
+
     with atomic_output_dir(dst, force=force) as tmp:
         model.save_pretrained(tmp)
-        for name in PROCESSOR_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, tmp / name)
+        copy_processor_files(source, tmp)
 
 
 def _family_of_official(source: Path, data: dict[str, Any]):

@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "doctor",
     "validate",
     "bench",
+    "run",
+    "eval",
     "demo",
 )
 

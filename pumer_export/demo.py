@@ -96,7 +96,7 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
     with step("ONNX export (PuMer and baseline)"):
         for variant in ("pumer", "baseline"):
             result = export_onnx(model, out / "onnx" / variant, image_size=image_size, text_length=text_length,
-                                 reduction=variant == "pumer", validate=False)
+                                 reduction=variant == "pumer", validate=False, processor_dir=out / "checkpoint")
             onnx[variant] = result.path
     timed("export", t0)
 

@@ -22,6 +22,20 @@ def test_demo_end_to_end(cli, tmp_path, family):
     report = (out / "report.md").read_text()
     assert "PASSED" in report and "FLOP-ideal" in report
 
+    # the demo's export folder is self-contained: an application answers questions with it
+    from PIL import Image
+
+    Image.new("RGB", (120, 90), (30, 120, 200)).save(tmp_path / "img.png")
+    code, printed, err = cli("run", out / "onnx" / "pumer", "--image", tmp_path / "img.png", "--question",
+                             "what is it?", "--json", "--top-k", "3")
+    assert code == 0, err
+    answers = json.loads(printed)["answers"]
+    assert len(answers) == 3 and answers[0]["score"] >= answers[1]["score"] >= answers[2]["score"]
+    code, printed, err = cli("run", out / "checkpoint", "--backend", "torch", "--image", tmp_path / "img.png",
+                             "--question", "what is it?", "--json")
+    assert code == 0, err
+    assert json.loads(printed)["answers"][0]["answer"] == answers[0]["answer"]
+
     code, _, err = cli("demo", "--out", out, "--no-progress")
     assert code == 2 and "--force" in err
 

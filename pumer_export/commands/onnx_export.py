@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             validation_options={"batch_sizes": args.batch_sizes, "atol": args.atol, "rtol": args.rtol,
                                 "index_agreement": args.index_agreement},
             force=args.force, external_data=True if args.external_data else None,
-            fused_official_attention=args.fused_official_attention,
+            fused_official_attention=args.fused_official_attention, processor_dir=args.model,
         )
     layers = result.schedule.layers
     tokens = (f"tokens {result.schedule.text_tokens}+{result.schedule.image_tokens} -> "

@@ -262,6 +262,39 @@ def name_pumer_nodes(model_proto: onnx.ModelProto) -> None:
                 break
 
 
+def _io(values) -> list[dict[str, Any]]:
+    return [{"name": v.name,
+             "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+             "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]}
+            for v in values]
+
+
+def export_manifest(model_proto: onnx.ModelProto, model, family, *, external: bool,
+                    processor_files: list[str]) -> dict[str, Any]:
+    """The manifest of an ONNX export folder (see :mod:`pumer_export.manifest`)."""
+    meta = read_metadata(model_proto)
+    return {
+        "family": family.NAME,
+        "backend": "onnx",
+        "model_file": MODEL_FILE,
+        "data_files": [DATA_FILE] if external else [],
+        "inputs": _io(model_proto.graph.input),
+        "outputs": _io(model_proto.graph.output),
+        "image_size": meta["pumer.image_size"],
+        "text_length": meta["pumer.text_length"],
+        "batch": {"min": 1, "max": 4096},
+        "dtype": meta["pumer.dtype"],
+        "reduction": meta["pumer.reduction"],
+        "pumer": meta["pumer.config"],
+        "schedule": meta["pumer.schedule"],
+        "id2label": {str(k): v for k, v in sorted(model.config.id2label.items())},
+        "processor": processor_files,
+        "versions": meta["pumer.versions"],
+        "model_sha256": meta["pumer.model_sha256"],
+        "op_spec_hash": meta["pumer.op_spec_hash"],
+    }
+
+
 def _weight_bytes(model_proto: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model_proto.graph.initializer)
 
@@ -281,6 +314,7 @@ def export_onnx(
     force: bool = False,
     external_data: bool | None = None,
     fused_official_attention: bool = False,
+    processor_dir: str | Path | None = None,
 ) -> ExportResult:
     """Export ``model`` (a model of any family of :mod:`pumer_export.models`) to ``outdir``.
 
@@ -299,9 +333,12 @@ def export_onnx(
         fused_official_attention: for ``official`` masking, export the attention as the standard fused pattern with
             PuMer's P7 softmax as an additive mask (its 1e-6 smoothing left out); validated against the exact
             reference like any export.
+        processor_dir: the checkpoint directory whose processor files are copied beside the model (so the folder
+            is self-contained: ``manifest.json`` lists them).
 
     Returns:
-        An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``).
+        An :class:`ExportResult`; ``outdir`` holds ``model.onnx`` (and ``model.onnx.data``), ``manifest.json`` and
+        the processor files.
     """
     from .. import models
 
@@ -384,6 +421,11 @@ def export_onnx(
 
     report = None
     with atomic_output_dir(outdir, force=force) as tmp:
+        from ..manifest import write_manifest
+        from ..processing import copy_processor_files
+
+        processor_files = copy_processor_files(Path(processor_dir), tmp) if processor_dir is not None else []
+        manifest = export_manifest(proto, model, family, external=use_external, processor_files=processor_files)
         path = tmp / MODEL_FILE
         if use_external:
             onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -399,4 +441,5 @@ def export_onnx(
 
             report = validate_onnx(path, model, dtype=dtype, image_size=image_size, text_length=text_length,
                                    reduction=reduction, **(validation_options or {}))
+        write_manifest(tmp, manifest)
     return ExportResult(outdir / MODEL_FILE, schedule, output_names, time.perf_counter() - start, report)

@@ -13,8 +13,8 @@ as the ONNX model declares them, so the same feed goes to every runner.
 * ``DIR``: images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``) with their questions, either
   in ``questions.json`` (``{"image.jpg": "question", ...}`` or ``[{"image": ..., "question": ...}]``)
   or in a ``<image stem>.txt`` next to each image. They are processed with the checkpoint's own
-  ``ViltProcessor`` (only when its files are in the checkpoint directory; nothing is downloaded),
-  images resized to the export's fixed size first.
+  processor (only when its files are in the checkpoint directory; nothing is downloaded) and fitted
+  to the export's canvas as the runtime's VQA pipeline does.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ import numpy as np
 from ..errors import PumerExportError, missing
 from .onnxinfo import INPUT_NAMES, TensorInfo
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_PROCESSOR_CONFIGS = ("preprocessor_config.json", "processor_config.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+from ..processing import IMAGE_SUFFIXES
 
 
 @dataclasses.dataclass
@@ -212,65 +210,29 @@ def _questions(folder: Path, images: list[Path]) -> dict[str, str]:
     return questions
 
 
-def load_processor(model_dir: Path):
-    """The checkpoint's own ``ViltProcessor``, only from local files."""
-    has_config = any((model_dir / f).is_file() for f in _PROCESSOR_CONFIGS)
-    if not has_config or not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
-        raise PumerExportError(
-            f"{model_dir} has no processor files (preprocessor_config.json or processor_config.json, and "
-            "tokenizer.json or vocab.txt), so a folder "
-            "of images and questions cannot be processed; copy them from the source checkpoint or pass --inputs FILE.npz"
-        )
-    import logging
-
-    from transformers import ViltProcessor
-
-    quiet = logging.getLogger("transformers.utils.import_utils")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "requires torchvision ... falling back to the PIL processor"
-    try:
-        return ViltProcessor.from_pretrained(str(model_dir), local_files_only=True)
-    except Exception as exc:
-        raise PumerExportError(f"cannot load the processor of {model_dir} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    finally:
-        quiet.setLevel(level)
-
-
 def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size: int,
-                  num_samples: int | None = None) -> Inputs:
-    from PIL import Image
+                  num_samples: int | None = None, config=None) -> Inputs:
+    """Images with their questions, prepared by the checkpoint's own processor and fitted to the export's canvas
+    exactly as :class:`pumer_export.runtime.VqaPipeline` does (the model family's ``encode``)."""
+    from .. import models
+    from ..processing import load_image, load_processor
 
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise PumerExportError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     questions = _questions(folder, images)
-    missing = [p.name for p in images if p.name not in questions]
-    if missing:
+    absent = [p.name for p in images if p.name not in questions]
+    if absent:
         raise PumerExportError(
-            f"{folder}: no question for {missing[:3]}; add questions.json or a .txt file next to each image"
+            f"{folder}: no question for {absent[:3]}; add questions.json or a .txt file next to each image"
         )
     if num_samples is not None:
         images = images[:num_samples]
     processor = load_processor(model_dir)
-    height, width = spec.image_size
-    pictures = []
-    for path in images:
-        try:
-            with Image.open(path) as img:
-                pictures.append(img.convert("RGB").resize((width, height), Image.BICUBIC))
-        except Exception as exc:
-            raise PumerExportError(f"cannot read image {path} ({type(exc).__name__})") from None
-    texts = [questions[p.name] for p in images]
-    pixels = processor.image_processor(pictures, do_resize=False, return_tensors="pt")
-    tokens = processor.tokenizer(texts, padding="max_length", truncation=True, max_length=spec.text_length,
-                                 return_tensors="pt")
-    arrays = {
-        "input_ids": tokens["input_ids"].numpy(),
-        "attention_mask": tokens["attention_mask"].numpy(),
-        "token_type_ids": tokens.get("token_type_ids", tokens["input_ids"] * 0).numpy(),
-        "pixel_values": pixels["pixel_values"].numpy().astype(np.float32),
-        "pixel_mask": pixels["pixel_mask"].numpy() if "pixel_mask" in pixels else np.ones((len(images), height, width), np.int64),
-    }
+    family = models.for_model(config)
+    pictures = [load_image(path, "image") for path in images]
+    arrays = family.encode(processor, pictures, [questions[p.name] for p in images], image_size=spec.image_size,
+                           text_length=spec.text_length)
     arrays = _check_arrays(arrays, spec, str(folder))
     return Inputs(_split(arrays, spec, batch_size), f"folder {folder}", [p.name for p in images])
 
@@ -286,7 +248,7 @@ def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path 
     if path.is_dir():
         if model_dir is None:
             raise PumerExportError("a folder of images needs a checkpoint directory with the processor files")
-        return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples)
+        return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples, config=config)
     if path.suffix == ".npz":
         if not path.is_file():
             raise missing(path, "--inputs")

@@ -13,6 +13,7 @@ plugin library, op definitions) and only then deserializes the engine.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -252,7 +253,53 @@ def build_engine(
         io=output.io,
     )
     sidecar_path = write_outputs(plan.out_path, output.plan, record, plan.timing_cache, output.timing_cache)
+    onnx_folder = plan.onnx_path.parent
+    if (onnx_folder / "manifest.json").is_file() and plan.out_path.parent.resolve() != onnx_folder.resolve():
+        write_engine_folder(onnx_folder, plan.out_path, record)  # the engine's folder becomes self-contained
     return BuildResult(plan.out_path, sidecar_path, record, time.perf_counter() - start)
+
+
+def engine_manifest(onnx_manifest: Mapping[str, Any], plan_name: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of an engine folder, from its ONNX export's manifest and the engine's sidecar record."""
+    batch = (record.get("profile") or {}).get("batch") or {}
+    precision = record.get("precision") or {}
+    manifest = {k: v for k, v in onnx_manifest.items() if k not in ("directory", "sha256", "format", "data_files")}
+    manifest.update(
+        backend="tensorrt", model_file=plan_name, data_files=[sidecar_mod.sidecar_path(Path(plan_name)).name],
+        batch={"min": int(batch.get("min", 1)), "max": int(batch.get("max", 1))},
+        tensorrt={"version": record.get("tensorrt_version"), "gpu": record.get("gpu"), "precision": precision,
+                  "plugin_library": (record.get("plugin_library") or {}).get("path")},
+    )
+    return manifest
+
+
+def write_engine_folder(onnx_folder: str | os.PathLike, plan: str | os.PathLike,
+                        record: Mapping[str, Any] | None = None) -> Path:
+    """Make the engine's folder self-contained: its ``manifest.json`` (backend "tensorrt", the batch range of the
+    profile) and the processor files of the ONNX export folder. Refuses a folder whose manifest names another
+    model file (one engine per folder)."""
+    from ..manifest import MANIFEST_FILE, read_manifest, write_manifest
+    from ..processing import copy_processor_files
+
+    plan = Path(plan)
+    folder = plan.parent
+    if folder.resolve() == Path(onnx_folder).resolve():
+        raise PumerExportError(f"write the engine outside the ONNX export folder {folder} (e.g. engines/pumer/"
+                               f"{plan.name}): an application loads one model per folder")
+    existing = folder / MANIFEST_FILE
+    if existing.is_file():
+        try:
+            other = json.loads(existing.read_text(encoding="utf-8")).get("model_file")
+        except (OSError, ValueError):
+            other = None
+        if other != plan.name:
+            raise PumerExportError(f"{folder} already holds an export of {other}; write each engine into a folder "
+                                   "of its own (an application loads one model per folder)")
+    record = record if record is not None else sidecar_mod.read_sidecar(plan)
+    onnx_manifest = read_manifest(onnx_folder)
+    copy_processor_files(Path(onnx_folder), folder)
+    write_manifest(folder, engine_manifest(onnx_manifest, plan.name, record))
+    return folder
 
 
 def write_outputs(out_path: Path, plan_bytes: bytes, record: Mapping[str, Any],

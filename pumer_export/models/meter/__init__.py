@@ -154,6 +154,38 @@ def architecture(config) -> dict[str, Any]:
     }
 
 
+def tiny_processor(config):
+    """A real small processor for the built-in models: a word-level RoBERTa-style tokenizer (``<s>`` = 0, ``<pad>``
+    = 1, ``</s>`` = 2) and CLIP's image processor at the model's image size."""
+    from ...processing import Processor, quiet_transformers, tiny_tokenizer
+    from .modeling import CLIP_MEAN, CLIP_STD
+
+    side = config.image_size
+    with quiet_transformers():
+        from transformers import CLIPImageProcessor
+
+        images = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+                                    image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    return Processor(tiny_tokenizer("roberta", config.vocab_size), images, Path("."))
+
+
+def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
+           text_length: int) -> dict[str, Any]:
+    """Model inputs for RGB PIL ``images`` and ``questions``: CLIP's resize and centre crop to the model's image size
+    (which is the export's canvas), text padded or truncated to ``text_length``."""
+    import numpy as np
+
+    from ...processing import encode_text, quiet_transformers
+
+    with quiet_transformers():
+        pixels = processor.image_processor(images, return_tensors="np")["pixel_values"].astype(np.float32)
+    if tuple(pixels.shape[2:]) != tuple(image_size):
+        raise PumerExportError(f"the image processor makes {pixels.shape[2]}x{pixels.shape[3]} images but the model "
+                               f"takes {image_size[0]}x{image_size[1]}; fix crop_size in preprocessor_config.json")
+    text = encode_text(processor.tokenizer, questions, text_length)
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
+
+
 #: The demo's input size (image, text length) and what its report says of the model.
 DEMO_INPUT = ((224, 224), 40)
 DEMO_DESCRIPTION = ("Random METER VQA model with METER-B/16's token layout at 224x224 (197 image + 40 text tokens), "
@@ -164,7 +196,9 @@ def write_demo_checkpoint(out: Path) -> Path:
     """The demo's checkpoint: a random METER model with the released PuMer settings."""
     from .presets import demo_meter_model
 
-    demo_meter_model(seed=0).save_pretrained(out / "checkpoint")
+    model = demo_meter_model(seed=0)
+    model.save_pretrained(out / "checkpoint")
+    tiny_processor(model.config).save(out / "checkpoint")
     return out / "checkpoint"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ...config import PumerConfig, set_pumer_config
+from ...processing import tiny_labels
 from .modeling import MeterConfig, PumerMeterForQuestionAnswering
 
 #: The released METER PuMer settings (csarron/meter-vqa2-p0.2r0.2t0.2-0246: cross blocks 0-3).
@@ -45,7 +46,7 @@ def meter_config(
                      "max_position_embeddings": max_text_length + PAD_ID + 1, "type_vocab_size": 1,
                      "layer_norm_eps": 1e-5, "pad_token_id": PAD_ID, "bos_token_id": BOS_ID, "eos_token_id": EOS_ID},
         max_text_length=max_text_length,
-        id2label={i: f"answer_{i}" for i in range(num_labels)},
+        id2label=tiny_labels(num_labels),
         architectures=["PumerMeterForQuestionAnswering"],
     )
     config.label2id = {v: k for k, v in config.id2label.items()}

@@ -115,6 +115,42 @@ def architecture(config) -> dict[str, Any]:
     }
 
 
+def tiny_processor(config):
+    """A real small processor for the built-in models: a word-level BERT-style tokenizer, ViLT's image processor."""
+    from ...processing import Processor, quiet_transformers, tiny_tokenizer
+
+    with quiet_transformers():
+        from transformers import ViltImageProcessor
+
+        images = ViltImageProcessor(size={"shortest_edge": config.image_size}, size_divisor=config.patch_size)
+    return Processor(tiny_tokenizer("bert", config.vocab_size), images, Path("."))
+
+
+def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
+           text_length: int) -> dict[str, Any]:
+    """Model inputs for RGB PIL ``images`` and ``questions`` on the fixed canvas: each image resized to fit
+    ``image_size`` (aspect kept), normalised by the checkpoint's image processor, padded with zeros at the bottom
+    and right, ``pixel_mask`` marking the image; text padded or truncated to ``text_length``."""
+    import numpy as np
+
+    from ...processing import encode_text, fit_to_canvas, quiet_transformers
+
+    height, width = image_size
+    fitted = [fit_to_canvas(image, image_size) for image in images]
+    with quiet_transformers():
+        pixels = processor.image_processor(fitted, do_resize=False, do_pad=False, return_tensors=None)["pixel_values"]
+    values = np.zeros((len(images), 3, height, width), dtype=np.float32)
+    mask = np.zeros((len(images), height, width), dtype=np.int64)
+    for index, array in enumerate(pixels):
+        array = np.asarray(array, dtype=np.float32)
+        values[index, :, :array.shape[1], :array.shape[2]] = array
+        mask[index, :array.shape[1], :array.shape[2]] = 1
+    text = encode_text(processor.tokenizer, questions, text_length)
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
+            "token_type_ids": text.get("token_type_ids", np.zeros_like(text["input_ids"])),
+            "pixel_values": values, "pixel_mask": mask}
+
+
 #: The demo's input size (image, text length) and what its report says of the model.
 DEMO_INPUT = ((384, 384), 40)
 DEMO_DESCRIPTION = ("Random ViLT VQA model with ViLT-B/32's token layout (145 image + 40 text tokens) in a 6-layer, "
@@ -126,8 +162,10 @@ def write_demo_checkpoint(out: Path) -> Path:
     from ...checkpoints import apply_pumer
     from .presets import DEMO_PUMER, demo_vilt_model
 
-    demo_vilt_model(seed=0, pumer=None).save_pretrained(out / "vilt-demo")
-    apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)
+    model = demo_vilt_model(seed=0, pumer=None)
+    model.save_pretrained(out / "vilt-demo")
+    tiny_processor(model.config).save(out / "vilt-demo")
+    apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)  # copies the processor files
     return out / "checkpoint"
 
 

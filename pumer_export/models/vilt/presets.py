@@ -6,6 +6,7 @@ import torch
 from transformers import ViltConfig
 
 from ...config import PumerConfig, set_pumer_config
+from ...processing import tiny_labels
 
 #: PuMer settings of the built-in example (the released ViLT checkpoints use 0.1 / 0.3 / 0.2).
 DEFAULT_TINY_PUMER = PumerConfig(reduce_layers=(1, 3), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
@@ -37,7 +38,7 @@ def tiny_vilt_config(
         num_labels=num_labels,
         layer_norm_eps=1e-6,
     )
-    config.id2label = {i: f"answer_{i}" for i in range(num_labels)}
+    config.id2label = tiny_labels(num_labels)
     config.label2id = {v: k for k, v in config.id2label.items()}
     pumer = pumer or PumerConfig()
     if attention_masking is not None:

@@ -1,0 +1,70 @@
+"""``pumer-export eval``: VQA accuracy of baseline and PuMer on the chosen backends (the accuracy drop)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="VQA accuracy of baseline and PuMer per backend: accuracy drop, backend agreement, throughput",
+        description=(
+            "Run the baseline and the PuMer model of a checkpoint on a VQAv2-format set (question file, annotation "
+            "file and an image folder with COCO-style names, or a JSON-lines file of {image, question, answers}) "
+            "on every chosen backend, with the same prepared inputs, and report the standard VQA accuracy (official "
+            "normalisation, leave-one-out over the human answers), PuMer's accuracy drop against the baseline, the "
+            "top-1 agreement between backends and the throughput. Writes report.json and report.md. ONNX exports "
+            "are made (and reused) under REPORT/exports."
+        ),
+        epilog=("example: pumer-export eval vilt-pumer --questions v2_OpenEnded_mscoco_val2014_questions.json "
+                "--annotations v2_mscoco_val2014_annotations.json --images val2014 --backends torch,ort "
+                "--limit 500 --report eval"),
+    )
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (with its processor files)")
+    parser.add_argument("--questions", metavar="FILE", help="VQAv2 question file (JSON)")
+    parser.add_argument("--annotations", metavar="FILE", help="VQAv2 annotation file (JSON)")
+    parser.add_argument("--images", metavar="DIR", help="image folder (COCO-style names ending in the image id)")
+    parser.add_argument("--jsonl", metavar="FILE", help="instead: JSON lines of {image, question, answers}")
+    parser.add_argument("--backends", default="torch,ort", metavar="LIST",
+                        help="comma-separated: torch, ort, trt (default torch,ort); the first is the agreement "
+                             "reference")
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N questions only")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="default 8")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads")
+    parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    parser.add_argument("--report", metavar="DIR", default="eval-report", help="output directory (default eval-report)")
+    parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..console import info
+    from ..errors import PumerExportError
+    from ..vqa_eval import EvalOptions, load_jsonl, load_vqav2, run_eval
+    from ._common import check_report_dir
+
+    vqav2 = (args.questions, args.annotations, args.images)
+    if args.jsonl and any(vqav2):
+        raise PumerExportError("pass either --jsonl FILE or --questions/--annotations/--images, not both")
+    if not args.jsonl and not all(vqav2):
+        raise PumerExportError("pass --questions FILE --annotations FILE --images DIR (or --jsonl FILE)")
+    check_report_dir(args.report, ("report.json", "report.md"), args.force)
+    questions = load_jsonl(args.jsonl) if args.jsonl else load_vqav2(*vqav2)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    report = run_eval(args.model, questions, EvalOptions(
+        backends=backends, report_dir=Path(args.report), limit=args.limit, batch_size=args.batch_size,
+        threads=args.threads, provider=args.ort_provider, force=args.force, progress=not args.no_progress))
+    for backend, result in report["results"].items():
+        info(f"{backend}: baseline {result['baseline']['accuracy']:.2f}, PuMer {result['pumer']['accuracy']:.2f} "
+             f"(drop {result['accuracy_drop']:+.2f} points), speedup "
+             f"{result['speedup']:.2f}x" if result["speedup"] else f"{backend}: no timing")
+    for name, value in report["agreement"].items():
+        info(f"agreement {name}: {value:.1%}")
+    info(f"wrote {Path(args.report) / 'report.json'} and report.md ({report['num_questions']} questions)")
+    return 0

@@ -1,0 +1,97 @@
+"""``pumer-export run``: answer questions about images with an exported model (or the checkpoint, for torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="answer questions about images with an export folder (ONNX Runtime, TensorRT) or a checkpoint",
+        description=(
+            "Answer a question about an image (or every image/question pair of a file) with an exported model: "
+            "inputs are prepared exactly as the checkpoint's processor does (its files travel with the export), "
+            "fitted to the export's fixed image size and text length, and batched within its batch range. "
+            "Prints the top-k answers with their sigmoid scores as a table or JSON."
+        ),
+        epilog=("examples: pumer-export run exports/pumer --image cat.jpg --question 'what is it?' --top-k 3\n"
+                "          pumer-export run vilt-pumer --backend torch --pairs pairs.jsonl --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="EXPORT", help="export folder (manifest.json); a checkpoint for --backend torch")
+    parser.add_argument("--image", metavar="FILE", help="image file")
+    parser.add_argument("--question", metavar="TEXT", help="question about the image")
+    parser.add_argument("--pairs", metavar="FILE",
+                        help="JSON lines of {\"image\": path, \"question\": text} (paths relative to the file)")
+    parser.add_argument("--backend", choices=("ort", "trt", "torch"), default="ort", help="default ort")
+    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime provider (default cpu)")
+    parser.add_argument("--plugins", metavar="LIB", help="TensorRT plugin library (default: found as `build` does)")
+    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="answers per question (default 5)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
+                        help="images per run (default: the export's largest batch)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def read_pairs(path) -> list[tuple[str, str]]:
+    """(image path, question) pairs of a JSON-lines file; one-line errors for bad lines."""
+    import json
+    from pathlib import Path
+
+    from ..errors import PumerExportError, missing
+
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path, "--pairs")
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise PumerExportError(f"{path}:{number} is not JSON; write one {{\"image\", \"question\"}} per line") from None
+        if not isinstance(item, dict) or "image" not in item or "question" not in item:
+            raise PumerExportError(f"{path}:{number} needs \"image\" and \"question\"")
+        image = Path(str(item["image"]))
+        pairs.append((str(image if image.is_absolute() else path.parent / image), str(item["question"])))
+    if not pairs:
+        raise PumerExportError(f"{path} holds no image/question pairs")
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..console import out_console, table
+    from ..errors import PumerExportError
+    from ..runtime import VqaPipeline
+
+    if args.pairs and (args.image or args.question):
+        raise PumerExportError("pass either --pairs FILE or --image with --question, not both")
+    if args.pairs:
+        pairs = read_pairs(args.pairs)
+    elif args.image is None or args.question is None:
+        raise PumerExportError("pass --image FILE and --question TEXT (or --pairs FILE)")
+    else:
+        pairs = [(args.image, args.question)]
+    options = {"threads": args.threads}
+    if args.backend == "ort":
+        options["provider"] = args.provider
+    if args.backend == "trt":
+        options["plugins"] = args.plugins
+    pipeline = VqaPipeline(args.source, args.backend, **options)
+    answers = pipeline([p[0] for p in pairs], [p[1] for p in pairs], top_k=args.top_k, batch_size=args.batch_size)
+    if args.json:
+        results = [{"image": image, "question": question, "answers": found}
+                   for (image, question), found in zip(pairs, answers)]
+        print(json.dumps(results[0] if len(results) == 1 and not args.pairs else results, indent=2))
+        return 0
+    for (image, question), found in zip(pairs, answers):
+        out_console.print(table(f"{image}: {question}", ("answer", "score"),
+                                [(a["answer"], f"{a['score']:.4f}") for a in found]))
+    return 0

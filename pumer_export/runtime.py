@@ -1,0 +1,252 @@
+"""Run exported PuMer models in applications: one backend interface, and a VQA pipeline on top.
+
+>>> from pumer_export.runtime import VqaPipeline
+>>> vqa = VqaPipeline("exports/pumer")                       # an export folder (manifest.json), ONNX Runtime
+>>> vqa(["cat.jpg"], ["what is it?"], top_k=3)
+[[{'answer': 'cat', 'score': 0.91}, ...]]
+
+Backends (:func:`load_backend`), all with ``run(feeds) -> {output name: array}``:
+
+* ``ort``: an ONNX export folder on ONNX Runtime (``provider`` "cpu" or "cuda");
+* ``trt``: a TensorRT engine folder (engine + plugin library, checked against the engine's sidecar);
+* ``torch``: the PyTorch reference, from a pumer-export checkpoint directory (so the same pipeline compares
+  backends on the same inputs).
+
+The pipeline prepares inputs exactly as the checkpoint's processor does (the processor files travel with the
+export), fits them to the export's fixed canvas and text length (the family's ``encode``) and batches within the
+export's batch range. Scores are sigmoid probabilities (VQA heads are trained with binary cross-entropy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import MissingDependencyError, PumerExportError
+
+BACKENDS = ("ort", "trt", "torch")
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What the pipeline needs to know of a model, from a manifest or a checkpoint."""
+
+    family: str
+    image_size: tuple[int, int]
+    text_length: int
+    id2label: dict[int, str]
+    batch_min: int
+    batch_max: int
+    input_names: tuple[str, ...]
+    input_dtypes: dict[str, str]
+    processor_dir: Path
+    source: Path
+
+
+class Backend:
+    """``run(feeds)``: numpy inputs by name -> numpy outputs by name (``logits`` first)."""
+
+    name = "backend"
+    info: ModelInfo
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.info.source})"
+
+
+def _info_from_manifest(manifest: dict[str, Any]) -> ModelInfo:
+    directory = Path(manifest["directory"])
+    return ModelInfo(
+        family=manifest["family"], image_size=tuple(manifest["image_size"]), text_length=int(manifest["text_length"]),
+        id2label=manifest["id2label"], batch_min=int(manifest["batch"]["min"]), batch_max=int(manifest["batch"]["max"]),
+        input_names=tuple(i["name"] for i in manifest["inputs"]),
+        input_dtypes={i["name"]: i["dtype"] for i in manifest["inputs"]}, processor_dir=directory, source=directory,
+    )
+
+
+class OrtBackend(Backend):
+    """An ONNX export folder on ONNX Runtime."""
+
+    name = "ort"
+
+    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
+        from .manifest import read_manifest
+
+        manifest = read_manifest(folder)
+        if manifest["backend"] != "onnx":
+            raise PumerExportError(f"{folder} holds a {manifest['backend']} export; use --backend trt for it")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("ONNX Runtime is not installed: pip install onnxruntime") from None
+        from .parity.runners import ORT_PROVIDERS
+
+        wanted = ORT_PROVIDERS[provider]
+        if wanted not in ort.get_available_providers():
+            raise MissingDependencyError(f"ONNX Runtime has no {wanted} here; install onnxruntime-gpu for CUDA")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.info = _info_from_manifest(manifest)
+        self.session = ort.InferenceSession(str(Path(manifest["directory"]) / manifest["model_file"]), options,
+                                            providers=[wanted])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {name: feeds[name].astype(self.info.input_dtypes[name], copy=False) for name in self.info.input_names}
+        return dict(zip(self.output_names, self.session.run(None, feed)))
+
+
+class TrtBackend(Backend):
+    """A TensorRT engine folder: ``manifest.json`` (backend "tensorrt"), the engine and its sidecar."""
+
+    name = "trt"
+
+    def __init__(self, folder: str | Path, plugins: str | Path | None = None):
+        from .manifest import read_manifest
+        from .parity.runners import tensorrt_available
+
+        if not tensorrt_available():
+            raise MissingDependencyError("TensorRT is not installed (pip install tensorrt from NVIDIA's index, or "
+                                         "JetPack's); use --backend ort")
+        manifest = read_manifest(folder)
+        if manifest["backend"] != "tensorrt":
+            raise PumerExportError(f"{folder} holds an ONNX export; build an engine folder with `pumer-export build` "
+                                   "or use --backend ort")
+        from .tensorrt.engine import load_engine
+
+        self.info = _info_from_manifest(manifest)
+        self.engine = load_engine(Path(manifest["directory"]) / manifest["model_file"], plugins=plugins)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - needs TensorRT
+        feed = {name: feeds[name].astype(self.info.input_dtypes[name], copy=False) for name in self.info.input_names}
+        return {name: np.asarray(value) for name, value in self.engine.infer(feed).items()}
+
+
+class TorchBackend(Backend):
+    """The PyTorch reference from a pumer-export checkpoint (optionally on an export's canvas)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | Path, *, image_size: tuple[int, int] | None = None,
+                 text_length: int | None = None, reduction: bool = True, device: str = "cpu"):
+        import torch
+
+        from . import models
+        from .checkpoints import load_pumer_model
+        from .manifest import MANIFEST_FILE
+        from .schedule import input_size
+
+        checkpoint = Path(checkpoint)
+        if (checkpoint / MANIFEST_FILE).is_file():
+            raise PumerExportError(f"{checkpoint} is an export folder; the torch backend runs the checkpoint: pass "
+                                   "the pumer-export checkpoint directory")
+        self.model = load_pumer_model(checkpoint).to(device)
+        if not reduction:
+            self.model.set_pumer_config(self.model.pumer_config.without_reduction())
+        self.family = models.for_model(self.model)
+        self.device = device
+        config = self.model.config
+        size, length = input_size(config, image_size, text_length)
+        self.family.check_input_size(config, size, length)
+        self.info = ModelInfo(
+            family=self.family.NAME, image_size=tuple(size), text_length=length,
+            id2label={int(k): v for k, v in config.id2label.items()}, batch_min=1, batch_max=4096,
+            input_names=self.family.INPUT_NAMES,
+            input_dtypes={n: "float32" if n == "pixel_values" else "int64" for n in self.family.INPUT_NAMES},
+            processor_dir=checkpoint, source=checkpoint,
+        )
+        self._torch = torch
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        inputs = {name: torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.device)
+                  for name in self.info.input_names}
+        inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
+        with torch.inference_mode():
+            out = self.family.reference_forward(self.model, inputs)
+        result = {"logits": out.logits.float().cpu().numpy()}
+        result.update({k: v.cpu().numpy() for k, v in out.reduction_indices.items()})
+        return result
+
+
+def load_backend(source: str | Path, backend: str = "ort", *, provider: str = "cpu", threads: int | None = None,
+                 plugins: str | Path | None = None, canvas: ModelInfo | None = None) -> Backend:
+    """The ``backend`` for ``source`` (an export folder for ort / trt, a checkpoint directory for torch).
+
+    ``canvas``: for torch, run at another backend's fixed image size and text length (to compare them).
+    """
+    if backend not in BACKENDS:
+        raise PumerExportError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "ort":
+        return OrtBackend(source, provider, threads)
+    if backend == "trt":
+        return TrtBackend(source, plugins)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return TorchBackend(source, image_size=canvas.image_size if canvas else None,
+                        text_length=canvas.text_length if canvas else None)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+class VqaPipeline:
+    """Images and questions in, top-k answers out (see the module doc)."""
+
+    def __init__(self, source: str | Path, backend: str = "ort", **kwargs: Any):
+        from . import models
+        from .processing import load_processor
+
+        self.backend = backend if isinstance(backend, Backend) else load_backend(source, backend, **kwargs)
+        self.info = self.backend.info
+        self.family = models.get(self.info.family)
+        self.processor = load_processor(self.info.processor_dir)
+
+    def encode(self, images: Sequence[Any], questions: Sequence[str]) -> dict[str, np.ndarray]:
+        """The fixed-size model inputs of ``images`` (paths, PIL images or arrays) and ``questions``."""
+        from .processing import load_image
+
+        if len(images) != len(questions):
+            raise PumerExportError(f"got {len(images)} image(s) but {len(questions)} question(s); pass one question "
+                                   "per image")
+        pictures = [load_image(image, f"image {i + 1}") for i, image in enumerate(images)]
+        return self.family.encode(self.processor, pictures, list(questions), image_size=self.info.image_size,
+                                  text_length=self.info.text_length)
+
+    def logits(self, images: Sequence[Any], questions: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Raw answer logits [N, labels], run in batches within the model's batch range."""
+        if not images:
+            raise PumerExportError("no images given")
+        size = min(batch_size or self.info.batch_max, self.info.batch_max)
+        if size < self.info.batch_min:
+            raise PumerExportError(f"batch size {size} is below the model's minimum {self.info.batch_min}")
+        feeds = self.encode(images, questions)
+        outputs = []
+        for start in range(0, len(images), size):
+            batch = {k: v[start:start + size] for k, v in feeds.items()}
+            count = len(batch["input_ids"])
+            if count < self.info.batch_min:  # pad a short last batch up to the engine's minimum
+                batch = {k: np.concatenate([v, np.repeat(v[-1:], self.info.batch_min - count, 0)]) for k, v in
+                         batch.items()}
+            outputs.append(self.backend.run(batch)["logits"][:count])
+        return np.concatenate(outputs)
+
+    def __call__(self, images: Sequence[Any], questions: Sequence[str], top_k: int = 5,
+                 batch_size: int | None = None) -> list[list[dict[str, Any]]]:
+        """For every (image, question): the ``top_k`` answers, best first, as ``{"answer", "score"}``."""
+        if top_k < 1:
+            raise PumerExportError(f"top-k must be at least 1, got {top_k}")
+        scores = sigmoid(self.logits(images, questions, batch_size))
+        k = min(top_k, scores.shape[1])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[{"answer": self.info.id2label.get(int(i), str(int(i))), "score": float(row[i])} for i in idx]
+                for row, idx in zip(scores, order)]
