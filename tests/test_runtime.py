@@ -237,3 +237,34 @@ def test_eval_bad_inputs(cli, deployed, tmp_path):
     one_line_error(code, err, "q.json")
     code, _, err = cli("eval", deployed["checkpoint"], "--report", tmp_path / "r")
     one_line_error(code, err, "--questions")
+
+
+# ------------------------------------------------------------------- edge recipes
+def test_build_prints_trtexec_and_polygraphy_commands(cli, deployed, tmp_path):
+    import onnx
+
+    from pumer_export.onnx.functions import DOMAIN
+
+    family = deployed["family"]
+    code, out, err = cli("build", deployed["export"], tmp_path / "e" / "model.plan", "--print-trtexec",
+                         "--trt-version", "10.3", "--batch", "1:4:8", "--fp16", "--timing-cache", "trt.cache")
+    assert code == 0, err
+    trtexec = next(line for line in out.splitlines() if line.startswith("trtexec "))
+    prepared = deployed["export"] / "model.plugins.onnx"
+    assert f"--onnx={prepared}" in trtexec and "--staticPlugins=" in trtexec
+    assert "--fp16" in trtexec and "--stronglyTyped" not in trtexec  # TensorRT 10, fp32 model with fp16 kernels
+    assert "--timingCacheFile=trt.cache" in trtexec
+    shapes = {kind: next(t for t in trtexec.split() if t.startswith(f"--{kind}Shapes=")) for kind in ("min", "max")}
+    assert "input_ids:1x" in shapes["min"] and "input_ids:8x" in shapes["max"]
+    assert len(shapes["min"].split(",")) == len(family.INPUT_NAMES)
+    assert any(line.startswith("polygraphy convert ") and "--trt-max-shapes" in line for line in out.splitlines())
+    model = onnx.load(str(prepared))  # the stripped copy: the pumer nodes stay, their bodies are gone
+    assert not model.functions and sum(n.domain == DOMAIN for n in model.graph.node) > 0
+
+    code, out, err = cli("build", deployed["export"], tmp_path / "e" / "model.plan", "--print-trtexec",
+                         "--trt-version", "11.1")
+    assert code == 0, err
+    assert "--stronglyTyped" in out and "--fp16" not in out
+    code, _, err = cli("build", deployed["export"], tmp_path / "e" / "model.plan", "--print-trtexec",
+                       "--trt-version", "11.1", "--fp16")
+    one_line_error(code, err, "needs a float16 ONNX model")

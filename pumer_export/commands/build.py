@@ -31,14 +31,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fp16", action="store_true",
                         help="allow fp16 kernels for a float32 model (TensorRT 10 only; on TensorRT 11 export a "
                              "float16 model)")
+    parser.add_argument("--print-trtexec", action="store_true",
+                        help="print the equivalent trtexec and Polygraphy command lines instead of building (writes "
+                             "MODEL.plugins.onnx, the model without the pumer function bodies, for them); needs no "
+                             "TensorRT")
+    parser.add_argument("--trt-version", metavar="X.Y", default=None,
+                        help="TensorRT version the printed commands are for (default: the installed one; e.g. 10.3 "
+                             "for JetPack 6)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT and OUT.json")
     parser.add_argument("--verbose", action="store_true", help="show TensorRT's verbose log")
     parser.set_defaults(func=run)
 
 
+def print_recipe(args: argparse.Namespace) -> int:
+    from ..errors import PumerExportError
+    from ..tensorrt.recipes import trtexec_recipe
+
+    version = args.trt_version
+    if version is None:
+        try:
+            from ..tensorrt import trt_api
+
+            version = trt_api.tensorrt_version(trt_api.import_tensorrt())
+        except PumerExportError:
+            raise PumerExportError("TensorRT is not installed here: pass --trt-version X.Y, the version on the "
+                                   "machine that builds the engine (e.g. 10.3 for JetPack 6)") from None
+    recipe = trtexec_recipe(args.model, args.out, version=version, plugins=args.plugins, batch=args.batch,
+                            fp16=args.fp16, timing_cache=args.timing_cache, workspace=args.workspace)
+    print(recipe.render())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..console import info, step
     from ..tensorrt.engine import build_engine
+
+    if args.print_trtexec:
+        return print_recipe(args)
 
     with step(f"building TensorRT engine {args.out}"):
         result = build_engine(
