@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "bench",
     "run",
     "eval",
+    "triton",
+    "serve",
+    "ask",
     "demo",
 )
 
