@@ -95,3 +95,34 @@ def atomic_output_file(dst: str | os.PathLike, *, force: bool = True) -> Iterato
 def write_text_atomic(dst: str | os.PathLike, text: str) -> None:
     with atomic_output_file(dst) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json_lines(path: str | os.PathLike, required: tuple[str, ...], what: str) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-empty line of a JSON-lines file; one-line errors naming the line."""
+    import json
+
+    from .errors import PumerExportError, missing
+
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path, what)
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise PumerExportError(f"{path}:{number} is not JSON; write one JSON object per line") from None
+        if not isinstance(item, dict) or not set(required) <= set(item):
+            raise PumerExportError(f"{path}:{number} needs {', '.join(repr(k) for k in required)}")
+        items.append((number, item))
+    if not items:
+        raise PumerExportError(f"{path} holds no entries")
+    return items
+
+
+def relative_to_file(path: str | os.PathLike, value: str) -> Path:
+    """``value`` as a path, relative ones taken from the folder of ``path`` (the file that names it)."""
+    candidate = Path(str(value))
+    return candidate if candidate.is_absolute() else Path(path).parent / candidate

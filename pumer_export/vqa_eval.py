@@ -169,25 +169,13 @@ def load_vqav2(questions: str | Path, annotations: str | Path, images: str | Pat
 
 def load_jsonl(path: str | Path) -> list[Question]:
     """``{"image", "question", "answers"}`` per line (image paths relative to the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise missing(path, "--jsonl")
+    from .fsutil import read_json_lines, relative_to_file
+
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            raise PumerExportError(f"{path}:{number} is not JSON") from None
-        if not isinstance(item, dict) or not {"image", "question", "answers"} <= set(item):
-            raise PumerExportError(f"{path}:{number} needs \"image\", \"question\" and \"answers\"")
+    for number, item in read_json_lines(path, ("image", "question", "answers"), "--jsonl"):
         answers = item["answers"] if isinstance(item["answers"], list) else [item["answers"]]
-        image = Path(str(item["image"]))
-        out.append(Question(number, image if image.is_absolute() else path.parent / image, str(item["question"]),
+        out.append(Question(number, relative_to_file(path, item["image"]), str(item["question"]),
                             [str(a) for a in answers], str(item.get("answer_type", "all"))))
-    if not out:
-        raise PumerExportError(f"{path} holds no questions")
     return out
 
 

@@ -23,31 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..console import out_console, table
     from ..errors import PumerExportError
     from ..triton.client import VqaClient
-    from .run import read_pairs
+    from .run import pairs_from_args, print_answers
 
-    if args.pairs and (args.image or args.question):
-        raise PumerExportError("pass either --pairs FILE or --image with --question, not both")
-    if args.pairs:
-        pairs = read_pairs(args.pairs)
-    elif args.image is None or args.question is None:
-        raise PumerExportError("pass --image FILE and --question TEXT (or --pairs FILE)")
-    else:
-        if not args.question.strip():
-            raise PumerExportError("the question is empty; ask something")
-        pairs = [(args.image, args.question)]
+    pairs = pairs_from_args(args)
+    if any(not question.strip() for _, question in pairs):
+        raise PumerExportError("a question is empty; ask something")
     client = VqaClient(args.url, args.model)
     answers = [client.ask([image], [question])[0] for image, question in pairs]
-    if args.json:
-        results = [{"image": image, "question": question, "answers": found}
-                   for (image, question), found in zip(pairs, answers)]
-        print(json.dumps(results[0] if len(results) == 1 and not args.pairs else results, indent=2))
-        return 0
-    for (image, question), found in zip(pairs, answers):
-        out_console.print(table(f"{image}: {question}", ("answer", "score"),
-                                [(a["answer"], f"{a['score']:.4f}") for a in found]))
+    print_answers(pairs, answers, as_json=args.json, many=bool(args.pairs))
     return 0

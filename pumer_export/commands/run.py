@@ -38,47 +38,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_pairs(path) -> list[tuple[str, str]]:
-    """(image path, question) pairs of a JSON-lines file; one-line errors for bad lines."""
-    import json
-    from pathlib import Path
+    """(image path, question) pairs of a JSON-lines file (image paths relative to the file)."""
+    from ..fsutil import read_json_lines, relative_to_file
 
-    from ..errors import PumerExportError, missing
-
-    path = Path(path)
-    if not path.is_file():
-        raise missing(path, "--pairs")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            raise PumerExportError(f"{path}:{number} is not JSON; write one {{\"image\", \"question\"}} per line") from None
-        if not isinstance(item, dict) or "image" not in item or "question" not in item:
-            raise PumerExportError(f"{path}:{number} needs \"image\" and \"question\"")
-        image = Path(str(item["image"]))
-        pairs.append((str(image if image.is_absolute() else path.parent / image), str(item["question"])))
-    if not pairs:
-        raise PumerExportError(f"{path} holds no image/question pairs")
-    return pairs
+    return [(str(relative_to_file(path, item["image"])), str(item["question"]))
+            for _, item in read_json_lines(path, ("image", "question"), "--pairs")]
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..console import out_console, table
+def pairs_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The (image, question) pairs of ``--image``/``--question`` or ``--pairs`` (run and ask)."""
     from ..errors import PumerExportError
-    from ..runtime import VqaPipeline
 
     if args.pairs and (args.image or args.question):
         raise PumerExportError("pass either --pairs FILE or --image with --question, not both")
     if args.pairs:
-        pairs = read_pairs(args.pairs)
-    elif args.image is None or args.question is None:
+        return read_pairs(args.pairs)
+    if args.image is None or args.question is None:
         raise PumerExportError("pass --image FILE and --question TEXT (or --pairs FILE)")
-    else:
-        pairs = [(args.image, args.question)]
+    return [(args.image, args.question)]
+
+
+def print_answers(pairs, answers, *, as_json: bool, many: bool) -> None:
+    """Answers as JSON (one object, or a list for a pairs file) or one small table per question."""
+    import json
+
+    from ..console import out_console, table
+
+    if as_json:
+        results = [{"image": image, "question": question, "answers": found}
+                   for (image, question), found in zip(pairs, answers)]
+        print(json.dumps(results if many else results[0], indent=2))
+        return
+    for (image, question), found in zip(pairs, answers):
+        out_console.print(table(f"{image}: {question}", ("answer", "score"),
+                                [(a["answer"], f"{a['score']:.4f}") for a in found]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runtime import VqaPipeline
+
+    pairs = pairs_from_args(args)
     options = {"threads": args.threads}
     if args.backend == "ort":
         options["provider"] = args.provider
@@ -86,12 +85,5 @@ def run(args: argparse.Namespace) -> int:
         options["plugins"] = args.plugins
     pipeline = VqaPipeline(args.source, args.backend, **options)
     answers = pipeline([p[0] for p in pairs], [p[1] for p in pairs], top_k=args.top_k, batch_size=args.batch_size)
-    if args.json:
-        results = [{"image": image, "question": question, "answers": found}
-                   for (image, question), found in zip(pairs, answers)]
-        print(json.dumps(results[0] if len(results) == 1 and not args.pairs else results, indent=2))
-        return 0
-    for (image, question), found in zip(pairs, answers):
-        out_console.print(table(f"{image}: {question}", ("answer", "score"),
-                                [(a["answer"], f"{a['score']:.4f}") for a in found]))
+    print_answers(pairs, answers, as_json=args.json, many=bool(args.pairs))
     return 0

@@ -133,7 +133,7 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
             deadline = time.monotonic() + startup_timeout
             while not ready(http_port, host):
                 if process.poll() is not None:
-                    hint = f" (its log: {log})" if log else " (run with --log FILE to see why)"
+                    hint = f" (its log: {log}{_last_error(log)})" if log else " (run with --log FILE to see why)"
                     raise PumerExportError(f"the Triton server exited with status {process.returncode} before it "
                                            f"was ready{hint}")
                 if time.monotonic() > deadline:
@@ -150,6 +150,16 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
                     process.wait()
             if log:
                 output.close()
+
+
+def _last_error(log: str | os.PathLike) -> str:
+    """``: <the log's last error line>`` (shortened), or "" when there is none."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines if line.startswith("E") or "error" in line.lower()]
+    return f": {errors[-1][:200]}" if errors else ""
 
 
 def metrics(port: int, host: str = "127.0.0.1") -> dict[str, float]:
