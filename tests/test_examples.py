@@ -39,3 +39,16 @@ def test_walkthrough_lists_the_commands():
     text = (EXAMPLES / "vilt_b32_walkthrough.md").read_text()
     for command in ("pumer-export apply", "pumer-export validate", "pumer-export bench", "pumer-export build"):
         assert command in text
+
+
+def test_ort_profile_script_reports_the_function_bodies(tmp_path):
+    from pumer_export.models.vilt.presets import tiny_vilt_model
+    from pumer_export.onnx.export import export_onnx
+
+    result = export_onnx(tiny_vilt_model(seed=0), tmp_path / "onnx", validate=False)
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "ort_profile.py"), str(result.path), "--runs", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "kernel time per run" in proc.stdout and "in pumer function bodies" in proc.stdout
+    body = float(proc.stdout.split("in pumer function bodies: ")[1].split(" ms")[0])
+    assert body > 0  # the pumer nodes ran as their inlined bodies
