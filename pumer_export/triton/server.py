@@ -81,6 +81,38 @@ def python_backend_dir(pytriton_root: Path, into: Path) -> Path:
     return into
 
 
+def stub_python_home(stub: Path) -> str | None:
+    """The prefix of the Python the backend stub is linked against (its libpython), so that its embedded
+    interpreter loads that Python's standard library. Without it, the interpreter looks for ``python3`` on the PATH
+    and, inside an activated virtual environment of another build of the same version (pyenv, conda), takes that
+    build's standard library, whose extension modules do not match the stub's libpython."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return None
+    try:
+        out = subprocess.run([ldd, str(stub)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for line in out.splitlines():
+        parts = line.split("=>")
+        if len(parts) == 2 and f"lib{version}" in parts[0]:
+            library = Path(parts[1].split("(")[0].strip()).resolve()
+            for prefix in library.parents:
+                if (prefix / "lib" / version / "os.py").is_file():
+                    return str(prefix)
+    return None
+
+
+def _leave_virtual_environments(env: dict[str, str]) -> None:
+    """Take activated virtual environments out of the server's PATH: the stub's embedded interpreter finds
+    ``python3`` on the PATH and would adopt that environment's ``pyvenv.cfg`` home (another Python build's
+    extension modules). This interpreter's packages still reach the models through ``PUMER_TRITON_SITE``."""
+    env.pop("VIRTUAL_ENV", None)
+    entries = env.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in entries if p and not (Path(p).parent / "pyvenv.cfg").is_file())
+
+
 def site_dirs() -> list[str]:
     """This interpreter's site-packages (where pumer-export and its dependencies are installed)."""
     dirs = list(site.getsitepackages())
@@ -125,7 +157,12 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
                    f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}", f"--http-address={host}",
                    f"--grpc-address={host}", "--allow-metrics=true", "--exit-on-error=true"]
         if pytriton_root is not None:
-            command.append(f"--backend-directory={python_backend_dir(pytriton_root, Path(scratch) / 'backends')}")
+            backends = python_backend_dir(pytriton_root, Path(scratch) / "backends")
+            command.append(f"--backend-directory={backends}")
+            home = stub_python_home(backends / "python" / "triton_python_backend_stub")
+            if home:
+                env["PYTHONHOME"] = home
+            _leave_virtual_environments(env)
         output = open(log, "ab") if log else subprocess.DEVNULL
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
