@@ -4,15 +4,18 @@ A family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``) p
 
 * ``NAME``, ``TITLE``, ``MODEL_TYPE`` (the ``model_type`` of its config.json), ``SCHEDULE_RULES`` (see
   :func:`pumer_export.schedule.layer_counts`), ``INPUT_NAMES`` (the exported model's inputs, in order),
-  ``SUPPORTS_APPLY`` (training-free PuMer on a Hugging Face checkpoint) and ``PRESETS`` (random-weight models by
-  name, for tests, benchmarks and the demo);
-* ``is_official(data)``: is this config.json an official PuMer checkpoint's; ``convert_official(source, data,
-  weights)`` builds the model with the official weights loaded; ``config_from_dict(source, data)`` reads a
-  pumer-export checkpoint's config; ``build_model(config)``;
-* ``check_input_size(config, image_size, text_length)``, ``image_tokens(config, image_size)``,
-  ``example_inputs(config, batch, text_length=, image_size=, seed=)``, ``reference_forward(model, inputs, **kw)``
-  (the forward every backend is compared with, fixed shapes), ``encoder_flops(config, schedule)`` and
-  ``architecture(config)`` (the rows ``info`` shows).
+  ``SUPPORTS_APPLY`` (training-free PuMer on a Hugging Face checkpoint), ``PRESETS`` and ``preset_model(name)``
+  (random-weight models for tests, benchmarks and the demo), ``DEMO_INPUT`` / ``DEMO_DESCRIPTION`` /
+  ``write_demo_checkpoint(out)`` (the demo's model);
+* checkpoints: ``is_official(data)`` (an official PuMer config.json), ``convert_official(source, data, weights)``
+  (the model with the official weights loaded), ``config_from_dict(source, data)`` (a pumer-export checkpoint's
+  config), ``check_config(config)``, ``build_model(config)``;
+* inputs: ``check_input_size(config, image_size, text_length)``, ``image_tokens(config, image_size)``,
+  ``example_inputs(config, batch, text_length=, image_size=, seed=)`` (seeded random inputs),
+  ``tiny_processor(config)`` (a real small processor for the built-in models) and ``encode(processor, images,
+  questions, image_size=, text_length=)`` (the processor's tensors on an export's fixed canvas);
+* ``reference_forward(model, inputs, **kw)`` (the forward every backend is compared with, fixed shapes),
+  ``encoder_flops(config, schedule)`` and ``architecture(config)`` (the rows ``info`` shows).
 
 The reduction itself is not part of a family: both call the same ``pumer`` ops (:mod:`pumer_export.reduce`).
 Commands find a family with :func:`for_config` (a config.json's contents) or :func:`for_model`.
