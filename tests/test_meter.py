@@ -272,3 +272,14 @@ def test_meter_fp16_export_with_official_masking_holds_parity(tmp_path):
                          dtype="fp16", validation_options={"batch_sizes": (1, 3)})
     assert result.validation.ok and result.validation.dtype == "fp16"
     assert sum(c.name.endswith("keep_idx") for c in result.validation.checks) == 8  # 4 blocks x 2 batch sizes
+
+
+@pytest.mark.parametrize("name", ["vilt", "meter"])
+def test_every_family_implements_the_interface(name):
+    from pumer_export import models
+
+    family = models.get(name)
+    missing = [attr for attr in models.INTERFACE if not hasattr(family, attr)]
+    assert not missing, missing
+    assert family.NAME == name and models.for_config({"model_type": family.MODEL_TYPE}) is family
+    assert set(family.PRESETS) >= {"tiny", "demo"}

@@ -29,6 +29,13 @@ from typing import Any
 
 from ..errors import CheckpointError
 
+#: What every family package defines (see the module doc); ``tests/test_meter.py`` holds both families to it.
+INTERFACE = (
+    "NAME", "TITLE", "MODEL_TYPE", "SCHEDULE_RULES", "INPUT_NAMES", "SUPPORTS_APPLY", "PRESETS", "preset_model",
+    "DEMO_INPUT", "DEMO_DESCRIPTION", "write_demo_checkpoint", "is_official", "convert_official", "config_from_dict",
+    "check_config", "build_model", "check_input_size", "image_tokens", "example_inputs", "tiny_processor", "encode",
+    "reference_forward", "encoder_flops", "architecture",
+)
 #: Family name -> package; the order is the order of help texts.
 FAMILIES = {"vilt": "pumer_export.models.vilt", "meter": "pumer_export.models.meter"}
 
