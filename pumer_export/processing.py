@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -209,8 +209,3 @@ def encode_text(tokenizer, questions: Sequence[str], text_length: int) -> dict[s
     tokens = tokenizer(list(questions), padding="max_length", truncation=True, max_length=text_length,
                        return_tensors="np")
     return {name: np.asarray(value, dtype=np.int64) for name, value in tokens.items()}
-
-
-def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

@@ -75,9 +75,10 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
-        from .manifest import read_manifest
+        from .manifest import read_manifest, verify_hashes
 
         manifest = read_manifest(folder)
+        verify_hashes(manifest)  # a file swapped or changed after export is refused, not silently run
         if manifest["backend"] != "onnx":
             raise PumerExportError(f"{folder} holds a {manifest['backend']} export; use --backend trt for it")
         try:

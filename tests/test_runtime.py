@@ -159,6 +159,16 @@ def test_run_bad_inputs(cli, deployed, tmp_path):
     one_line_error(code, err, "--question")
 
 
+def test_a_changed_model_file_is_refused(cli, deployed, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(deployed["export"], tmp_path / "export")
+    with open(folder / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    code, _, err = cli("run", folder, "--image", deployed["image"], "--question", "what?")
+    one_line_error(code, err, "changed since export")
+
+
 def test_run_pairs_file(cli, deployed, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("\n".join(json.dumps({"image": str(deployed["image"]), "question": q})
