@@ -24,7 +24,7 @@ import torch
 
 from .config import CONFIG_KEY, PumerConfig, set_pumer_config
 from .errors import CheckpointError, ConfigError, PumerExportError, missing
-from .fsutil import atomic_output_dir
+from .fsutil import atomic_output_dir, read_json_object
 from .processing import PROCESSOR_FILES
 
 CONFIG_FILE = "config.json"
@@ -65,13 +65,7 @@ def read_config_json(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_FILE}; is it a checkpoint directory?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
+    return read_json_object(path, error=CheckpointError)
 
 
 def load_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -97,6 +97,19 @@ def write_text_atomic(dst: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_json_object(path: str | os.PathLike, *, error: type[Exception] = PumerExportError, hint: str = "") -> dict:
+    """The JSON object in ``path``; ``error`` (one line, ``hint`` appended) when it is not valid JSON or no object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise error(f"{path} is not valid JSON ({exc}){hint}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object{hint}")
+    return data
+
+
 def read_json_lines(path: str | os.PathLike, required: tuple[str, ...], what: str) -> list[tuple[int, dict]]:
     """(line number, object) of every non-empty line of a JSON-lines file; one-line errors naming the line."""
     import json

@@ -66,12 +66,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory} has no {MANIFEST_FILE}: it is not a self-contained export folder; re-export with "
             "`pumer-export onnx MODEL OUTDIR` (or `pumer-export build`), which writes one"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PumerExportError(f"{path} is not valid JSON ({exc}); re-export the folder") from None
-    if not isinstance(manifest, dict):
-        raise PumerExportError(f"{path} must hold a JSON object; re-export the folder")
+    from .fsutil import read_json_object
+
+    manifest = read_json_object(path, hint="; re-export the folder")
     absent = [key for key in _REQUIRED if key not in manifest]
     if absent:
         raise PumerExportError(f"{path} lacks {', '.join(absent)}; re-export the folder with this pumer-export")

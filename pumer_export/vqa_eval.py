@@ -109,13 +109,12 @@ class Question:
     answer_type: str = "all"
 
 
-def _load_json(path: Path, what: str) -> Any:
+def _load_json(path: Path, what: str) -> dict:
+    from .fsutil import read_json_object
+
     if not path.is_file():
         raise missing(path, what)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise PumerExportError(f"{path} is not valid JSON ({exc})".splitlines()[0]) from None
+    return read_json_object(path)
 
 
 def _image_index(folder: Path) -> dict[int, Path]:
@@ -211,7 +210,7 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import progress_bar
     from .fsutil import write_text_atomic
-    from .processing import load_processor
+    from .processing import load_image, load_processor
     from .runtime import TorchBackend, load_backend
     from .schedule import input_size
 
@@ -225,9 +224,6 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no accuracy drop to measure")
     image_size, text_length = input_size(model.config)
     processor = load_processor(checkpoint)
-
-    from .processing import load_image
-
     pictures = [load_image(q.image, f"image of question {q.question_id}") for q in questions]
     feeds = family.encode(processor, pictures, [q.question for q in questions], image_size=tuple(image_size),
                           text_length=text_length)
@@ -238,7 +234,8 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
         for variant in ("baseline", "pumer"):
             reduction = variant == "pumer"
             if backend == "torch":
-                runner = TorchBackend(checkpoint, image_size=image_size, text_length=text_length, reduction=reduction)
+                runner = TorchBackend(checkpoint, image_size=image_size, text_length=text_length, reduction=reduction,
+                                      model=model)
             else:
                 path = ensure_export(model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction,
                                      image_size=image_size, text_length=text_length, fingerprint=fingerprint,

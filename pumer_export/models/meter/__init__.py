@@ -50,20 +50,14 @@ def build_model(config):
 
 def convert_official(source: Path, data: dict[str, Any], weights: dict[str, torch.Tensor]):
     """The model of an official PuMer METER checkpoint, its weights loaded (text encoder config: see convert)."""
-    import json
-
     from ...checkpoints import load_state_strict
+    from ...fsutil import read_json_object
     from .convert import TEXT_ENCODER_CONFIG_FILE, official_config, official_state_dict
 
     text_config = None
     path = source / TEXT_ENCODER_CONFIG_FILE
     if path.is_file():
-        try:
-            text_config = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
-        if not isinstance(text_config, dict):
-            raise CheckpointError(f"{path} must hold a JSON object (a RobertaConfig)")
+        text_config = read_json_object(path, error=CheckpointError, hint=" (a RobertaConfig)")
     for key in ("hidden_size", "num_heads", "image_size"):
         if key not in data:
             raise CheckpointError(f"{source}/config.json lacks {key}; is this an official PuMer METER checkpoint?")
