@@ -88,3 +88,47 @@ def _merge_fake(x, metric, mask, r):
         mask.new_empty(batch, tokens - r),
         x.new_empty(batch, tokens, dtype=torch.int64),
     )
+
+
+# ------------------------------------------------------------------------ gradients
+# Fine-tuning runs the model with its reducers in place (as the official PuMer training does), so both ops carry
+# the gradient of the reference: a pruned or merged token passes its gradient back to the tokens it came from; the
+# decisions (scores, similarities, hence queries, keys and merge metrics) are discrete and get none.
+def _prune_setup_context(ctx, inputs, output):
+    x, metric, image_start = inputs[0], inputs[1], inputs[9]
+    ctx.save_for_backward(output[2])
+    ctx.x_shape, ctx.metric_shape, ctx.image_start = x.shape, metric.shape, image_start
+
+
+def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, shape, start: int) -> torch.Tensor:
+    out = grad.new_zeros(shape)
+    out[:, start:].scatter_add_(1, index.unsqueeze(-1).expand(-1, -1, shape[-1]), grad)
+    return out
+
+
+def _prune_backward(ctx, grad_x, grad_metric, _grad_idx):
+    (keep_idx,) = ctx.saved_tensors
+    gx = None if grad_x is None else _scatter_rows(grad_x, keep_idx, ctx.x_shape, ctx.image_start)
+    gm = None if grad_metric is None else _scatter_rows(grad_metric, keep_idx, ctx.metric_shape, ctx.image_start)
+    return gx, gm, None, None, None, None, None, None, None, None, None
+
+
+def _merge_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[2])
+    ctx.out_tokens = output[0].shape[1]
+
+
+def _merge_backward(ctx, grad_x, _grad_mask, _grad_slots):
+    (slots,) = ctx.saved_tensors
+    if grad_x is None:
+        return None, None, None, None
+    # every output token is the plain mean of the inputs sent to it: input j gets grad[slot j] / size of slot j
+    sizes = torch.zeros(slots.shape[0], ctx.out_tokens, dtype=torch.float32, device=slots.device)
+    sizes.scatter_add_(1, slots, torch.ones(slots.shape, dtype=torch.float32, device=slots.device))
+    per_token = grad_x.float() / sizes.unsqueeze(-1)
+    gx = per_token.gather(1, slots.unsqueeze(-1).expand(-1, -1, grad_x.shape[-1])).to(grad_x.dtype)
+    return gx, None, None, None
+
+
+prune.register_autograd(_prune_backward, setup_context=_prune_setup_context)
+merge.register_autograd(_merge_backward, setup_context=_merge_setup_context)

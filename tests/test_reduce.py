@@ -224,3 +224,55 @@ def test_custom_ops_are_the_reference_steps():
         assert torch.equal(got, want)
     torch.library.opcheck(torch.ops.pumer.merge.default, (x, metric, torch.ones(2, 12), 4))
     torch.library.opcheck(torch.ops.pumer.prune.default, args)
+
+
+@pytest.mark.parametrize("image_start", [0, 5])
+def test_prune_op_gradient_is_the_reference_gradient(image_start):
+    """Fine-tuning with the reducers in place: the op's registered gradient equals autograd through the plain
+    reference steps (gather), and the discrete inputs (queries, keys) get none."""
+    gen = torch.Generator().manual_seed(1)
+    batch, heads, n, dim, text = 3, 2, 17, 4, 5
+    x = torch.randn(batch, n, 8, generator=gen, dtype=torch.float64)
+    metric = torch.randn(batch, n, dim, generator=gen, dtype=torch.float64)
+    queries = torch.randn(batch, heads, text, dim, generator=gen)
+    keys = torch.randn(batch, heads, n, dim, generator=gen)
+    key_mask = torch.ones(batch, n)
+    text_mask = torch.ones(batch, text)
+    keep = 7
+    weights = [torch.randn(batch, keep, 8, generator=gen, dtype=torch.float64),
+               torch.randn(batch, keep, dim, generator=gen, dtype=torch.float64)]
+
+    def grads(fn):
+        a, b = x.clone().requires_grad_(), metric.clone().requires_grad_()
+        out_x, out_m, _ = fn(a, b)
+        ((out_x * weights[0]).sum() + (out_m * weights[1]).sum()).backward()
+        return a.grad, b.grad
+
+    via_op = grads(lambda a, b: torch.ops.pumer.prune(a, b, queries, keys, key_mask, text_mask, text, keep, -1,
+                                                      image_start, reduce.STANDARD))
+    via_reference = grads(lambda a, b: reduce.prune(a, b, queries, keys, key_mask, text_mask, keep, -1, image_start,
+                                                    reduce.STANDARD))
+    for got, want in zip(via_op, via_reference):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert via_op[0][:, :image_start].abs().sum() == 0  # tokens before the image part are not pruned, no gradient
+    assert (via_op[0][:, image_start:].abs().sum(-1) > 0).sum() == batch * keep  # exactly the kept tokens
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_merge_op_gradient_is_the_reference_gradient(dtype):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 15, 6, generator=gen).to(dtype)
+    metric = torch.randn(2, 15, 4, generator=gen)
+    metric[:, 3] = metric[:, 4]  # a certain merge
+    mask = torch.ones(2, 15)
+    weight = torch.randn(2, 15 - 5, 6, generator=gen).to(dtype)
+
+    def grad(fn):
+        a = x.clone().requires_grad_()
+        (fn(a)[0] * weight).sum().backward()
+        return a.grad
+
+    via_op = grad(lambda a: torch.ops.pumer.merge(a, metric, mask, 5))
+    via_reference = grad(lambda a: reduce.merge(a, metric, mask, 5))
+    torch.testing.assert_close(via_op, via_reference)
+    assert via_op.dtype == dtype
