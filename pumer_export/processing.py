@@ -44,6 +44,8 @@ TINY_WORDS = (
     "image", "a", "an", "it", "does", "do", "have", "which", "where", "left", "right", "top", "bottom", "big",
     "small", "red", "green", "blue", "yellow", "black", "white", "circle", "square", "triangle", "yes", "no", "one",
     "two", "three", "four", "?",
+    # easy-VQA's remaining words (appended: earlier ids stay as they were)
+    "gray", "teal", "brown", "rectangle", "contain", "present", "not",
 )
 #: Answer labels of the built-in models (random weights: the answers mean nothing, the labels are real strings).
 TINY_ANSWERS = ("yes", "no", "red", "green", "blue", "yellow", "circle", "square", "one", "two", "three", "white")

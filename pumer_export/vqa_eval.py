@@ -1,9 +1,7 @@
 """VQA accuracy of baseline and PuMer models on a VQAv2-format set (the accuracy side of PuMer's promise).
 
-Data: a VQAv2 question file (``{"questions": [{"question_id", "image_id", "question"}]}``), its annotation file
-(``{"annotations": [{"question_id", "answers": [{"answer", ...}], "answer_type", ...}]}``) and a folder of images
-named COCO-style (``COCO_val2014_%012d.jpg``: the trailing number is the image id); or a JSON-lines file of
-``{"image", "question", "answers": [...]}``.
+Data: :class:`pumer_export.datasets.Question` records from any source the commands take (easy-VQA, VQAv2 files,
+JSON lines; see :mod:`pumer_export.datasets`).
 
 Accuracy is the standard VQA accuracy: for a predicted answer, the mean over the human answers of
 ``min(#matches among the *other* human answers / 3, 1)`` (leave-one-out, as the official evaluation computes it;
@@ -14,6 +12,7 @@ copy inside a whole LLM-evaluation framework), so it is implemented here and tes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -23,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import PumerExportError, missing
+from .datasets import Question, load_jsonl, load_vqav2  # noqa: F401  (the records this module scores)
+from .errors import PumerExportError
 
 # ----------------------------------------------------------------- normalisation
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
@@ -99,85 +99,6 @@ def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-# ---------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class Question:
-    question_id: int
-    image: Path
-    question: str
-    answers: list[str]
-    answer_type: str = "all"
-
-
-def _load_json(path: Path, what: str) -> dict:
-    from .fsutil import read_json_object
-
-    if not path.is_file():
-        raise missing(path, what)
-    return read_json_object(path)
-
-
-def _image_index(folder: Path) -> dict[int, Path]:
-    from .processing import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise missing(folder, "--images", "pass the folder that holds the images")
-    index = {}
-    for path in folder.iterdir():
-        match = re.search(r"(\d+)$", path.stem)
-        if match and path.suffix.lower() in IMAGE_SUFFIXES:
-            index[int(match.group(1))] = path
-    return index
-
-
-def load_vqav2(questions: str | Path, annotations: str | Path, images: str | Path) -> list[Question]:
-    """Questions with their human answers and image paths (one-line errors for every inconsistency)."""
-    qdata = _load_json(Path(questions), "--questions")
-    adata = _load_json(Path(annotations), "--annotations")
-    if not isinstance(qdata, dict) or not isinstance(qdata.get("questions"), list):
-        raise PumerExportError(f"{questions} is not a VQAv2 question file (no \"questions\" list)")
-    if not isinstance(adata, dict) or not isinstance(adata.get("annotations"), list):
-        raise PumerExportError(f"{annotations} is not a VQAv2 annotation file (no \"annotations\" list)")
-    by_id = {}
-    for item in adata["annotations"]:
-        try:
-            by_id[int(item["question_id"])] = item
-        except (KeyError, TypeError, ValueError):
-            raise PumerExportError(f"{annotations}: an annotation lacks question_id") from None
-    index = _image_index(Path(images))
-    out = []
-    for item in qdata["questions"]:
-        try:
-            qid, image_id, text = int(item["question_id"]), int(item["image_id"]), str(item["question"])
-        except (KeyError, TypeError, ValueError):
-            raise PumerExportError(f"{questions}: a question lacks question_id, image_id or question") from None
-        if qid not in by_id:
-            raise PumerExportError(f"{annotations} has no annotation for question {qid}")
-        if image_id not in index:
-            raise PumerExportError(f"{images} has no image for image_id {image_id} (expected e.g. "
-                                   f"COCO_val2014_{image_id:012d}.jpg)")
-        annotation = by_id[qid]
-        answers = [str(a["answer"]) for a in annotation.get("answers", []) if isinstance(a, dict) and "answer" in a]
-        if not answers:
-            raise PumerExportError(f"{annotations}: question {qid} has no answers")
-        out.append(Question(qid, index[image_id], text, answers, str(annotation.get("answer_type", "all"))))
-    if not out:
-        raise PumerExportError(f"{questions} holds no questions")
-    return out
-
-
-def load_jsonl(path: str | Path) -> list[Question]:
-    """``{"image", "question", "answers"}`` per line (image paths relative to the file)."""
-    from .fsutil import read_json_lines, relative_to_file
-
-    out = []
-    for number, item in read_json_lines(path, ("image", "question", "answers"), "--jsonl"):
-        answers = item["answers"] if isinstance(item["answers"], list) else [item["answers"]]
-        out.append(Question(number, relative_to_file(path, item["image"]), str(item["question"]),
-                            [str(a) for a in answers], str(item.get("answer_type", "all"))))
-    return out
-
-
 # ---------------------------------------------------------------------------- scoring
 def score(questions: Sequence[Question], predictions: Sequence[str]) -> dict[str, Any]:
     """Overall and per-answer-type accuracy (percent) of ``predictions``."""
@@ -195,6 +116,8 @@ class EvalOptions:
     backends: Sequence[str] = ("torch", "ort")
     report_dir: Path = Path("eval-report")
     export_dir: Path | None = None
+    #: ONNX export folders to use as they are, by variant ("baseline", "pumer"); others are made under export_dir
+    exports: dict[str, Path] | None = None
     limit: int | None = None
     batch_size: int = 8
     threads: int | None = None
@@ -203,14 +126,16 @@ class EvalOptions:
     progress: bool = True
 
 
-def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: EvalOptions) -> dict[str, Any]:
+def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: EvalOptions, *,
+             model=None) -> dict[str, Any]:
     """Baseline and PuMer on every backend, on the same prepared inputs; writes report.json and report.md."""
     from . import models
     from .bench import ensure_engine, ensure_export, resolve_backends
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import progress_bar
     from .fsutil import write_text_atomic
-    from .processing import load_image, load_processor
+    from .datasets import encode_questions
+    from .processing import load_processor
     from .runtime import TorchBackend, load_backend
     from .schedule import input_size
 
@@ -218,15 +143,15 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     if options.limit is not None:
         questions = list(questions)[: options.limit]
     backends, notes = resolve_backends(list(options.backends))
-    model = load_pumer_model(checkpoint)
+    model = load_pumer_model(checkpoint) if model is None else model
     family = models.for_model(model)
     if not model.pumer_config.enabled:
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no accuracy drop to measure")
     image_size, text_length = input_size(model.config)
     processor = load_processor(checkpoint)
-    pictures = [load_image(q.image, f"image of question {q.question_id}") for q in questions]
-    feeds = family.encode(processor, pictures, [q.question for q in questions], image_size=tuple(image_size),
-                          text_length=text_length)
+    with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
+        encoded = encode_questions(family, processor, questions, image_size=tuple(image_size),
+                                   text_length=text_length, progress=progress)
     export_dir = Path(options.export_dir) if options.export_dir else Path(options.report_dir) / "exports"
     fingerprint = model_fingerprint(model)
     variants: dict[tuple[str, str], Any] = {}
@@ -237,9 +162,10 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
                 runner = TorchBackend(checkpoint, image_size=image_size, text_length=text_length, reduction=reduction,
                                       model=model)
             else:
-                path = ensure_export(model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction,
-                                     image_size=image_size, text_length=text_length, fingerprint=fingerprint,
-                                     processor_dir=checkpoint)
+                given = (options.exports or {}).get(variant)
+                path = Path(given) / "model.onnx" if given else ensure_export(
+                    model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction, image_size=image_size,
+                    text_length=text_length, fingerprint=fingerprint, processor_dir=checkpoint)
                 folder = path.parent
                 if backend == "trt":  # pragma: no cover - GPU machines only
                     from .tensorrt.engine import write_engine_folder
@@ -253,15 +179,13 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     total = len(variants) * len(questions)
     results: dict[str, dict[str, Any]] = {}
     labels = {int(k): v for k, v in model.config.id2label.items()}
-    import contextlib
-
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         task = progress.add_task("evaluating", total=total) if progress else None
         for (backend, variant), runner in variants.items():
-            runner.run({k: v[: options.batch_size] for k, v in feeds.items()})  # warm-up, not timed
+            runner.run(encoded.batch(slice(0, options.batch_size)))  # warm-up, not timed
             logits, seconds = [], 0.0
             for start in range(0, len(questions), options.batch_size):
-                batch = {k: v[start:start + options.batch_size] for k, v in feeds.items()}
+                batch = encoded.batch(slice(start, start + options.batch_size))
                 t0 = time.perf_counter()
                 logits.append(runner.run(batch)["logits"])
                 seconds += time.perf_counter() - t0

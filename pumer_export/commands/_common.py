@@ -102,3 +102,63 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
         raise PumerExportError(f"cannot create {what} {path}: {parent} does not accept new files "
                                f"({exc.strerror or exc}); choose another location") from None
     os.rmdir(probe)
+
+
+# ------------------------------------------------------------------------ VQA data
+def add_data_arguments(parser: argparse.ArgumentParser, *, split: str = "test", prefix: str = "",
+                       what: str = "data") -> None:
+    """The VQA data options every command shares: a named dataset, VQAv2 files or JSON lines
+    (:mod:`pumer_export.datasets`). ``prefix`` names a second source (e.g. ``val-``)."""
+    from ..datasets import DATASETS
+
+    dest = prefix.replace("-", "_")
+    group = parser.add_argument_group(f"{what} (one source: --{prefix}dataset, VQAv2 files or --{prefix}jsonl)")
+    group.add_argument(f"--{prefix}dataset", dest=f"{dest}dataset", choices=tuple(DATASETS), metavar="NAME",
+                       help=f"a named dataset: {', '.join(DATASETS)} (needs the datasets extra)")
+    group.add_argument(f"--{prefix}split", dest=f"{dest}split", default=split, metavar="SPLIT",
+                       help=f"the dataset's split (default {split})")
+    group.add_argument(f"--{prefix}questions", dest=f"{dest}questions", metavar="FILE", help="VQAv2 question file")
+    group.add_argument(f"--{prefix}annotations", dest=f"{dest}annotations", metavar="FILE",
+                       help="VQAv2 annotation file")
+    group.add_argument(f"--{prefix}images", dest=f"{dest}images", metavar="DIR",
+                       help="image folder of the VQAv2 files (COCO-style names ending in the image id)")
+    group.add_argument(f"--{prefix}jsonl", dest=f"{dest}jsonl", metavar="FILE",
+                       help="JSON lines of {image, question, answers}")
+
+
+def questions_from_args(args: argparse.Namespace, prefix: str = "", required: bool = True):
+    """The :class:`~pumer_export.datasets.Question` list the data options name (None when none is given and
+    ``required`` is false); one-line errors for a mix of sources or an incomplete one."""
+    from ..datasets import load_dataset, load_jsonl, load_vqav2
+
+    dest = prefix.replace("-", "_")
+    get = lambda name: getattr(args, f"{dest}{name}", None)  # noqa: E731
+    vqav2 = (get("questions"), get("annotations"), get("images"))
+    given = [name for name, on in ((f"--{prefix}dataset", get("dataset")), (f"--{prefix}jsonl", get("jsonl")),
+                                   ("VQAv2 files", any(vqav2))) if on]
+    if len(given) > 1:
+        raise PumerExportError(f"pass one data source, not {' and '.join(given)}")
+    if get("dataset"):
+        return load_dataset(get("dataset"), get("split"))
+    if get("jsonl"):
+        return load_jsonl(get("jsonl"))
+    if any(vqav2):
+        if not all(vqav2):
+            raise PumerExportError(f"VQAv2 data needs all three of --{prefix}questions FILE --{prefix}annotations "
+                                   f"FILE --{prefix}images DIR")
+        return load_vqav2(*vqav2)
+    if required:
+        raise PumerExportError(f"name the data: --{prefix}dataset easy-vqa, --{prefix}jsonl FILE, or "
+                               f"--{prefix}questions FILE --{prefix}annotations FILE --{prefix}images DIR")
+    return None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+

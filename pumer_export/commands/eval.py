@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int
+from ._common import add_data_arguments, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,22 +12,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="VQA accuracy of baseline and PuMer per backend: accuracy drop, backend agreement, throughput",
         description=(
-            "Run the baseline and the PuMer model of a checkpoint on a VQAv2-format set (question file, annotation "
-            "file and an image folder with COCO-style names, or a JSON-lines file of {image, question, answers}) "
+            "Run the baseline and the PuMer model of a checkpoint on a VQA set (a named dataset such as easy-vqa, "
+            "VQAv2 question and annotation files with an image folder, or JSON lines of {image, question, answers}) "
             "on every chosen backend, with the same prepared inputs, and report the standard VQA accuracy (official "
             "normalisation, leave-one-out over the human answers), PuMer's accuracy drop against the baseline, the "
             "top-1 agreement between backends and the throughput. Writes report.json and report.md. ONNX exports "
             "are made (and reused) under REPORT/exports."
         ),
-        epilog=("example: pumer-export eval vilt-pumer --questions v2_OpenEnded_mscoco_val2014_questions.json "
-                "--annotations v2_mscoco_val2014_annotations.json --images val2014 --backends torch,ort "
-                "--limit 500 --report eval"),
+        epilog=("examples: pumer-export eval ck --dataset easy-vqa --split test --backends torch,ort --report eval\n"
+                "          pumer-export eval vilt-pumer --questions v2_OpenEnded_mscoco_val2014_questions.json "
+                "--annotations v2_mscoco_val2014_annotations.json --images val2014 --limit 500 --report eval"),
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (with its processor files)")
-    parser.add_argument("--questions", metavar="FILE", help="VQAv2 question file (JSON)")
-    parser.add_argument("--annotations", metavar="FILE", help="VQAv2 annotation file (JSON)")
-    parser.add_argument("--images", metavar="DIR", help="image folder (COCO-style names ending in the image id)")
-    parser.add_argument("--jsonl", metavar="FILE", help="instead: JSON lines of {image, question, answers}")
+    add_data_arguments(parser, split="test")
     parser.add_argument("--backends", default="torch,ort", metavar="LIST",
                         help="comma-separated: torch, ort, trt (default torch,ort); the first is the agreement "
                              "reference")
@@ -45,17 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..console import info
-    from ..errors import PumerExportError
-    from ..vqa_eval import EvalOptions, load_jsonl, load_vqav2, run_eval
-    from ._common import check_report_dir
+    from ..vqa_eval import EvalOptions, run_eval
+    from ._common import check_report_dir, questions_from_args
 
-    vqav2 = (args.questions, args.annotations, args.images)
-    if args.jsonl and any(vqav2):
-        raise PumerExportError("pass either --jsonl FILE or --questions/--annotations/--images, not both")
-    if not args.jsonl and not all(vqav2):
-        raise PumerExportError("pass --questions FILE --annotations FILE --images DIR (or --jsonl FILE)")
     check_report_dir(args.report, ("report.json", "report.md"), args.force)
-    questions = load_jsonl(args.jsonl) if args.jsonl else load_vqav2(*vqav2)
+    questions = questions_from_args(args)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     report = run_eval(args.model, questions, EvalOptions(
         backends=backends, report_dir=Path(args.report), limit=args.limit, batch_size=args.batch_size,

@@ -4,16 +4,18 @@ A family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``) p
 
 * ``NAME``, ``TITLE``, ``MODEL_TYPE`` (the ``model_type`` of its config.json), ``SCHEDULE_RULES`` (see
   :func:`pumer_export.schedule.layer_counts`), ``INPUT_NAMES`` (the exported model's inputs, in order),
+  ``ANSWER_HEAD`` (the attribute holding the VQA head, an ``nn.Sequential`` ending in the label layer),
   ``SUPPORTS_APPLY`` (training-free PuMer on a Hugging Face checkpoint), ``PRESETS`` and ``preset_model(name)``
-  (random-weight models for tests, benchmarks and the demo), ``DEMO_INPUT`` / ``DEMO_DESCRIPTION`` /
-  ``write_demo_checkpoint(out)`` (the demo's model);
+  (random-weight models for tests and benchmarks), ``DEMO_PRETRAINED`` / ``DEMO_INPUT`` / ``DEMO_DESCRIPTION`` /
+  ``write_demo_checkpoint(out)`` (the demo's model: a shipped trained checkpoint, :mod:`pumer_export.zoo`);
 * checkpoints: ``is_official(data)`` (an official PuMer config.json), ``convert_official(source, data, weights)``
   (the model with the official weights loaded), ``config_from_dict(source, data)`` (a pumer-export checkpoint's
   config), ``check_config(config)``, ``build_model(config)``;
 * inputs: ``check_input_size(config, image_size, text_length)``, ``image_tokens(config, image_size)``,
   ``example_inputs(config, batch, text_length=, image_size=, seed=)`` (seeded random inputs),
-  ``tiny_processor(config)`` (a real small processor for the built-in models) and ``encode(processor, images,
-  questions, image_size=, text_length=)`` (the processor's tensors on an export's fixed canvas);
+  ``tiny_processor(config)`` (a real small processor for the built-in models), ``encode_images(processor, images,
+  image_size=)`` and ``encode_text(processor, questions, text_length=)`` (the processor's tensors on an export's
+  fixed canvas) and ``encode(processor, images, questions, image_size=, text_length=)`` (both);
 * ``reference_forward(model, inputs, **kw)`` (the forward every backend is compared with, fixed shapes),
   ``encoder_flops(config, schedule)`` and ``architecture(config)`` (the rows ``info`` shows).
 
@@ -31,10 +33,11 @@ from ..errors import CheckpointError
 
 #: What every family package defines (see the module doc); ``tests/test_meter.py`` holds both families to it.
 INTERFACE = (
-    "NAME", "TITLE", "MODEL_TYPE", "SCHEDULE_RULES", "INPUT_NAMES", "SUPPORTS_APPLY", "PRESETS", "preset_model",
-    "DEMO_INPUT", "DEMO_DESCRIPTION", "write_demo_checkpoint", "is_official", "convert_official", "config_from_dict",
-    "check_config", "build_model", "check_input_size", "image_tokens", "example_inputs", "tiny_processor", "encode",
-    "reference_forward", "encoder_flops", "architecture",
+    "NAME", "TITLE", "MODEL_TYPE", "SCHEDULE_RULES", "INPUT_NAMES", "ANSWER_HEAD", "SUPPORTS_APPLY", "PRESETS",
+    "preset_model", "DEMO_PRETRAINED", "DEMO_INPUT", "DEMO_DESCRIPTION", "write_demo_checkpoint", "is_official",
+    "convert_official", "config_from_dict", "check_config", "build_model", "check_input_size", "image_tokens",
+    "example_inputs", "tiny_processor", "encode_images", "encode_text", "encode", "reference_forward",
+    "encoder_flops", "architecture",
 )
 #: Family name -> package; the order is the order of help texts.
 FAMILIES = {"vilt": "pumer_export.models.vilt", "meter": "pumer_export.models.meter"}

@@ -16,8 +16,10 @@ TITLE = "METER"
 MODEL_TYPE = "meter"
 SCHEDULE_RULES = "meter"
 INPUT_NAMES = ("input_ids", "attention_mask", "pixel_values")
+#: The VQA answer head (an nn.Sequential whose last layer is the label Linear).
+ANSWER_HEAD = "vqa_classifier"
 SUPPORTS_APPLY = False
-PRESETS = ("tiny", "demo", "meter-b16")
+PRESETS = ("tiny", "demo", "easy-vqa", "meter-b16")
 
 
 def is_official(data: dict[str, Any]) -> bool:
@@ -163,43 +165,56 @@ def tiny_processor(config):
     return Processor(tiny_tokenizer("roberta", config.vocab_size), images, Path("."))
 
 
-def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
-           text_length: int) -> dict[str, Any]:
-    """Model inputs for RGB PIL ``images`` and ``questions``: CLIP's resize and centre crop to the model's image size
-    (which is the export's canvas), text padded or truncated to ``text_length``."""
+def encode_images(processor, images: list, *, image_size: tuple[int, int]) -> dict[str, Any]:
+    """Pixel inputs for RGB PIL ``images``: CLIP's resize and centre crop to the model's image size (which is the
+    export's canvas)."""
     import numpy as np
 
-    from ...processing import encode_text, quiet_transformers
+    from ...processing import quiet_transformers
 
     with quiet_transformers():
         pixels = processor.image_processor(images, return_tensors="np")["pixel_values"].astype(np.float32)
     if tuple(pixels.shape[2:]) != tuple(image_size):
         raise PumerExportError(f"the image processor makes {pixels.shape[2]}x{pixels.shape[3]} images but the model "
                                f"takes {image_size[0]}x{image_size[1]}; fix crop_size in preprocessor_config.json")
-    text = encode_text(processor.tokenizer, questions, text_length)
-    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"], "pixel_values": pixels}
+    return {"pixel_values": pixels}
 
 
-#: The demo's input size (image, text length) and what its report says of the model.
-DEMO_INPUT = ((224, 224), 40)
-DEMO_DESCRIPTION = ("Random METER VQA model with METER-B/16's token layout at 224x224 (197 image + 40 text tokens), "
-                    "4-block CLIP tower, 2-layer text tower and 6 co-attention blocks of width 256")
+def encode_text(processor, questions: list[str], *, text_length: int) -> dict[str, Any]:
+    """Text inputs: ids padded or truncated to ``text_length``."""
+    from ...processing import encode_text as _encode
+
+    text = _encode(processor.tokenizer, questions, text_length)
+    return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+
+
+def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
+           text_length: int) -> dict[str, Any]:
+    """Model inputs for RGB PIL ``images`` and ``questions`` (:func:`encode_text` and :func:`encode_images`)."""
+    return {**encode_text(processor, questions, text_length=text_length),
+            **encode_images(processor, images, image_size=image_size)}
+
+
+#: The demo's model (the shipped easy-VQA checkpoint), its input size (image, text length) and what its report says.
+DEMO_PRETRAINED = "easy-vqa-meter"
+DEMO_INPUT = ((64, 64), 16)
+DEMO_DESCRIPTION = ("METER trained on easy-VQA (`pumer-export pretrained easy-vqa-meter`): 64x64 images in 8-pixel "
+                    "patches (65 image + 16 text tokens), 2-layer CLIP and text towers, 3 co-attention blocks of "
+                    "width 128")
 
 
 def write_demo_checkpoint(out: Path) -> Path:
-    """The demo's checkpoint: a random METER model with the released PuMer settings."""
-    from .presets import demo_meter_model
+    """The demo's checkpoint: the shipped easy-VQA METER with its PuMer settings (``checkpoint/``)."""
+    from ...zoo import write
 
-    model = demo_meter_model(seed=0)
-    model.save_pretrained(out / "checkpoint")
-    tiny_processor(model.config).save(out / "checkpoint")
-    return out / "checkpoint"
+    return write(DEMO_PRETRAINED, out / "checkpoint")
 
 
 def preset_model(name: str, seed: int = 0, **kwargs: Any):
     from . import presets
 
     builders = {"tiny": presets.tiny_meter_model, "demo": presets.demo_meter_model,
+                "easy-vqa": presets.easy_vqa_meter_model,
                 "meter-b16": presets.meter_b16_model}
     if name not in builders:
         raise PumerExportError(f"unknown METER preset {name!r}; known: {', '.join(builders)}")

@@ -33,6 +33,7 @@ def meter_config(
     num_labels: int = 10,
     pumer: PumerConfig | None = PumerConfig(reduce_layers=(0, 2), prune_ratio=0.2, image_merge_ratio=0.2,
                                             text_merge_ratio=0.2),
+    labels: tuple[str, ...] | None = None,
 ) -> MeterConfig:
     """A METER configuration (small by default) with PuMer settings."""
     config = MeterConfig(
@@ -46,7 +47,7 @@ def meter_config(
                      "max_position_embeddings": max_text_length + PAD_ID + 1, "type_vocab_size": 1,
                      "layer_norm_eps": 1e-5, "pad_token_id": PAD_ID, "bos_token_id": BOS_ID, "eos_token_id": EOS_ID},
         max_text_length=max_text_length,
-        id2label=tiny_labels(num_labels),
+        id2label=dict(enumerate(labels)) if labels else tiny_labels(num_labels),
         architectures=["PumerMeterForQuestionAnswering"],
     )
     config.label2id = {v: k for k, v in config.id2label.items()}
@@ -78,6 +79,22 @@ def meter_b16_model(seed: int = 0, image_size: int = 288, pumer: PumerConfig | N
 #: ``DEMO_DESCRIPTION``), so the whole demo runs in a few minutes on 2 cores.
 DEMO_SHAPES = dict(hidden_size=256, num_heads=4, num_cross_layers=6, vision_width=256, vision_layers=4, vision_heads=4,
                    text_layers=2, vocab_size=1000, image_size=224, patch_size=16, max_text_length=40)
+
+
+#: The easy-VQA model (``pumer-export pretrained easy-vqa-meter``): 64x64 images in 8-pixel patches (65 image
+#: tokens), questions up to 16 tokens, a 2-layer CLIP tower and a 2-layer text tower of width 128, three
+#: co-attention blocks, and the released METER PuMer ratios (0.2 / 0.2 / 0.2) at blocks 0 and 1.
+EASY_VQA_SHAPES = dict(hidden_size=128, num_heads=4, num_cross_layers=3, vision_width=128, vision_layers=2,
+                       vision_heads=4, text_layers=2, vocab_size=64, image_size=64, patch_size=8, max_text_length=16)
+EASY_VQA_PUMER = PumerConfig(reduce_layers=(0, 1), prune_ratio=0.2, image_merge_ratio=0.2, text_merge_ratio=0.2)
+
+
+def easy_vqa_meter_model(seed: int = 0, pumer: PumerConfig | None = EASY_VQA_PUMER):
+    """The untrained easy-VQA METER (see :data:`EASY_VQA_SHAPES`), labels = easy-VQA's answers."""
+    from ...datasets import EASY_VQA_ANSWERS
+
+    return tiny_meter_model(seed=seed, pumer=pumer, labels=EASY_VQA_ANSWERS, num_labels=len(EASY_VQA_ANSWERS),
+                            **EASY_VQA_SHAPES)
 
 
 def demo_meter_model(seed: int = 0, pumer: PumerConfig | None = METER_PUMER):

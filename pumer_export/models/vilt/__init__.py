@@ -16,9 +16,11 @@ TITLE = "ViLT"
 MODEL_TYPE = "vilt"
 SCHEDULE_RULES = "vilt"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
+#: The VQA answer head (an nn.Sequential whose last layer is the label Linear).
+ANSWER_HEAD = "classifier"
 SUPPORTS_APPLY = True
 #: Random-weight models by name (see :mod:`.presets`).
-PRESETS = ("tiny", "demo", "vilt-b32")
+PRESETS = ("tiny", "demo", "easy-vqa", "vilt-b32")
 
 
 def is_official(data: dict[str, Any]) -> bool:
@@ -126,14 +128,13 @@ def tiny_processor(config):
     return Processor(tiny_tokenizer("bert", config.vocab_size), images, Path("."))
 
 
-def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
-           text_length: int) -> dict[str, Any]:
-    """Model inputs for RGB PIL ``images`` and ``questions`` on the fixed canvas: each image resized to fit
-    ``image_size`` (aspect kept), normalised by the checkpoint's image processor, padded with zeros at the bottom
-    and right, ``pixel_mask`` marking the image; text padded or truncated to ``text_length``."""
+def encode_images(processor, images: list, *, image_size: tuple[int, int]) -> dict[str, Any]:
+    """Pixel inputs for RGB PIL ``images`` on the fixed canvas: each image resized to fit ``image_size`` (aspect
+    kept), normalised by the checkpoint's image processor, padded with zeros at the bottom and right,
+    ``pixel_mask`` marking the image."""
     import numpy as np
 
-    from ...processing import encode_text, fit_to_canvas, quiet_transformers
+    from ...processing import fit_to_canvas, quiet_transformers
 
     height, width = image_size
     fitted = [fit_to_canvas(image, image_size) for image in images]
@@ -145,34 +146,46 @@ def encode(processor, images: list, questions: list[str], *, image_size: tuple[i
         array = np.asarray(array, dtype=np.float32)
         values[index, :, :array.shape[1], :array.shape[2]] = array
         mask[index, :array.shape[1], :array.shape[2]] = 1
-    text = encode_text(processor.tokenizer, questions, text_length)
+    return {"pixel_values": values, "pixel_mask": mask}
+
+
+def encode_text(processor, questions: list[str], *, text_length: int) -> dict[str, Any]:
+    """Text inputs: ids padded or truncated to ``text_length``, token type 0."""
+    import numpy as np
+
+    from ...processing import encode_text as _encode
+
+    text = _encode(processor.tokenizer, questions, text_length)
     return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
-            "token_type_ids": text.get("token_type_ids", np.zeros_like(text["input_ids"])),
-            "pixel_values": values, "pixel_mask": mask}
+            "token_type_ids": text.get("token_type_ids", np.zeros_like(text["input_ids"]))}
 
 
-#: The demo's input size (image, text length) and what its report says of the model.
-DEMO_INPUT = ((384, 384), 40)
-DEMO_DESCRIPTION = ("Random ViLT VQA model with ViLT-B/32's token layout (145 image + 40 text tokens) in a 6-layer, "
-                    "hidden-256 encoder")
+def encode(processor, images: list, questions: list[str], *, image_size: tuple[int, int],
+           text_length: int) -> dict[str, Any]:
+    """Model inputs for RGB PIL ``images`` and ``questions`` (:func:`encode_text` and :func:`encode_images`)."""
+    return {**encode_text(processor, questions, text_length=text_length),
+            **encode_images(processor, images, image_size=image_size)}
+
+
+#: The demo's model (the shipped easy-VQA checkpoint), its input size (image, text length) and what its report says.
+DEMO_PRETRAINED = "easy-vqa-vilt"
+DEMO_INPUT = ((64, 64), 16)
+DEMO_DESCRIPTION = ("ViLT trained on easy-VQA (`pumer-export pretrained easy-vqa-vilt`): 64x64 images in 8-pixel "
+                    "patches (65 image + 16 text tokens), 4 layers of width 128")
 
 
 def write_demo_checkpoint(out: Path) -> Path:
-    """The demo's checkpoint: a random Hugging Face ViLT VQA model (``vilt-demo/``) with PuMer applied."""
-    from ...checkpoints import apply_pumer
-    from .presets import DEMO_PUMER, demo_vilt_model
+    """The demo's checkpoint: the shipped easy-VQA ViLT with its PuMer settings (``checkpoint/``)."""
+    from ...zoo import write
 
-    model = demo_vilt_model(seed=0, pumer=None)
-    model.save_pretrained(out / "vilt-demo")
-    tiny_processor(model.config).save(out / "vilt-demo")
-    apply_pumer(out / "vilt-demo", out / "checkpoint", DEMO_PUMER)  # copies the processor files
-    return out / "checkpoint"
+    return write(DEMO_PRETRAINED, out / "checkpoint")
 
 
 def preset_model(name: str, seed: int = 0, **kwargs: Any):
     from . import presets
 
-    builders = {"tiny": presets.tiny_vilt_model, "demo": presets.demo_vilt_model, "vilt-b32": presets.vilt_b32_model}
+    builders = {"tiny": presets.tiny_vilt_model, "demo": presets.demo_vilt_model,
+                "easy-vqa": presets.easy_vqa_vilt_model, "vilt-b32": presets.vilt_b32_model}
     if name not in builders:
         raise PumerExportError(f"unknown ViLT preset {name!r}; known: {', '.join(builders)}")
     return builders[name](seed=seed, **kwargs)

@@ -24,6 +24,7 @@ def tiny_vilt_config(
     max_text_length: int = 40,
     pumer: PumerConfig | None = DEFAULT_TINY_PUMER,
     attention_masking: str | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> ViltConfig:
     """A small ViLT configuration (4 layers, hidden 64 by default) with PuMer settings."""
     config = ViltConfig(
@@ -38,7 +39,7 @@ def tiny_vilt_config(
         num_labels=num_labels,
         layer_norm_eps=1e-6,
     )
-    config.id2label = tiny_labels(num_labels)
+    config.id2label = dict(enumerate(labels)) if labels else tiny_labels(num_labels)
     config.label2id = {v: k for k, v in config.id2label.items()}
     pumer = pumer or PumerConfig()
     if attention_masking is not None:
@@ -70,6 +71,22 @@ DEMO_PUMER = PumerConfig(reduce_layers=(1, 3), prune_ratio=0.1, image_merge_rati
 def demo_vilt_model(seed: int = 0, pumer: PumerConfig | None = DEMO_PUMER):
     """The demo's random model (see :data:`DEMO_SHAPES`)."""
     return tiny_vilt_model(seed=seed, pumer=pumer, **DEMO_SHAPES)
+
+
+#: The easy-VQA model (``pumer-export pretrained easy-vqa-vilt``): 64x64 images in 8-pixel patches (65 image
+#: tokens with the image CLS, room for reduction), questions up to 16 tokens, a 4-layer hidden-128 encoder, and
+#: the released ViLT PuMer ratios (0.1 / 0.3 / 0.2) at layers 1 and 2.
+EASY_VQA_SHAPES = dict(num_layers=4, hidden_size=128, num_heads=4, vocab_size=64, image_size=64, patch_size=8,
+                       max_text_length=16)
+EASY_VQA_PUMER = PumerConfig(reduce_layers=(1, 2), prune_ratio=0.1, image_merge_ratio=0.3, text_merge_ratio=0.2)
+
+
+def easy_vqa_vilt_model(seed: int = 0, pumer: PumerConfig | None = EASY_VQA_PUMER):
+    """The untrained easy-VQA ViLT (see :data:`EASY_VQA_SHAPES`), labels = easy-VQA's answers."""
+    from ...datasets import EASY_VQA_ANSWERS
+
+    return tiny_vilt_model(seed=seed, pumer=pumer, labels=EASY_VQA_ANSWERS, num_labels=len(EASY_VQA_ANSWERS),
+                           **EASY_VQA_SHAPES)
 
 
 def tiny_vilt_model(seed: int = 0, **config_kwargs):
