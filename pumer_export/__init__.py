@@ -29,6 +29,7 @@ _LAZY = {
     "PumerMeterForQuestionAnswering": "models.meter.modeling",
     "tiny_meter_model": "models.meter.presets",
     "PumerExportError": "errors",
+    "pretrained": "zoo",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -190,6 +190,27 @@ class _TrtVariant:
         return self.runner.infer(feed, check_inputs=False)
 
 
+def time_interleaved(variants: dict[str, Any], prepared: dict[str, Any], *, warmup: int, iters: int,
+                     tick: Callable[[], Any] | None = None) -> dict[str, list[float]]:
+    """Latencies (ms) of every variant on its prepared input: ``warmup`` untimed rounds, then ``iters`` timed
+    rounds, the variants interleaved and their order alternated each round (so drift hits all alike)."""
+    names = list(variants)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(warmup):
+        for name in names:
+            variants[name](prepared[name])
+            if tick:
+                tick()
+    for index in range(iters):
+        for name in (names if index % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            variants[name](prepared[name])
+            latencies[name].append((time.perf_counter() - start) * 1e3)
+            if tick:
+                tick()
+    return latencies
+
+
 # ----------------------------------------------------------------------------- exports
 def _export_matches(path: Path, *, fingerprint: str, dtype: str, reduction: bool, image_size, text_length,
                    pumer) -> bool:
@@ -496,20 +517,8 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                                                 seed=options.seed)
                 feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
                 prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
-                latencies: dict[str, list[float]] = {v: [] for v in VARIANTS}
-                for _ in range(options.warmup):
-                    for v in VARIANTS:
-                        variants[v](prepared[v])
-                        if progress:
-                            progress.advance(task)
-                for index in range(options.iters):
-                    order = VARIANTS if index % 2 == 0 else VARIANTS[::-1]
-                    for v in order:
-                        start = time.perf_counter()
-                        variants[v](prepared[v])
-                        latencies[v].append((time.perf_counter() - start) * 1e3)
-                        if progress:
-                            progress.advance(task)
+                latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters,
+                                             tick=(lambda: progress.advance(task)) if progress else None)
                 case: dict[str, dict[str, Any]] = {}
                 for v in VARIANTS:
                     run_once = (lambda v=v: variants[v](prepared[v]))

@@ -1,0 +1,277 @@
+"""``pumer-export sweep``: the accuracy / speed trade-off of a grid of PuMer settings, to pick settings from.
+
+For every grid point (reduce layers x prune x image merge x text merge; score and masking stay the checkpoint's):
+
+1. the model with those settings, optionally fine-tuned for a few steps with them in place (``finetune_steps``,
+   through :func:`pumer_export.finetune.run_finetune`);
+2. its VQA accuracy on the data with the PyTorch reference (the baseline's once, without reduction);
+3. its speed on every backend, interleaved with the baseline in the same process at one batch size (PyTorch
+   eager and the ONNX Runtime exports), and the FLOP-ideal ratio from the token schedule.
+
+Writes ``sweep.json``, ``sweep.md`` and ``sweep.png`` (accuracy against measured speedup per backend, each point's
+FLOP-ideal speedup marked, the Pareto front drawn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import PumerConfig
+from .errors import PumerExportError
+
+FILES = ("sweep.json", "sweep.md", "sweep.png")
+
+
+@dataclasses.dataclass
+class SweepOptions:
+    layers: Sequence[tuple[int, ...]] = ()  # empty: the checkpoint's reduce layers
+    prune: Sequence[float] = (0.1, 0.3)
+    merge: Sequence[float] = (0.1, 0.3, 0.5)
+    text_merge: Sequence[float] = (0.2,)
+    backends: Sequence[str] = ("torch", "ort")
+    batch_size: int = 8
+    warmup: int = 2
+    iters: int = 10
+    threads: int | None = None
+    finetune_steps: int = 0
+    finetune_lr: float = 2e-4
+    report_dir: Path = Path("sweep-report")
+    progress: bool = True
+
+
+def grid(base: PumerConfig, options: SweepOptions, num_layers: int) -> list[PumerConfig]:
+    """The grid's settings (points that reduce nothing left out), each checked against the model's depth."""
+    from .errors import ConfigError
+
+    layer_sets = list(options.layers) or [base.reduce_layers]
+    points = []
+    for layers, prune, merge, text in itertools.product(layer_sets, options.prune, options.merge, options.text_merge):
+        try:
+            point = base.replace(reduce_layers=tuple(layers), prune_ratio=prune, image_merge_ratio=merge,
+                                 text_merge_ratio=text)
+            point.check_depth(num_layers)
+        except ConfigError as exc:
+            raise PumerExportError(f"sweep grid: {exc}") from None
+        if point.enabled and (prune or merge or text) and point not in points:
+            points.append(point)
+    if not points:
+        raise PumerExportError("the sweep grid has no point that reduces anything; give non-zero ratios and layers")
+    return points
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (higher is better on both)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((a >= x and b >= y) and (a > x or b > y) for j, (a, b) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=None) -> dict[str, Any]:
+    """Measure every grid point on ``questions``; ``tuning``: the fine-tuning data of ``finetune_steps``."""
+    import torch
+
+    from . import models
+    from .bench import _OrtVariant, _TorchVariant, _percentiles, ensure_export, resolve_backends, time_interleaved
+    from .checkpoints import load_pumer_model, model_fingerprint
+    from .console import progress_bar
+    from .datasets import encode_questions
+    from .finetune import predict
+    from .processing import load_processor
+    from .schedule import input_size
+    from .vqa_eval import score
+
+    checkpoint = Path(checkpoint)
+    backends, notes = resolve_backends(list(options.backends))
+    backends = [b for b in backends if b in ("torch", "ort")]
+    if not backends:
+        raise PumerExportError("sweep measures speed with torch and/or ort; name one of them in --backends")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    model = load_pumer_model(checkpoint)
+    family = models.for_model(model)
+    base = model.pumer_config
+    points = grid(base, options, model.config.num_hidden_layers)
+    image_size, text_length = input_size(model.config)
+    processor = load_processor(checkpoint)
+    labels = {int(k): v for k, v in model.config.id2label.items()}
+    report_dir = Path(options.report_dir)
+    feed = family.example_inputs(model.config, options.batch_size, text_length=text_length, image_size=image_size)
+    feed = {k: v.numpy() for k, v in feed.items()}
+
+    def accuracy_of(net) -> dict[str, Any]:
+        predictions = [labels[int(i)] for i in predict(net, encoded, 64, "cpu")]
+        scored = score(questions, predictions)
+        return {"accuracy": scored["accuracy"], "per_answer_type": scored["per_answer_type"]}
+
+    def flops_of(settings: PumerConfig) -> int:
+        from .schedule import token_schedule
+
+        schedule = token_schedule(settings, num_layers=model.config.num_hidden_layers, text_tokens=text_length,
+                                  image_tokens=family.image_tokens(model.config, image_size),
+                                  rules=family.SCHEDULE_RULES)
+        return family.encoder_flops(model.config, schedule)
+
+    rows: list[dict[str, Any]] = []
+    with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
+        encoded = encode_questions(family, processor, questions, image_size=image_size, text_length=text_length,
+                                   progress=progress)
+        task = progress.add_task("sweep", total=len(points) + 1) if progress else None
+        model.set_pumer_config(base.without_reduction())
+        baseline = {"accuracy": accuracy_of(model), "flops": flops_of(base.without_reduction())}
+        baseline_exports = {}
+        if "ort" in backends:
+            baseline_exports["ort"] = ensure_export(model, report_dir / "exports" / "baseline", dtype="fp32",
+                                                    reduction=False, image_size=image_size, text_length=text_length)
+        if progress:
+            progress.advance(task)
+        for number, point in enumerate(points):
+            label = (f"layers {','.join(map(str, point.reduce_layers))} prune {point.prune_ratio:g} merge "
+                     f"{point.image_merge_ratio:g} text {point.text_merge_ratio:g}")
+            if progress:
+                progress.update(task, description=f"sweep: {label}")
+            if flops_of(point) >= baseline["flops"]:
+                notes.append(f"{label}: reduces no token on this model (skipped)"
+                             + ("; a ViLT layer whose prune count is 0 does nothing (the official rule)"
+                                if family.SCHEDULE_RULES == "vilt" else ""))
+                continue
+            net = _point_model(checkpoint, model, point, number, tuning, options, report_dir)
+            row = {"point": number, "label": label, "pumer": point.to_dict(), "flops": flops_of(point),
+                   "accuracy": accuracy_of(net), "finetune_steps": options.finetune_steps, "speed": {}}
+            row["flop_ideal"] = baseline["flops"] / row["flops"]
+            row["accuracy_drop"] = baseline["accuracy"]["accuracy"] - row["accuracy"]["accuracy"]
+            for backend in backends:
+                if backend == "torch":
+                    variants = {"baseline": _TorchVariant(model, base.without_reduction(), "cpu", "fp32"),
+                                "pumer": _TorchVariant(net, point, "cpu", "fp32")}
+                else:
+                    path = ensure_export(net, report_dir / "exports" / f"point{number}", dtype="fp32",
+                                         reduction=True, image_size=image_size, text_length=text_length,
+                                         fingerprint=model_fingerprint(net))
+                    variants = {"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
+                                "pumer": _OrtVariant(path, "cpu", options.threads)}
+                prepared = {name: variant.prepare(feed) for name, variant in variants.items()}
+                latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters)
+                p50 = {name: _percentiles(values)["p50"] for name, values in latencies.items()}
+                row["speed"][backend] = {"baseline_p50_ms": p50["baseline"], "pumer_p50_ms": p50["pumer"],
+                                         "speedup": p50["baseline"] / p50["pumer"],
+                                         "fraction_of_ideal": p50["baseline"] / p50["pumer"] / row["flop_ideal"]}
+            rows.append(row)
+            if progress:
+                progress.advance(task)
+    model.set_pumer_config(base)
+    if not rows:
+        raise PumerExportError("no point of the sweep grid reduces any token on this model; " + "; ".join(notes))
+    front_backend = "ort" if "ort" in backends else backends[0]
+    front = pareto_front([(r["speed"][front_backend]["speedup"], r["accuracy"]["accuracy"]) for r in rows])
+    for index, row in enumerate(rows):
+        row["pareto"] = index in front
+    sweep = {"model": str(checkpoint), "family": family.NAME, "num_questions": len(questions),
+             "settings": {"backends": backends, "batch_size": options.batch_size, "warmup": options.warmup,
+                          "iters": options.iters, "threads": options.threads, "image_size": list(image_size),
+                          "text_length": text_length, "finetune_steps": options.finetune_steps,
+                          "pareto_backend": front_backend, "accuracy_backend": "torch (the PyTorch reference)"},
+             "baseline": baseline, "points": rows, "notes": notes}
+    write_sweep(sweep, report_dir)
+    return sweep
+
+
+def _point_model(checkpoint: Path, model, point: PumerConfig, number: int, tuning, options: SweepOptions,
+                 report_dir: Path):
+    """The model of one grid point: the checkpoint with ``point``'s settings, fine-tuned for the given steps."""
+    if not options.finetune_steps:
+        import copy
+
+        net = copy.deepcopy(model)
+        net.set_pumer_config(point)
+        return net
+    from .checkpoints import load_pumer_model
+    from .finetune import FinetuneOptions, run_finetune
+    from .fsutil import atomic_output_dir
+    from .processing import copy_processor_files
+
+    start = report_dir / "points" / f"point{number}" / "start"
+    previous = model.pumer_config
+    with atomic_output_dir(start, force=True) as tmp:
+        model.set_pumer_config(point)
+        model.save_pretrained(tmp)
+        copy_processor_files(checkpoint, tmp)
+    model.set_pumer_config(previous)
+    tuned = report_dir / "points" / f"point{number}" / "checkpoint"
+    run_finetune(start, tuned, tuning, FinetuneOptions(
+        epochs=1, max_steps=options.finetune_steps, lr=options.finetune_lr, warmup=0.1, progress=False,
+        force=True, threads=options.threads, val_limit=500))
+    return load_pumer_model(tuned)
+
+
+def to_markdown(sweep: dict[str, Any]) -> str:
+    s = sweep["settings"]
+    base = sweep["baseline"]["accuracy"]["accuracy"]
+    backends = s["backends"]
+    lines = ["# PuMer settings sweep: accuracy against speed", "",
+             f"- model: `{sweep['model']}` ({sweep['family']}); {sweep['num_questions']} questions; image "
+             f"{'x'.join(map(str, s['image_size']))}, text {s['text_length']}; speed at batch {s['batch_size']}, "
+             f"{s['warmup']} warm-up + {s['iters']} timed runs interleaved with the baseline"
+             + (f"; each point fine-tuned {s['finetune_steps']} steps" if s["finetune_steps"] else ""),
+             f"- baseline accuracy {base:.2f} (PyTorch reference); Pareto front (*) on {s['pareto_backend']}", "",
+             "| settings | accuracy | drop | FLOP-ideal | " + " | ".join(f"{b} speedup" for b in backends) + " |",
+             "|---|---|---|---|" + "---|" * len(backends)]
+    for row in sweep["points"]:
+        speed = " | ".join(f"{row['speed'][b]['speedup']:.2f}x" for b in backends)
+        lines.append(f"| {'*' if row['pareto'] else ''}{row['label']} | {row['accuracy']['accuracy']:.2f} | "
+                     f"{row['accuracy_drop']:+.2f} | {row['flop_ideal']:.2f}x | {speed} |")
+    lines += ["", "Accuracy: standard VQA accuracy in percent with the PyTorch reference; drop = baseline minus the "
+              "point, in points. Speedup: baseline p50 / PuMer p50 on the same backend and input.", "",
+              "![sweep](sweep.png)", ""]
+    lines += [f"- note: {n}" for n in sweep["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .fsutil import atomic_output_file
+
+    backends = sweep["settings"]["backends"]
+    fig, axes = plt.subplots(1, len(backends), figsize=(4.6 * len(backends), 3.8), squeeze=False)
+    base = sweep["baseline"]["accuracy"]["accuracy"]
+    for ax, backend in zip(axes[0], backends):
+        rows = sweep["points"]
+        xs = [r["speed"][backend]["speedup"] for r in rows]
+        ys = [r["accuracy"]["accuracy"] for r in rows]
+        ax.scatter(xs, ys, label="measured", zorder=3)
+        ax.scatter([r["flop_ideal"] for r in rows], ys, marker="x", color="gray", label="FLOP-ideal", zorder=2)
+        for x, r in zip(xs, rows):
+            ax.plot([x, r["flop_ideal"]], [r["accuracy"]["accuracy"]] * 2, ":", color="gray", alpha=0.5)
+        front = sorted(pareto_front(list(zip(xs, ys))), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "-", color="tab:red", label="Pareto front")
+        ax.axhline(base, linestyle="--", color="black", alpha=0.6, label="baseline accuracy")
+        ax.axvline(1.0, color="black", alpha=0.2)
+        ax.set_xlabel(f"speedup over the baseline ({backend})")
+        ax.set_ylabel("VQA accuracy (%)")
+        ax.set_title(backend)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_output_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_sweep(sweep: dict[str, Any], directory: Path) -> None:
+    from .fsutil import write_text_atomic
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / "sweep.json", json.dumps(sweep, indent=2) + "\n")
+    write_text_atomic(directory / "sweep.md", to_markdown(sweep))
+    plot_sweep(sweep, directory / "sweep.png")
+
