@@ -377,7 +377,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import err_console, progress_bar
     from .parity.environment import environment
-    from .parity.onnxinfo import canonical_dtype, read_onnx_info
+    from .parity.onnxinfo import canonical_dtype, check_export_of, read_onnx_info
     from . import models
     from .schedule import input_size
 
@@ -422,11 +422,17 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         if path is None:
             continue
         info = infos[option] = read_onnx_info(path)
+        check_export_of(model, info, reduction=reduction, option=option)
         info.require_model_inputs()
         if info.reduction is not None and info.reduction != reduction:
             other = "--onnx-baseline" if reduction else "--onnx"
             raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
                                    f"pass it as {other}")
+    fingerprint = None  # computed once: for given exports, and when an export may be reused
+    if infos:  # a given export must come from these very weights, or its speed says nothing about them
+        fingerprint = model_fingerprint(model)
+        for option, info in infos.items():
+            check_export_of(model, info, fingerprint=fingerprint, option=option)
     given = next(iter(infos.values()), None)
     image_size, text_length = input_size(config, options.image_size or (given.image_size if given else None),
                                          options.text_length or (given.text_length if given else None))
@@ -473,7 +479,6 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     # ---- build the variants of every backend x dtype (exports as needed)
     total_steps = len(plans) * len(batch_sizes) * (options.warmup + options.iters) * 2
     torch_model = None
-    fingerprint = None  # computed once, when an export may be reused
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         task = progress.add_task("benchmark", total=total_steps) if progress else None
         for backend, dtype in plans:

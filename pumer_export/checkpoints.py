@@ -182,8 +182,10 @@ def convert_official(src: str | Path, dst: str | Path, *, force: bool = False):
     return model
 
 
-def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: bool = False):
-    """Write a pumer-export checkpoint: the Hugging Face ViLT VQA checkpoint ``src`` with ``pumer``."""
+def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: bool = False,
+                keep_masking: bool = False):
+    """Write a pumer-export checkpoint: the Hugging Face ViLT VQA checkpoint ``src`` with ``pumer``; with
+    ``keep_masking`` a source that already has PuMer settings keeps its attention masking (it was trained so)."""
     from . import models
 
     dst = Path(dst)
@@ -196,6 +198,8 @@ def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: 
         raise CheckpointError(f"{source}: training-free PuMer (`apply`) is for Hugging Face ViLT checkpoints; "
                               f"{family.TITLE} checkpoints come from PuMer training: use `pumer-export convert`")
     config = family.config_from_dict(source, data)
+    if keep_masking and isinstance(data.get(CONFIG_KEY), dict):
+        pumer = pumer.replace(attention_masking=data[CONFIG_KEY].get("attention_masking", pumer.attention_masking))
     set_pumer_config(config, pumer)
     model = _build_and_load(family, config, source)
     _save(model, dst, force, source)

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
+    parser.set_defaults(_subparsers=subparsers.choices)
     return parser
 
 
@@ -64,12 +65,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Our own progress display replaces the per-file bars of transformers / huggingface_hub.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the sub-command's parser, so the hint points at its own --help
+        args._subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except PumerExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
+        return 128 + 13  # what a shell reports for a tool ended by SIGPIPE
     except OSError as exc:  # a file-system problem (permissions, a full disk, a file where a folder goes)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)

@@ -163,6 +163,11 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
                                       model=model)
             else:
                 given = (options.exports or {}).get(variant)
+                if given:
+                    from .parity.onnxinfo import check_export_of, read_onnx_info
+
+                    check_export_of(model, read_onnx_info(Path(given) / "model.onnx"), reduction=reduction,
+                                    fingerprint=fingerprint, option=f"the {variant} export")
                 path = Path(given) / "model.onnx" if given else ensure_export(
                     model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction, image_size=image_size,
                     text_length=text_length, fingerprint=fingerprint, processor_dir=checkpoint)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+
+# As the CLI sets it: no per-file bars from transformers / huggingface_hub in captured output.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL = DATA / "pumer_official_vilt_small"

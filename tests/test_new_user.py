@@ -199,3 +199,81 @@ def test_tables_are_not_cut_when_piped(tiny_checkpoint):
     out = subprocess.run([sys.executable, "-m", "pumer_export", "info", str(tiny_checkpoint)], capture_output=True,
                          text=True, check=True, env={**os.environ, "COLUMNS": ""}).stdout
     assert "…" not in out and "FLOP-ideal" in out
+
+
+# ---- round 2 (issue: tracebacks on bad ports and files) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--http-port", "70000"), "port number 1-65535"),
+    (("--grpc-port", "0"), "port number 1-65535"),
+    (("--http-port", "9000", "--grpc-port", "9000"), "must differ"),
+])
+def test_serve_ports_are_checked_before_anything_starts(cli, tmp_path, args, fragment):
+    code, _, err = cli("serve", tmp_path, *args)
+    _one_line(code, err, fragment)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:abc", "127.0.0.1:70000", "127.0.0.1", ":8000"])
+def test_ask_url_is_one_line(cli, tmp_path, url):
+    code, _, err = cli("ask", "--url", url, "--image", tmp_path / "x.png", "--question", "what?")
+    _one_line(code, err, "HOST:PORT")
+
+
+def test_a_closed_pipe_ends_quietly(tiny_checkpoint):
+    """`pumer-export info CK --json | head -c 10`: no error line when the reader goes away."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "pumer_export", "info", str(tiny_checkpoint), "--json"],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr
+
+
+def test_print_trtexec_refuses_a_corrupt_model_and_a_directory(cli, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07not a protobuf at all" * 10)
+    code, _, err = cli("build", corrupt, tmp_path / "x.plan", "--print-trtexec", "--trt-version", "10.3")
+    _one_line(code, err, "corrupt.onnx")
+    code, _, err = cli("build", corrupt, tmp_path, "--print-trtexec", "--trt-version", "10.3")
+    _one_line(code, err, "is a directory", "model.plan")
+
+
+def test_onnx_refuses_tolerances_without_validation(cli, tiny_checkpoint, tmp_path):
+    code, _, err = cli("onnx", tiny_checkpoint, tmp_path / "out", "--skip-validation", "--atol", "1e-3")
+    _one_line(code, err, "--atol", "--skip-validation")
+    assert not (tmp_path / "out").exists()
+
+
+def test_apply_keeps_the_sources_masking(cli, converted_official, tmp_path):
+    code, _, err = cli("apply", converted_official, tmp_path / "a", "--layers", "2", "--prune", "0.2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["pumer"]["attention_masking"] == "official"
+    code, _, err = cli("apply", converted_official, tmp_path / "b", "--layers", "2", "--masking", "standard")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["pumer"]["attention_masking"] == "standard"
+
+
+def test_foreign_exports_are_named_in_one_line(cli, tiny_checkpoint, tmp_path):
+    """bench and validate refuse an export of another family or of other weights instead of timing or failing it."""
+    from pumer_export.models.meter.presets import tiny_meter_model
+    from pumer_export.models.vilt.presets import tiny_vilt_model
+    from pumer_export.onnx.export import export_onnx
+
+    vilt_export = export_onnx(load_pumer_model(tiny_checkpoint), tmp_path / "vilt-export", text_length=8,
+                              validate=False).path
+    meter = tmp_path / "meter"
+    tiny_meter_model(seed=0).save_pretrained(meter)
+    code, _, err = cli("validate", meter, "--onnx", vilt_export, "--report", tmp_path / "v")
+    _one_line(code, err, "the export is ViLT, the checkpoint is METER")
+    other = tmp_path / "other"
+    tiny_vilt_model(seed=7).save_pretrained(other)
+    common = ("--backends", "ort", "--batch-sizes", "1", "--warmup", "0", "--iters", "1", "--memory", "off",
+              "--no-progress")
+    code, _, err = cli("bench", other, "--onnx", vilt_export, "--report", tmp_path / "b", *common)
+    _one_line(code, err, "exported from another checkpoint")
+    code, _, err = cli("bench", meter, "--onnx", vilt_export, "--report", tmp_path / "b", *common)
+    _one_line(code, err, "the export is ViLT, the checkpoint is METER")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "v").exists()

@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text-merge", type=ratio, metavar="RATIO", default=0.2, help="text-token merge ratio in [0, 1) (default 0.2)")
     parser.add_argument("--score", choices=("mean", "first_head"), default="mean",
                         help="text-to-image score source: mean over heads (default) or the first head")
-    parser.add_argument("--masking", choices=("standard", "official"), default="standard",
-                        help="attention masking: standard (as the checkpoint was trained, default) or official PuMer")
+    parser.add_argument("--masking", choices=("standard", "official"), default=None,
+                        help="attention masking: standard or official PuMer (default: as the checkpoint was trained: "
+                             "the source's own PuMer masking when it has one, else standard)")
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     parser.set_defaults(func=run)
 
@@ -44,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         image_merge_ratio=args.merge,
         text_merge_ratio=args.text_merge,
         score=args.score,
-        attention_masking=args.masking,
+        attention_masking=args.masking or "standard",
     )
     with step(f"applying PuMer to {args.src}"):
-        apply_pumer(args.src, args.dst, pumer, force=args.force)
+        apply_pumer(args.src, args.dst, pumer, force=args.force, keep_masking=args.masking is None)
     info(f"wrote {args.dst}")
     return 0

@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from ..console import info, step
     from ..tensorrt.engine import build_engine
 
+    from pathlib import Path
+
+    from ..errors import PumerExportError
+
+    if Path(args.out).is_dir():
+        raise PumerExportError(f"{args.out} is a directory; name the engine file, e.g. {Path(args.out) / 'model.plan'}")
     if args.print_trtexec:
         return print_recipe(args)
 

@@ -78,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_output_dir
 
     outdir = Path(args.outdir)
+    if args.skip_validation:
+        given = [flag for flag, value in (("--atol", args.atol), ("--rtol", args.rtol),
+                                          ("--index-agreement", args.index_agreement)) if value is not None]
+        if given:
+            raise PumerExportError(f"{', '.join(given)} set(s) the validation that --skip-validation turns off; "
+                                   "drop one of them")
     check_output_dir(outdir, "OUTDIR")
     check_destination(outdir, args.force)
     config = load_pumer_config(args.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_int
+from ._common import port, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: pumer-export serve triton-repo --http-port 8000",
     )
     parser.add_argument("repo", metavar="REPO", help="model repository (pumer-export triton)")
-    parser.add_argument("--http-port", type=positive_int, default=8000, metavar="P", help="default 8000")
-    parser.add_argument("--grpc-port", type=positive_int, default=8001, metavar="P", help="default 8001")
-    parser.add_argument("--metrics-port", type=positive_int, default=8002, metavar="P", help="default 8002")
+    parser.add_argument("--http-port", type=port, default=8000, metavar="P", help="default 8000")
+    parser.add_argument("--grpc-port", type=port, default=8001, metavar="P", help="default 8001")
+    parser.add_argument("--metrics-port", type=port, default=8002, metavar="P", help="default 8002")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--tritonserver", metavar="PATH", default=None, help="the tritonserver binary to run")
     parser.add_argument("--plugins", metavar="LIB", default=None, help="pumer plugin library for TensorRT plans")
@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from ..console import info
     from ..triton.server import running_server
 
+    from ..errors import PumerExportError
+
+    ports = {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
+    if len(set(ports.values())) < len(ports):
+        raise PumerExportError("--http-port, --grpc-port and --metrics-port must differ, got "
+                               + ", ".join(f"{k} {v}" for k, v in ports.items()))
     _stop_on_sigterm()
     with running_server(args.repo, http_port=args.http_port, grpc_port=args.grpc_port,
                         metrics_port=args.metrics_port, host=args.host, tritonserver=args.tritonserver,

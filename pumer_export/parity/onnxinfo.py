@@ -188,3 +188,36 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
     inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return OnnxInfo(path, inputs, [_tensor_info(v) for v in model.graph.output], metadata, opset)
+
+
+#: The PuMer settings an export must share with the checkpoint it is compared or timed with.
+SETTING_KEYS = ("reduce_layers", "prune_ratio", "image_merge_ratio", "text_merge_ratio", "score", "attention_masking")
+
+
+def check_export_of(model, info: OnnxInfo, *, reduction: bool | None = None, fingerprint: str | None = None,
+                    option: str = "--onnx") -> None:
+    """One-line error unless ``info`` is an export of ``model``: the same family, and (where asked) the same weights
+    (``fingerprint``: :func:`~pumer_export.checkpoints.model_fingerprint`) and the checkpoint's PuMer settings, or
+    none for a baseline (``reduction=False``). Files that do not record a field are not judged on it."""
+    from .. import models
+
+    family = models.for_model(model)
+    stored_family = info.metadata.get("pumer.family")
+    if stored_family and stored_family != family.NAME:
+        theirs = models.get(stored_family).TITLE if stored_family in models.FAMILIES else stored_family
+        raise PumerExportError(f"{option} {info.path}: the export is {theirs}, the checkpoint is {family.TITLE}; pass "
+                               "an export of this checkpoint")
+    stored_weights = info.metadata.get("pumer.model_sha256")
+    if fingerprint and stored_weights and stored_weights != fingerprint:
+        raise PumerExportError(f"{option} {info.path} was exported from another checkpoint (its weights differ); pass "
+                               "an export of this checkpoint or leave the option out to export it")
+    stored = info.pumer
+    if reduction is None or stored is None:
+        return
+    mine = model.pumer_config if reduction else model.pumer_config.without_reduction()
+    wanted = mine.to_dict()
+    differing = [f"{key} {stored.get(key)} (export) vs {wanted[key]} (checkpoint)" for key in SETTING_KEYS
+                 if key in stored and (list(stored[key]) if isinstance(stored[key], list) else stored[key])
+                 != (list(wanted[key]) if isinstance(wanted[key], (list, tuple)) else wanted[key])]
+    if differing:
+        raise PumerExportError(f"{option} {info.path} was made with other PuMer settings: {'; '.join(differing)}")

@@ -8,11 +8,10 @@ from typing import Any, Sequence
 
 from ..errors import PumerExportError
 from .compare import Check, run_and_compare
-from .onnxinfo import INPUT_NAMES, TensorInfo, canonical_dtype, read_onnx_info
+from .onnxinfo import INPUT_NAMES, SETTING_KEYS, TensorInfo, canonical_dtype, check_export_of, read_onnx_info
 from .tolerances import check_output_names, parse_tolerances
 
 #: PuMer settings compared between the checkpoint and the export's metadata.
-_SETTING_KEYS = ("reduce_layers", "prune_ratio", "image_merge_ratio", "text_merge_ratio", "score", "attention_masking")
 
 
 @dataclasses.dataclass
@@ -57,7 +56,7 @@ def settings_checks(model, info, backend: str) -> list[Check]:
                       "settings")]
     mine = model.pumer_config.to_dict()
     differing = []
-    for key in _SETTING_KEYS:
+    for key in SETTING_KEYS:
         if key in stored and key in mine:
             a, b = stored[key], mine[key]
             if isinstance(a, list) or isinstance(b, list):
@@ -113,6 +112,7 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
     config = model.config
     info = read_onnx_info(options.onnx) if options.onnx is not None else None
     if info is not None:
+        check_export_of(model, info)  # the family first: sizes and inputs of another family mislead
         info.require_model_inputs()
 
     # ---- fixed sizes: the export's, unless given (and then they must agree)

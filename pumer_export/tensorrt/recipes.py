@@ -80,10 +80,10 @@ def trtexec_recipe(
     workspace: str | None = None,
 ) -> Recipe:
     """Write ``<model>.plugins.onnx`` and return the equivalent commands for TensorRT ``version``."""
-    from ..onnx.files import resolve_onnx_path
+    from ..onnx.files import load_onnx, resolve_onnx_path
 
     path = resolve_onnx_path(onnx_path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path)  # one line for a file that is not ONNX
     policy = prepare.function_policy(version)
     precision = prepare.precision_policy(version, prepare.model_dtype(model), fp16)
     inputs = prepare.graph_inputs(model)

@@ -23,9 +23,11 @@ def _host_port(url: str) -> str:
     for prefix in ("http://", "https://"):
         if url.startswith(prefix):
             url = url[len(prefix):]
-    if not url or ":" not in url:
-        raise PumerExportError(f"--url {url!r} must be HOST:PORT, e.g. 127.0.0.1:8000")
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    host, _, port = url.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise PumerExportError(f"--url {url!r} must be HOST:PORT with a port 1-65535, e.g. 127.0.0.1:8000")
+    return url
 
 
 def request_inputs(image_bytes: Sequence[bytes], questions: Sequence[str]):
@@ -51,9 +53,10 @@ class VqaClient:
     """``ask(images, questions)`` against a running server (one request per call, batched by the server)."""
 
     def __init__(self, url: str, model: str = "pumer_vqa", timeout: float = 60.0):
+        address = _host_port(url)  # a bad address is the user's first mistake to name, before any import
         httpclient = _http()
         self.model = model
-        self.client = httpclient.InferenceServerClient(_host_port(url), connection_timeout=timeout,
+        self.client = httpclient.InferenceServerClient(address, connection_timeout=timeout,
                                                        network_timeout=timeout)
         try:
             live = self.client.is_server_ready()
