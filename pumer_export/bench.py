@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ VARIANTS = ("baseline", "pumer")
 #: Below these a warning says the figures are noisy.
 MIN_RELIABLE_ITERS = 10
 #: A speedup above the FLOP-ideal ratio by more than this factor is flagged as suspect.
-IDEAL_EXCESS_WARNING = 1.15
+IDEAL_EXCESS_WARNING = 1.10
+#: p90 / p50 above which a case's runs vary too much to trust its ratio.
+SPREAD_WARNING = 1.5
 JSON_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"
 PLOT_FILE = "bench.png"
@@ -335,19 +338,48 @@ def eager_comparison(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def sample_warnings(options: BenchOptions, speedups: Sequence[dict[str, Any]]) -> list[str]:
-    """Warnings about figures that should not be trusted (too few samples, a speedup far above the ideal)."""
+def sample_warnings(options: BenchOptions, speedups: Sequence[dict[str, Any]],
+                    results: Sequence[dict[str, Any]] = (), load: tuple[float, int] | None = None) -> list[str]:
+    """Warnings about figures that should not be trusted: too few samples, a wide spread between runs, a busy
+    machine (``load``: :func:`machine_load` after the runs), a speedup above the FLOP-ideal."""
     out = []
-    if options.iters < MIN_RELIABLE_ITERS or options.warmup < 1:
-        out.append(f"warning: {options.warmup} warm-up and {options.iters} timed runs per case are too few for "
-                   f"stable ratios; use --warmup >= 1 --iters >= {MIN_RELIABLE_ITERS}")
+    few = [f"--warmup {options.warmup} (use 1 or more)"] if options.warmup < 1 else []
+    few += [f"--iters {options.iters} (use {MIN_RELIABLE_ITERS} or more)"] if options.iters < MIN_RELIABLE_ITERS else []
+    if few:
+        out.append(f"warning: too few runs per case for stable ratios: {' and '.join(few)}")
+    wide = [r for r in results if r["latency_ms"]["p90"] > SPREAD_WARNING * r["latency_ms"]["p50"]]
+    if wide:
+        worst = max(wide, key=lambda r: r["latency_ms"]["p90"] / r["latency_ms"]["p50"])
+        out.append(f"warning: {len(wide)} case(s) vary widely between runs (worst: {worst['backend']} "
+                   f"{worst['variant']} batch {worst['batch_size']}, p90 {worst['latency_ms']['p90']:.1f} ms vs p50 "
+                   f"{worst['latency_ms']['p50']:.1f} ms): another load shares the machine; their ratios are "
+                   "unreliable")
+    if load is not None and load[0] > load[1]:
+        out.append(f"warning: the machine was busy (load average {load[0]:.1f} on {load[1]} CPUs): figures are "
+                   "unreliable; measure on a quiet machine")
     for sp in speedups:
         if sp["speedup"] > IDEAL_EXCESS_WARNING * sp["flop_ideal"]:
             out.append(f"warning: {sp['backend']} {sp['dtype']} batch {sp['batch_size']}: speedup "
-                       f"{sp['speedup']:.2f}x exceeds the FLOP-ideal {sp['flop_ideal']:.2f}x by "
-                       f"{sp['speedup'] / sp['flop_ideal'] - 1:.0%}: noise or a slow baseline run; re-run with more "
-                       "--iters on a quiet machine")
+                       f"{sp['speedup']:.2f}x is {sp['speedup'] / sp['flop_ideal']:.0%} of the FLOP-ideal "
+                       f"{sp['flop_ideal']:.2f}x: memory-bound work the FLOP count leaves out (attention softmax), "
+                       "or noise; re-run with more --iters on a quiet machine")
     return out
+
+
+def machine_load() -> tuple[float, int] | None:
+    """(1-minute load average, CPUs this process may use), or None where the system does not say."""
+    try:
+        return os.getloadavg()[0], default_threads()
+    except (OSError, AttributeError):
+        return None
+
+
+def default_threads() -> int:
+    """The CPUs this process may use: the thread count of PyTorch and ONNX Runtime unless --threads says."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
@@ -445,8 +477,10 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     from .commands._common import check_input_lengths
 
     check_input_lengths(config, image_size, text_length)
-    if options.threads:
-        torch.set_num_threads(options.threads)
+    if options.threads is None:  # one thread per usable CPU for both runtimes, said in the report
+        options = dataclasses.replace(options, threads=default_threads())
+        notes.append(f"threads: {options.threads} (the CPUs this process may use; --threads to change)")
+    torch.set_num_threads(options.threads)
 
     memory_mode = options.memory
     if memory_mode == "auto":
@@ -558,7 +592,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                     for batch, memory in memprobe.measure(spec, feeds).items():
                         cases[(batch, v)].update(memory)
     model.set_pumer_config(pumer)
-    notes += sample_warnings(options, speedups)
+    notes += sample_warnings(options, speedups, results, load=machine_load())
     against_eager = eager_comparison(results)
 
     bench = {
@@ -582,7 +616,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     }
     write_bench(bench, report_dir)
     for note in notes:
-        err_console.print(f"note: {note}", markup=False)
+        err_console.print(note if note.startswith("warning: ") else f"note: {note}", markup=False)
     return bench
 
 
@@ -632,7 +666,7 @@ def to_markdown(bench: dict[str, Any]) -> str:
     if methods:
         lines += ["", f"Memory: {'; '.join(methods)}."]
     for note in bench["notes"]:
-        lines.append(f"- note: {note}")
+        lines.append(f"- {note}" if note.startswith("warning: ") else f"- note: {note}")
     if bench.get("plot"):
         lines += ["", f"![throughput]({bench['plot']})"]
     return "\n".join(lines) + "\n"

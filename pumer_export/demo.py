@@ -1,14 +1,14 @@
-"""``pumer-export demo``: the whole pipeline on a small built-in model, in one to a few minutes on a CPU.
+"""``pumer-export demo``: the whole pipeline on a small trained model, in about a minute on a CPU.
 
-1. a random VQA checkpoint of the chosen family (``checkpoint/``): ViLT (default) with ViLT-B/32's token layout
-   (384x384 images in 32-pixel patches, text 40) in a 6-layer, hidden-256 encoder (``vilt-demo/``, no reduction)
-   and PuMer applied to it (layers 1 and 3, ratios 0.1 / 0.3 / 0.2); or METER (``--model meter``) with
-   METER-B/16's token layout at 224x224 in narrow towers and the released PuMer settings;
+1. the shipped easy-VQA checkpoint of the chosen family (``checkpoint/``, :mod:`pumer_export.zoo`): ViLT (default)
+   or METER (``--model meter``), each with its PuMer settings;
 2. ONNX exports of PuMer and of the baseline (``onnx/pumer``, ``onnx/baseline``);
 3. validation of both against the PyTorch reference with ONNX Runtime (``validate/``);
-4. a CPU benchmark, PyTorch and ONNX Runtime (``bench/``: bench.json, bench.md, bench.png);
-5. with a GPU and TensorRT: engines built from both exports, validated and benchmarked too;
-6. ``report.md``: what ran, the verdicts and the speedups.
+4. VQA accuracy of baseline and PuMer on the first questions of easy-VQA's test split, PyTorch and ONNX Runtime
+   (``eval/``; needs the easy-vqa package, else skipped with a note);
+5. a CPU benchmark, PyTorch and ONNX Runtime (``bench/``: bench.json, bench.md, bench.png; memory left out);
+6. with a GPU and TensorRT: engines built from both exports, validated and benchmarked too;
+7. ``report.md``: what ran, the verdicts, the accuracies and the speedups.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class DemoOptions:
     num_samples: int = 8
     progress: bool = True
     model: str = "vilt"  # a family of pumer_export.models
+    eval_questions: int = 1000  # the first questions of easy-VQA's test split
+    threads: int | None = None
 
 
 def _gpu_tensorrt() -> tuple[bool, str]:
@@ -123,6 +125,10 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
     timed("validate", t0)
 
     t0 = time.perf_counter()
+    accuracy, accuracy_note = _accuracy(out, onnx, options, model)
+    timed("accuracy", t0)
+
+    t0 = time.perf_counter()
     bench = run_bench(out / "checkpoint", BenchOptions(
         backends=["torch", "ort", *(["trt"] if use_trt else [])], batch_sizes=options.batch_sizes,
         iters=options.iters, warmup=options.warmup, report_dir=out / "bench", onnx=onnx["pumer"],
@@ -133,9 +139,31 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
 
     summary = {"out": str(out), "validations": {k: v["passed"] for k, v in validations.items()},
                "speedups": bench["speedups"], "flop_ideal": bench["flops"]["flop_ideal"], "timings_s": timings,
-               "tensorrt": trt_note, "passed": all(v["passed"] for v in validations.values())}
+               "tensorrt": trt_note, "passed": all(v["passed"] for v in validations.values()),
+               "accuracy": accuracy, "accuracy_note": accuracy_note}
     write_text_atomic(out / "report.md", _markdown(summary, validations, bench, family))
     return summary
+
+
+def _accuracy(out: Path, onnx: dict[str, Path], options: DemoOptions, model) -> tuple[dict[str, Any] | None, str]:
+    """Baseline and PuMer accuracy on a seeded draw of easy-VQA's test split (PyTorch and ONNX Runtime), or None
+    and why not."""
+    from .console import step
+    from .datasets import load_dataset, subset
+    from .vqa_eval import EvalOptions, run_eval
+
+    try:
+        questions = subset(load_dataset("easy-vqa", "test"), options.eval_questions)  # as `eval --limit N`
+    except PumerExportError as exc:
+        return None, f"accuracy skipped: {exc}"
+    with step(f"accuracy on {len(questions)} easy-VQA test questions"):
+        report = run_eval(out / "checkpoint", questions, EvalOptions(
+            backends=("torch", "ort"), report_dir=out / "eval", exports={k: v.parent for k, v in onnx.items()},
+            batch_size=32, threads=options.threads, progress=options.progress), model=model)
+    rows = {backend: {"baseline": r["baseline"]["accuracy"], "pumer": r["pumer"]["accuracy"],
+                      "drop": r["accuracy_drop"]} for backend, r in report["results"].items()}
+    return {"questions": len(questions), "results": rows, "agreement": report["agreement"]}, \
+        f"accuracy on the first {len(questions)} of easy-VQA's 9,673 test questions (eval/report.md)"
 
 
 def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[str, Any], family) -> str:
@@ -159,19 +187,30 @@ def _markdown(summary: dict[str, Any], validations: dict[str, Any], bench: dict[
                      f"{sum(c.passed for c in checks)}/{len(checks)} | {logits.get('max_abs', float('nan')):.2g} | "
                      f"{'-' if exact is None else f'{exact:.0%}'} |")
     lines += ["", "Reports: `validate/pumer/report.md`, `validate/baseline/report.md` (and report.json, junit.xml).",
-              "", "## Benchmark (CPU)", "", "| backend | batch | speedup | FLOP-ideal | fraction of ideal |",
+              "", "## Accuracy (easy-VQA test questions)", ""]
+    accuracy = summary["accuracy"]
+    if accuracy is None:
+        lines += [summary["accuracy_note"]]
+    else:
+        lines += [f"{summary['accuracy_note']}.", "", "| backend | baseline | PuMer | drop (points) |", "|---|---|---|---|"]
+        lines += [f"| {backend} | {r['baseline']:.2f} | {r['pumer']:.2f} | {r['drop']:+.2f} |"
+                  for backend, r in accuracy["results"].items()]
+        lines += [""] + [f"- top-1 agreement {name}: {value:.1%}" for name, value in accuracy["agreement"].items()]
+    lines += ["", "## Benchmark (CPU)", "", "| backend | batch | speedup | FLOP-ideal | fraction of ideal |",
               "|---|---|---|---|---|"]
     for sp in bench["speedups"]:
         lines.append(f"| {sp['backend']} | {sp['batch_size']} | {sp['speedup']:.2f}x | {sp['flop_ideal']:.2f}x | "
                      f"{sp['fraction_of_ideal']:.0%} |")
     lines += ["", "Speedup = baseline p50 / PuMer p50 in the same process, interleaved; the FLOP-ideal ratio is the "
-              "analytic FLOPs of the baseline over PuMer's. The model is narrower than the released ones, so "
-              "per-operator overhead weighs more at batch 1; `pumer-export bench` on a full-size checkpoint gives "
-              "the real figures (README).", "",
+              "analytic FLOPs of the baseline over PuMer's. The model is far smaller than the released ones, so "
+              "per-operator overhead weighs more at small batches; `pumer-export bench` on a full-size checkpoint "
+              "gives the real figures (README). Memory is not measured here (`pumer-export bench --memory auto`).", "",
               "![throughput](bench/bench.png)", "", f"- TensorRT: {summary['tensorrt']}",
-              "- files: `checkpoint/` (pumer-export checkpoint), `onnx/{pumer,baseline}/model.onnx`, `validate/`, `bench/`",
+              "- files: `checkpoint/` (pumer-export checkpoint), `onnx/{pumer,baseline}/` (export folders), `validate/`, "
+              "`eval/`, `bench/`",
               "", "Re-run a step by hand:", "", "```",
               "pumer-export validate checkpoint --onnx onnx/pumer/model.onnx --report validate/pumer",
+              "pumer-export eval checkpoint --dataset easy-vqa --limit 1000 --report eval",
               "pumer-export bench checkpoint --backends torch,ort --batch-sizes 1,4,16 --onnx onnx/pumer/model.onnx "
               "--onnx-baseline onnx/baseline/model.onnx --report bench",
               "```", ""]

@@ -122,7 +122,7 @@ def test_bench_warns_about_small_samples_and_measures_each_variant_apart(cli, ti
     code, _, err = cli("bench", tiny_checkpoint, "--backends", "ort", "--batch-sizes", "2", "--text-length", "8",
                        "--warmup", "0", "--iters", "2", "--report", tmp_path / "b", "--no-progress")
     assert code == 0, err
-    assert "too few for stable ratios" in err
+    assert "too few runs per case for stable ratios" in err and "note: warning" not in err
     bench = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert any("too few" in note for note in bench["notes"])
     for row in bench["results"]:
@@ -136,7 +136,21 @@ def test_speedup_far_above_the_ideal_is_flagged():
         {"backend": "ort", "dtype": "fp32", "batch_size": 1, "speedup": 2.94, "flop_ideal": 1.31},
         {"backend": "ort", "dtype": "fp32", "batch_size": 8, "speedup": 1.30, "flop_ideal": 1.31},
     ])
-    assert len(notes) == 1 and "2.94x exceeds the FLOP-ideal 1.31x" in notes[0]
+    assert len(notes) == 1 and "2.94x is 224% of the FLOP-ideal 1.31x" in notes[0]
+
+
+def test_unreliable_figures_are_flagged():
+    """A wide spread between runs, a busy machine and too few runs each get a warning naming the figure."""
+    from pumer_export.bench import BenchOptions, sample_warnings
+
+    steady = {"backend": "torch", "variant": "baseline", "batch_size": 1, "latency_ms": {"p50": 15.0, "p90": 16.0}}
+    noisy = {"backend": "torch", "variant": "pumer", "batch_size": 1, "latency_ms": {"p50": 105.0, "p90": 1020.0}}
+    notes = sample_warnings(BenchOptions(iters=20, warmup=2), [], [steady, noisy], load=(5.3, 2))
+    assert len(notes) == 2
+    assert "torch pumer batch 1, p90 1020.0 ms vs p50 105.0 ms" in notes[0]
+    assert "load average 5.3 on 2 CPUs" in notes[1]
+    notes = sample_warnings(BenchOptions(iters=3, warmup=2), [], [steady], load=(0.5, 2))
+    assert notes == ["warning: too few runs per case for stable ratios: --iters 3 (use 10 or more)"]
 
 
 # ---- overwrite policy, permissions, bad inputs -------------------------------------------------------------------------
@@ -277,3 +291,10 @@ def test_foreign_exports_are_named_in_one_line(cli, tiny_checkpoint, tmp_path):
     code, _, err = cli("bench", meter, "--onnx", vilt_export, "--report", tmp_path / "b", *common)
     _one_line(code, err, "the export is ViLT, the checkpoint is METER")
     assert not (tmp_path / "b").exists() and not (tmp_path / "v").exists()
+
+
+def test_huge_image_sizes_are_refused_before_any_work(cli, tiny_checkpoint, tmp_path):
+    for command in (("info", tiny_checkpoint), ("onnx", tiny_checkpoint, tmp_path / "o")):
+        code, _, err = cli(*command, "--image-size", "100000x100000")
+        _one_line(code, err, "image tokens", "smaller --image-size")
+    assert not (tmp_path / "o").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--question", metavar="TEXT", help="question about the image")
     parser.add_argument("--pairs", metavar="FILE", help="JSON lines of {\"image\", \"question\"}")
     parser.add_argument("--model", default="pumer_vqa", help="model to query (default pumer_vqa)")
+    parser.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                        help="answers per question (at most the repository's --top-k; default: all it returns)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 
@@ -31,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     if any(not question.strip() for _, question in pairs):
         raise PumerExportError("a question is empty; ask something")
     client = VqaClient(args.url, args.model)
-    answers = [client.ask([image], [question])[0] for image, question in pairs]
+    answers = [client.ask([image], [question])[0][: args.top_k] for image, question in pairs]
     print_answers(pairs, answers, as_json=args.json, many=bool(args.pairs))
     return 0

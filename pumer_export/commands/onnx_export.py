@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "swap in plugins of the same name. The batch dimension is dynamic; image size and text length are "
             "fixed. The file is then run in ONNX Runtime at several batch sizes and compared with the PyTorch "
             "reference (logits within atol/rtol, reduction indices exact in fp32); a mismatch is an error and "
-            "leaves no OUTDIR. Default tolerances: fp32 atol=rtol=1e-4, indices exact; fp16 (against the float32 "
-            "reference) atol=rtol=1e-1, index agreement reported only."
+            "leaves no OUTDIR. Default tolerances: fp32 atol 1e-4, rtol 1e-3 (validate's), indices exact; fp16 "
+            "(against the float32 reference) atol=rtol=1e-1, index agreement reported only."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")

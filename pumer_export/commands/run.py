@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pairs", metavar="FILE",
                         help="JSON lines of {\"image\": path, \"question\": text} (paths relative to the file)")
     parser.add_argument("--backend", choices=("ort", "trt", "torch"), default="ort", help="default ort")
-    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime provider (default cpu)")
+    parser.add_argument("--ort-provider", "--provider", dest="provider", choices=("cpu", "cuda"), default="cpu",
+                        help="ONNX Runtime provider (default cpu; --provider is the old spelling)")
     parser.add_argument("--plugins", metavar="LIB", help="TensorRT plugin library (default: found as `build` does)")
     parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="answers per question (default 5)")
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="B",

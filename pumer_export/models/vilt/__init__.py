@@ -65,6 +65,11 @@ def convert_official(source: Path, data: dict[str, Any], weights: dict[str, torc
     return model
 
 
+#: The most image tokens (image CLS included) a ViLT input may have: 64x64 patches, 2048x2048 pixels at ViLT-B/32's
+#: patch size, far past any trained size (ViLT interpolates its position table) and still within a 2-core machine.
+MAX_IMAGE_TOKENS = 64 * 64 + 1
+
+
 def image_tokens(config, image_size: tuple[int, int]) -> int:
     return image_tokens_for(image_size, config.patch_size)
 
@@ -78,6 +83,12 @@ def check_input_size(config, image_size: tuple[int, int], text_length: int) -> N
             f"image size {height}x{width} is not a multiple of the patch size {patch}; "
             f"use e.g. {max(height // patch, 1) * patch}x{max(width // patch, 1) * patch}"
         )
+    tokens = image_tokens(config, image_size)
+    if tokens > MAX_IMAGE_TOKENS:
+        side = int((MAX_IMAGE_TOKENS - 1) ** 0.5) * patch
+        raise PumerExportError(
+            f"image size {height}x{width} makes {tokens} image tokens; ViLT interpolates its {config.image_size}-pixel "
+            f"position table up to {MAX_IMAGE_TOKENS} tokens at most (e.g. {side}x{side}): use a smaller --image-size")
     limit = config.max_position_embeddings
     if text_length < 1 or text_length > limit:
         raise PumerExportError(f"text length {text_length} is outside the model's text position table (1..{limit}); "

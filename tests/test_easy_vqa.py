@@ -1,0 +1,295 @@
+"""Real data: the easy-VQA reader, fine-tuning, the shipped trained checkpoints, eval on a dataset, the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pumer_export import models
+from pumer_export.config import PumerConfig
+from pumer_export.datasets import EASY_VQA_ANSWERS, encode_questions, load_dataset, subset
+
+easy_vqa = pytest.importorskip("easy_vqa", reason="easy-vqa is not installed (pip install -e '.[test]' brings it)")
+
+
+def one_line_error(code, err, *fragments):
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def train_questions():
+    return load_dataset("easy-vqa", "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory) -> Path:
+    """A small untrained ViLT with easy-VQA's labels and a vocabulary that covers its questions."""
+    from pumer_export.models.vilt.presets import tiny_vilt_model
+
+    model = tiny_vilt_model(seed=0, num_layers=2, hidden_size=32, num_heads=2, vocab_size=64, image_size=32,
+                            patch_size=8, max_text_length=12, num_labels=len(EASY_VQA_ANSWERS),
+                            labels=EASY_VQA_ANSWERS,
+                            pumer=PumerConfig(reduce_layers=(1,), prune_ratio=0.2, image_merge_ratio=0.2,
+                                              text_merge_ratio=0.2))
+    path = tmp_path_factory.mktemp("tiny-easy") / "init"
+    model.save_pretrained(path)
+    models.get("vilt").tiny_processor(model.config).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------- the data
+def test_easy_vqa_records(train_questions):
+    test = load_dataset("easy-vqa", "test")
+    assert (len(train_questions), len(test)) == (38575, 9673)
+    assert tuple(sorted(easy_vqa.get_answers())) == EASY_VQA_ANSWERS
+    assert {a for q in test for a in q.answers} == set(EASY_VQA_ANSWERS)
+    types = {q.answer_type for q in test}
+    assert types == {"yes/no", "color", "shape"}
+    yes_no = [q for q in test if q.answer_type == "yes/no"]
+    assert {q.answers[0] for q in yes_no} == {"yes", "no"} and 0.7 < len(yes_no) / len(test) < 0.8
+    assert all(Path(q.image).is_file() for q in test[:50])
+    assert not {q.image for q in test} & {q.image for q in train_questions}
+
+
+def test_one_data_reader_for_every_command(cli, tmp_path):
+    code, _, err = cli("eval", tmp_path, "--dataset", "easy-vqa", "--split", "dev", "--report", tmp_path / "r")
+    one_line_error(code, err, "splits train, test")
+    code, _, err = cli("eval", tmp_path, "--dataset", "easy-vqa", "--jsonl", tmp_path / "x.jsonl",
+                       "--report", tmp_path / "r")
+    one_line_error(code, err, "one data source")
+
+
+def test_missing_extra_is_one_line(cli, tiny_init, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "easy_vqa", None)  # as if the package were not installed
+    code, _, err = cli("finetune", tiny_init, tmp_path / "out", "--dataset", "easy-vqa")
+    one_line_error(code, err, "pumer-export[datasets]")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family_name", ["vilt", "meter"])
+def test_encoded_questions_equal_the_family_encode(family_name, train_questions):
+    """Inputs prepared once per distinct image are the family's own encode of each (image, question) pair."""
+    from pumer_export.processing import load_image
+
+    family = models.get(family_name)
+    model = family.preset_model("easy-vqa")
+    processor = family.tiny_processor(model.config)
+    questions = train_questions[:25]  # about three images, ten questions each
+    size = (model.config.image_size, model.config.image_size)
+    encoded = encode_questions(family, processor, questions, image_size=size, text_length=16)
+    assert len(encoded.images["pixel_values"]) == len({q.image for q in questions}) < len(questions)
+    rows = np.array([24, 3, 11])
+    expected = family.encode(processor, [load_image(questions[i].image) for i in rows],
+                             [questions[i].question for i in rows], image_size=size, text_length=16)
+    got = encoded.batch(rows)
+    assert set(got) == set(expected) == set(family.INPUT_NAMES)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    ids = got["input_ids"]
+    assert (ids != processor.tokenizer.unk_token_id).all(), "easy-VQA words must be in the built-in vocabulary"
+
+
+# ---------------------------------------------------------------------- finetune
+def test_finetune_learns_from_a_random_checkpoint(cli, tiny_init, train_questions, tmp_path):
+    out = tmp_path / "tuned"
+    code, _, err = cli("finetune", tiny_init, out, "--dataset", "easy-vqa", "--limit", "3000", "--epochs", "3",
+                       "--batch-size", "32", "--lr", "3e-3", "--val-limit", "300", "--threads", "1", "--no-progress")
+    assert code == 0, err
+    log = json.loads((out / "training.json").read_text())
+    losses = [e["loss"] for e in log["epochs"]]
+    accuracies = [e["validation_accuracy"] for e in log["epochs"]]
+    majority = max(np.mean([q.answers[0] == a for q in train_questions]) for a in EASY_VQA_ANSWERS) * 100
+    assert losses[-1] < 0.6 * losses[0]
+    assert max(accuracies) > majority + 20, (accuracies, majority)
+    assert log["best_accuracy"] == max(accuracies)
+    # the best checkpoint is an ordinary one: labels, PuMer settings, processor files
+    from pumer_export.checkpoints import load_pumer_model
+
+    model = load_pumer_model(out)
+    assert tuple(model.config.id2label[i] for i in range(13)) == EASY_VQA_ANSWERS
+    assert model.pumer_config.reduce_layers == (1,)
+    assert (out / "tokenizer.json").is_file() and (out / "preprocessor_config.json").is_file()
+    # and run answers with it
+    code, text, err = cli("run", out, "--backend", "torch", "--image", train_questions[0].image,
+                          "--question", "what color is the shape?", "--json")
+    assert code == 0, err
+    assert json.loads(text)["answers"][0]["answer"] in EASY_VQA_ANSWERS
+
+
+def test_resume_continues_where_the_run_stopped(tiny_init, train_questions, tmp_path, monkeypatch):
+    """An interrupted run resumed ends with exactly the weights of an uninterrupted one."""
+    from pumer_export import finetune
+    from pumer_export.finetune import FinetuneOptions, run_finetune
+
+    data = subset(train_questions, 400, seed=1)
+    options = dict(epochs=2, batch_size=32, lr=2e-3, progress=False, threads=1, val_limit=50)
+    run_finetune(tiny_init, tmp_path / "straight", data, FinetuneOptions(**options))
+
+    real_save = finetune._save
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**options))
+    monkeypatch.setattr(finetune, "_save", real_save)
+    assert len(json.loads((tmp_path / "resumed" / "training.json").read_text())["epochs"]) == 1
+    with pytest.raises(Exception, match="--lr"):
+        run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**{**options, "lr": 1e-3}, resume=True))
+    log = run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**options, resume=True))
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    straight = torch.load(tmp_path / "straight" / finetune.STATE_FILE, weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "resumed" / finetune.STATE_FILE, weights_only=False)["model"]
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6)
+
+
+def test_finetune_bad_inputs(cli, tiny_init, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    # labels that cannot hold the data's answers (the tiny model's labels are not easy-VQA's)
+    other = tmp_path / "other-labels"
+    model = models.get("vilt").preset_model("tiny")
+    model.save_pretrained(other)
+    models.get("vilt").tiny_processor(model.config).save(other)
+    code, _, err = cli("finetune", other, out, "--dataset", "easy-vqa", "--limit", "200")
+    one_line_error(code, err, "not labels of the checkpoint", "--relabel")
+    assert not out.exists()
+    # a checkpoint without processor files, OUT a file, OUT taken, --resume without a run, conflicting flags
+    code, _, err = cli("finetune", tiny_checkpoint, out, "--dataset", "easy-vqa", "--limit", "50")
+    one_line_error(code, err, "no processor files")
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("finetune", tiny_init, tmp_path / "file", "--dataset", "easy-vqa")
+    one_line_error(code, err, "is a file")
+    (out / "x").mkdir(parents=True)
+    code, _, err = cli("finetune", tiny_init, out, "--dataset", "easy-vqa", "--limit", "50")
+    one_line_error(code, err, "already exists", "--resume", "--force")
+    code, _, err = cli("finetune", tiny_init, tmp_path / "new", "--dataset", "easy-vqa", "--resume")
+    one_line_error(code, err, "training_state.pt")
+    code, _, err = cli("finetune", tiny_init, out, "--dataset", "easy-vqa", "--resume", "--force")
+    one_line_error(code, err, "not both")
+    code, _, err = cli("finetune", tiny_init, tmp_path / "n2")
+    one_line_error(code, err, "--dataset easy-vqa")
+    code, _, err = cli("finetune", tmp_path / "nothing", tmp_path / "n3", "--dataset", "easy-vqa", "--limit", "20")
+    one_line_error(code, err, "nothing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other-labels", "out"]
+
+
+def test_relabel_replaces_the_answer_head(cli, tmp_path):
+    other = tmp_path / "other-labels"
+    model = models.get("vilt").preset_model("tiny")
+    model.save_pretrained(other)
+    models.get("vilt").tiny_processor(model.config).save(other)
+    code, _, err = cli("finetune", other, tmp_path / "out", "--dataset", "easy-vqa", "--limit", "2000",
+                       "--max-steps", "2", "--relabel", "--no-progress", "--val-limit", "20")
+    assert code == 0, err
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == list(EASY_VQA_ANSWERS)
+    from pumer_export.checkpoints import load_pumer_model
+
+    assert load_pumer_model(tmp_path / "out").classifier[-1].out_features == len(EASY_VQA_ANSWERS)
+
+
+@pytest.mark.slow
+def test_finetune_meter_trains(tmp_path, train_questions):
+    """METER's loop runs with its reducers in place and lowers the loss."""
+    from pumer_export.finetune import FinetuneOptions, run_finetune
+    from pumer_export.models.meter.presets import tiny_meter_model
+
+    model = tiny_meter_model(seed=0, vocab_size=64, image_size=32, patch_size=8, max_text_length=12,
+                             num_labels=13, labels=EASY_VQA_ANSWERS, num_cross_layers=2, vision_layers=1,
+                             text_layers=1, hidden_size=32, vision_width=32,
+                             pumer=PumerConfig(reduce_layers=(0,), prune_ratio=0.2, image_merge_ratio=0.2,
+                                               text_merge_ratio=0.2))
+    model.save_pretrained(tmp_path / "init")
+    models.get("meter").tiny_processor(model.config).save(tmp_path / "init")
+    log = run_finetune(tmp_path / "init", tmp_path / "out", subset(train_questions, 1500, seed=0), FinetuneOptions(
+        epochs=2, batch_size=32, lr=3e-3, progress=False, threads=1, val_limit=200))
+    assert log["epochs"][-1]["loss"] < 0.7 * log["epochs"][0]["loss"]
+
+
+# ---------------------------------------------------------------- shipped models
+def test_pretrained_list_and_untrained(cli, tmp_path):
+    code, out, err = cli("pretrained", "--list")
+    assert code == 0, err
+    assert "easy-vqa-vilt" in out and "easy-vqa-meter" in out
+    code, _, err = cli("pretrained", "easy-vqa-vit", tmp_path / "x")
+    one_line_error(code, err, "unknown pretrained model", "easy-vqa-vilt")
+    code, _, err = cli("pretrained", "easy-vqa-vilt")
+    one_line_error(code, err, "--list")
+    code, _, err = cli("pretrained", "easy-vqa-vilt", tmp_path / "u", "--untrained", "--seed", "3")
+    assert code == 0, err
+    from pumer_export import zoo
+    from pumer_export.checkpoints import load_pumer_model
+
+    written = load_pumer_model(tmp_path / "u")
+    fresh = zoo.untrained("easy-vqa-vilt", seed=3)
+    for (name, a), b in zip(written.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize("name", ["easy-vqa-vilt", "easy-vqa-meter"])
+def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
+    """The shipped weights, written as an ordinary checkpoint, answer a seeded draw of the test split well with and
+    without PuMer, and ONNX Runtime agrees with PyTorch (the full-split figures are in the README)."""
+    from pumer_export import zoo
+
+    try:
+        zoo.folder(name)
+    except Exception as exc:
+        pytest.skip(str(exc))
+    code, _, err = cli("pretrained", name, tmp_path / "ck")
+    assert code == 0, err
+    card = zoo.card(name)
+    assert card["training"]["command"]
+    code, _, err = cli("eval", tmp_path / "ck", "--dataset", "easy-vqa", "--limit", "300", "--backends", "torch,ort",
+                       "--report", tmp_path / "r", "--no-progress", "--batch-size", "64", "--threads", "2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    for backend in ("torch", "ort"):
+        assert report["results"][backend]["baseline"]["accuracy"] > 85
+        assert report["results"][backend]["pumer"]["accuracy"] > 85
+    assert min(report["agreement"].values()) >= 0.99
+
+
+# ------------------------------------------------------------------------- sweep
+def test_pareto_front():
+    from pumer_export.sweep import pareto_front
+
+    points = [(1.0, 90.0), (1.5, 89.0), (1.4, 88.0), (2.0, 80.0), (1.5, 89.0), (0.9, 91.0)]
+    # (1.4, 88) is beaten by (1.5, 89); equal points are both on the front
+    assert pareto_front(points) == [0, 1, 3, 4, 5]
+
+
+def test_sweep_reports_accuracy_and_speed(cli, tiny_init, tmp_path):
+    report = tmp_path / "sweep"
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--limit", "60", "--prune", "0,0.2",
+                       "--merge", "0.3", "--text-merge", "0", "--iters", "2", "--warmup", "0", "--batch-size", "2",
+                       "--report", report, "--no-progress", "--threads", "1")
+    assert code == 0, err
+    sweep = json.loads((report / "sweep.json").read_text())
+    assert [p["pumer"]["prune_ratio"] for p in sweep["points"]] == [0.2]  # prune 0 does nothing on ViLT: skipped
+    assert any("prune 0 merge 0.3" in note and "does nothing" in note for note in sweep["notes"])
+    for point in sweep["points"]:
+        assert set(point["speed"]) == {"torch", "ort"} and point["flop_ideal"] > 1
+        assert point["accuracy_drop"] == pytest.approx(
+            sweep["baseline"]["accuracy"]["accuracy"] - point["accuracy"]["accuracy"])
+    assert any(p["pareto"] for p in sweep["points"])
+    assert (report / "sweep.png").stat().st_size > 0 and "Pareto" in (report / "sweep.md").read_text()
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--report", report)
+    one_line_error(code, err, "--force")
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--layers", "7", "--report", tmp_path / "s2")
+    one_line_error(code, err, "outside the model's 2 layers")
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--finetune-steps", "3", "--report",
+                       tmp_path / "s3")
+    one_line_error(code, err, "--finetune-dataset")
