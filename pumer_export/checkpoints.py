@@ -144,13 +144,15 @@ def load_state_strict(model: torch.nn.Module, weights: Mapping[str, torch.Tensor
     model.load_state_dict(weights, strict=False)
 
 
-def _save(model, dst: Path, force: bool, source: Path) -> None:
-    """Write ``model`` to ``dst`` with the source checkpoint's processor files (so the processor is local)."""
+def _save(model, dst: Path, force: bool, source: Path, processor: Path | None = None) -> None:
+    """Write ``model`` to ``dst`` with the source checkpoint's processor files, or those of ``processor``."""
     from .processing import copy_processor_files
 
     with atomic_output_dir(dst, force=force) as tmp:
         model.save_pretrained(tmp)
         copy_processor_files(source, tmp)
+        if processor is not None:
+            copy_processor_files(processor, tmp)
 
 
 def _family_of_official(source: Path, data: dict[str, Any]):
@@ -169,8 +171,9 @@ def _family_of_official(source: Path, data: dict[str, Any]):
                           "ViLT's num_layers nor METER's model_type 'meter' with num_top_layer)")
 
 
-def convert_official(src: str | Path, dst: str | Path, *, force: bool = False):
-    """Convert an official PuMer ViLT or METER checkpoint into a pumer-export checkpoint at ``dst``."""
+def convert_official(src: str | Path, dst: str | Path, *, force: bool = False, processor: str | Path | None = None):
+    """Convert an official PuMer ViLT or METER checkpoint into a pumer-export checkpoint at ``dst`` (with the
+    processor files of ``processor`` when given: official checkpoints carry none)."""
     dst = Path(dst)
     if dst.exists() and not force:
         raise CheckpointError(f"{dst} already exists; pass --force to overwrite it")
@@ -178,7 +181,7 @@ def convert_official(src: str | Path, dst: str | Path, *, force: bool = False):
     official = read_config_json(source)
     family = _family_of_official(source, official)
     model = family.convert_official(source, official, load_weights(source))
-    _save(model, dst, force, source)
+    _save(model, dst, force, source, Path(processor) if processor is not None else None)
     return model
 
 

@@ -51,6 +51,7 @@ class FinetuneOptions:
     device: str = "cpu"
     reduction: str = "config"  # "config": as the checkpoint is configured; "on"; "off" (reducers out in training)
     relabel: bool = False
+    augment: bool = False  # random horizontal and vertical flips of the images (label-preserving on easy-VQA)
     val_fraction: float = 0.05
     val_limit: int | None = 2000
     resume: bool = False
@@ -129,6 +130,22 @@ def hold_out(questions: Sequence[Question], fraction: float, seed: int) -> tuple
         raise PumerExportError("too few images to hold out a validation share; pass validation data")
     held = set(np.random.default_rng(seed).permutation(images)[:count].tolist())
     return [q for q in questions if str(q.image) not in held], [q for q in questions if str(q.image) in held]
+
+
+def flip_images(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each sample's image tensors (``pixel_*``, [B, ..., H, W]) flipped left-right and top-bottom at random: an
+    augmentation for data whose answers do not depend on orientation (easy-VQA's shapes and colours do not; a set
+    that asks "left or right" must not use it). Seeded per step, so a resumed run draws the same flips."""
+    batch = len(next(iter(feeds.values())))
+    horizontal, vertical = rng.random(batch) < 0.5, rng.random(batch) < 0.5
+    out = dict(feeds)
+    for name, value in feeds.items():
+        if name.startswith("pixel"):
+            value = value.copy()
+            value[horizontal] = value[horizontal][..., ::-1]
+            value[vertical] = value[vertical][..., ::-1, :]
+            out[name] = value
+    return out
 
 
 # ------------------------------------------------------------------------ running
@@ -251,7 +268,10 @@ def run_finetune(checkpoint: str | Path, out: str | Path, train: Sequence[Questi
                 running = []
                 for index in range(first, steps_per_epoch):
                     rows = order[index * options.batch_size:(index + 1) * options.batch_size].numpy()
-                    feeds = _to_torch(encoded.batch(rows), options.device)
+                    batch = encoded.batch(rows)
+                    if options.augment:
+                        batch = flip_images(batch, np.random.default_rng([options.seed, step]))
+                    feeds = _to_torch(batch, options.device)
                     logits = family.reference_forward(model, feeds).logits
                     target = targets[rows].to(options.device)
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * target.shape[1]
@@ -308,7 +328,7 @@ def _resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
     except Exception as exc:
         raise PumerExportError(f"--resume: cannot read {out / STATE_FILE} ({type(exc).__name__})") from None
     saved = state["log"]["options"]
-    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel")
+    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel", "augment")
                if saved.get(k) != getattr(options, k)]
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)

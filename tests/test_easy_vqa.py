@@ -185,6 +185,25 @@ def test_finetune_bad_inputs(cli, tiny_init, tiny_checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "other-labels", "out"]
 
 
+def test_flip_augmentation_flips_only_images():
+    from pumer_export.finetune import flip_images
+
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": np.arange(8 * 4).reshape(8, 4), "pixel_values": rng.random((8, 3, 5, 6)),
+             "pixel_mask": (rng.random((8, 5, 6)) > 0.5).astype(np.int64)}
+    out = flip_images(feeds, np.random.default_rng(7))
+    np.testing.assert_array_equal(out["input_ids"], feeds["input_ids"])
+    draw = np.random.default_rng(7)
+    horizontal, vertical = draw.random(8) < 0.5, draw.random(8) < 0.5
+    assert horizontal.any() and vertical.any() and not (horizontal & vertical).all()
+    for i in range(8):
+        for name in ("pixel_values", "pixel_mask"):
+            want = feeds[name][i]
+            want = np.flip(want, -1) if horizontal[i] else want
+            want = np.flip(want, -2) if vertical[i] else want
+            np.testing.assert_array_equal(out[name][i], want)
+
+
 def test_relabel_replaces_the_answer_head(cli, tmp_path):
     other = tmp_path / "other-labels"
     model = models.get("vilt").preset_model("tiny")

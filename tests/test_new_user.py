@@ -298,3 +298,24 @@ def test_huge_image_sizes_are_refused_before_any_work(cli, tiny_checkpoint, tmp_
         code, _, err = cli(*command, "--image-size", "100000x100000")
         _one_line(code, err, "image tokens", "smaller --image-size")
     assert not (tmp_path / "o").exists()
+
+
+def test_convert_attaches_a_processor(cli, official_dir, tmp_path):
+    """Converted official checkpoints get processor files with --processor, so run answers with them."""
+    from pumer_export import models
+
+    processor = tmp_path / "processor"  # a word-level tokenizer whose ids fit the official model's vocabulary
+    models.get("vilt").tiny_processor(models.get("vilt").preset_model("tiny").config).save(processor)
+    code, _, err = cli("convert", official_dir / "model", tmp_path / "no-proc", "--processor", tmp_path / "none")
+    _one_line(code, err, "none")
+    assert not (tmp_path / "no-proc").exists()
+    code, out, err = cli("convert", official_dir / "model", tmp_path / "ck", "--processor", processor)
+    assert code == 0, err
+    assert (tmp_path / "ck" / "tokenizer.json").is_file() and (tmp_path / "ck" / "preprocessor_config.json").is_file()
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "img.png")
+    code, out, err = cli("run", tmp_path / "ck", "--backend", "torch", "--image", tmp_path / "img.png",
+                         "--question", "what color is it?", "--json")
+    assert code == 0, err
+    assert json.loads(out)["answers"]

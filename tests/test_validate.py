@@ -258,3 +258,34 @@ def test_report_markdown_is_readable(cli, tiny_checkpoint, exports, tmp_path):
     os.umask(umask)
     for name in ("report.json", "report.md", "junit.xml"):
         assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~umask
+
+
+def test_validate_takes_every_vqa_data_source(cli, tmp_path):
+    """The VQAv2 sample that eval reads also feeds validate (one reader), as do named datasets; --inputs and a data
+    source together are refused."""
+    from pathlib import Path
+
+    from pumer_export import models
+    from pumer_export.checkpoints import load_pumer_model
+    from pumer_export.onnx.export import export_onnx
+
+    vqa = Path(__file__).parent / "data" / "vqa_tiny"
+    family = models.get("vilt")
+    model = family.preset_model("tiny", seed=2)
+    model.save_pretrained(tmp_path / "ck")
+    family.tiny_processor(model.config).save(tmp_path / "ck")
+    export = export_onnx(load_pumer_model(tmp_path / "ck"), tmp_path / "ex", text_length=12, validate=False).path
+    code, _, err = cli("validate", tmp_path / "ck", "--onnx", export, "--questions", vqa / "questions.json",
+                       "--annotations", vqa / "annotations.json", "--images", vqa / "images", "--num-samples", "5",
+                       "--report", tmp_path / "r")
+    assert code == 0, err
+    import json
+
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["passed"] and report["inputs"]["source"] == "5 VQA questions", report["inputs"]
+    lines = tmp_path / "set.jsonl"
+    lines.write_text(json.dumps({"image": str(next((vqa / "images").iterdir())), "question": "what is it?",
+                                 "answers": ["red"]}) + "\n")
+    code, _, err = cli("validate", tmp_path / "ck", "--onnx", export, "--jsonl", lines, "--inputs",
+                       tmp_path, "--report", tmp_path / "r2")
+    assert code == 2 and "not both" in err

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pumer", choices=("config", "on", "off"), default="config",
                         help="PuMer's reducers during training: as the checkpoint is configured (default), on, or "
                              "off (the checkpoint keeps its settings either way)")
+    parser.add_argument("--augment", action="store_true",
+                        help="flip images left-right and top-bottom at random (for data whose answers do not depend "
+                             "on orientation, such as easy-VQA)")
     parser.add_argument("--relabel", action="store_true",
                         help="replace the answer head with the training data's answers")
     parser.add_argument("--val-fraction", type=ratio, default=0.05, metavar="SHARE",
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     log = run_finetune(args.model, args.out, train, FinetuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
-        reduction=args.pumer, relabel=args.relabel, val_fraction=args.val_fraction, val_limit=args.val_limit,
+        reduction=args.pumer, relabel=args.relabel, augment=args.augment, val_fraction=args.val_fraction,
+        val_limit=args.val_limit,
         resume=args.resume, force=args.force, threads=args.threads, progress=not args.no_progress),
         validation=validation)
     info(f"wrote {args.out}: best validation accuracy {log['best_accuracy']:.2f} at step {log['best_step']} "

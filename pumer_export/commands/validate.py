@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from ._common import parse_image_size, positive_int
+from ._common import add_data_arguments, parse_image_size, positive_int
 
 EPILOG = """\
 tolerances (Polygraphy syntax): --atol 1e-4 sets every float output, --atol logits:5e-4 one output
@@ -43,11 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", metavar="FILE", help="TensorRT engine to check (needs TensorRT and a GPU)")
     parser.add_argument("--inputs", metavar="FILE|DIR",
                         help="a saved batch (.npz with input_ids, pixel_values[, attention_mask, token_type_ids, "
-                             "pixel_mask]) or a folder of images + questions (questions.json or <image>.txt); "
-                             "default: seeded random inputs")
+                             "pixel_mask]) or a folder of images + questions (questions.json mapping image file "
+                             "names to questions, or listing {\"image\", \"question\"} objects; or <image>.txt "
+                             "next to each image); for VQA data use the data options below; default: seeded random "
+                             "inputs")
     parser.add_argument("--num-samples", type=positive_int, default=8, metavar="N", help="samples to check (default 8)")
     parser.add_argument("--batch-size", type=positive_int, default=4, metavar="B", help="samples per inference (default 4)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs (default 0)")
+    add_data_arguments(parser, split="test", what="VQA data to validate on (the first --num-samples questions)")
     parser.add_argument("--atol", action="append", metavar="[OUTPUT:]VALUE",
                         help="absolute tolerance; repeat for several outputs (see below)")
     parser.add_argument("--rtol", action="append", metavar="[OUTPUT:]VALUE",
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..console import err_console, info, out_console, step, table
     from ..parity.validate import ValidateOptions, validate
     from ..parity.report import JSON_FILE, JUNIT_FILE, MARKDOWN_FILE
-    from ._common import check_report_dir
+    from ._common import check_report_dir, questions_from_args
 
     if args.report:
         check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, JUNIT_FILE), args.force)
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         onnx=Path(args.onnx) if args.onnx else None,
         engine=Path(args.engine) if args.engine else None,
         inputs=args.inputs,
+        questions=questions_from_args(args, required=False),
         num_samples=args.num_samples,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -237,11 +237,34 @@ def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size:
     return Inputs(_split(arrays, spec, batch_size), f"folder {folder}", [p.name for p in images])
 
 
+def question_inputs(questions, model_dir: Path, spec: InputSpec, *, batch_size: int, num_samples: int,
+                    config) -> Inputs:
+    """The first ``num_samples`` VQA questions of any data source (:mod:`pumer_export.datasets`: easy-VQA, VQAv2
+    files, JSON lines), prepared as ``eval`` and ``finetune`` prepare them."""
+    from .. import models
+    from ..datasets import encode_questions
+    from ..processing import load_processor
+
+    chosen = list(questions)[:num_samples]
+    encoded = encode_questions(models.for_model(config), load_processor(model_dir), chosen,
+                               image_size=spec.image_size, text_length=spec.text_length)
+    arrays = _check_arrays(encoded.batch(slice(None)), spec, "the VQA data")
+    return Inputs(_split(arrays, spec, batch_size), f"{len(chosen)} VQA questions",
+                  [f"{Path(q.image).name}: {q.question}" for q in chosen])
+
+
 def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path | None, num_samples: int,
-                batch_size: int, seed: int = 0) -> Inputs:
-    """The validation inputs for ``--inputs`` (None: random)."""
+                batch_size: int, seed: int = 0, questions=None) -> Inputs:
+    """The validation inputs for ``--inputs`` or the VQA ``questions`` of a data source (neither: random)."""
     if batch_size < 1 or num_samples < 1:
         raise PumerExportError("--num-samples and --batch-size must be at least 1")
+    if questions is not None:
+        if source is not None:
+            raise PumerExportError("pass --inputs or a VQA data source (--dataset, --jsonl, VQAv2 files), not both")
+        if model_dir is None:
+            raise PumerExportError("VQA questions need a checkpoint directory with the processor files")
+        return question_inputs(questions, model_dir, spec, batch_size=batch_size, num_samples=num_samples,
+                               config=config)
     if source is None:
         return random_inputs(config, spec, num_samples=num_samples, batch_size=batch_size, seed=seed)
     path = Path(source)

@@ -19,6 +19,7 @@ class ValidateOptions:
     onnx: Path | None = None
     engine: Path | None = None
     inputs: str | None = None
+    questions: Any = None  # VQA questions (pumer_export.datasets.Question) to validate on instead of --inputs
     num_samples: int = 8
     batch_size: int = 4
     seed: int = 0
@@ -138,7 +139,7 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
     family = models.for_model(model)
     spec = InputSpec.from_infos(info.inputs if info else _default_infos(family.INPUT_NAMES), text_length=text_length,
                                 image_size=tuple(image_size), vocab_size=config.vocab_size)
-    inputs = load_inputs(options.inputs, config=config, spec=spec, model_dir=model_dir,
+    inputs = load_inputs(options.inputs, questions=options.questions, config=config, spec=spec, model_dir=model_dir,
                          num_samples=options.num_samples, batch_size=options.batch_size, seed=options.seed)
 
     runners = []
