@@ -247,6 +247,7 @@ def run_finetune(checkpoint: str | Path, out: str | Path, train: Sequence[Questi
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])  # dropout goes on as it would have
         log = state["log"]
         info(f"resuming at step {log['step']} of {total_steps} (best validation accuracy so far "
              f"{log['best_accuracy']:.2f})")
@@ -355,6 +356,7 @@ def _save(model, out: Path, checkpoint: Path, log: dict[str, Any], optimizer, sc
                 if item.name not in (STATE_FILE, LOG_FILE) and item.is_file():
                     shutil.copy2(item, tmp / item.name)
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log": log},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log": log,
+                    "torch_rng": torch.get_rng_state()},
                    tmp / STATE_FILE)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2) + "\n")

@@ -16,11 +16,17 @@ def test_demo_end_to_end(cli, tmp_path, family):
     assert json.loads((out / "checkpoint" / "config.json").read_text())["model_type"] == family
     for path in ("report.md", "checkpoint/config.json", "onnx/pumer/model.onnx", "onnx/baseline/model.onnx",
                  "validate/pumer/report.json", "validate/pumer/junit.xml", "validate/baseline/report.md",
-                 "bench/bench.json", "bench/bench.md", "bench/bench.png"):
+                 "eval/report.json", "bench/bench.json", "bench/bench.md", "bench/bench.png"):
         assert (out / path).is_file(), path
     assert json.loads((out / "validate" / "pumer" / "report.json").read_text())["passed"] is True
     report = (out / "report.md").read_text()
-    assert "PASSED" in report and "FLOP-ideal" in report
+    assert "PASSED" in report and "FLOP-ideal" in report and "## Accuracy" in report
+    accuracy = json.loads((out / "eval" / "report.json").read_text())
+    assert accuracy["num_questions"] == 1000
+    for backend in ("torch", "ort"):  # the shipped trained model: far above easy-VQA's majority answer (37 %)
+        assert accuracy["results"][backend]["baseline"]["accuracy"] > 75
+        assert accuracy["results"][backend]["pumer"]["accuracy"] > 75
+    assert "exports" not in [p.name for p in (out / "eval").iterdir()]  # the demo's own exports were reused
 
     # the demo's export folder is self-contained: an application answers questions with it
     from PIL import Image

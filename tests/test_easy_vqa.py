@@ -44,6 +44,22 @@ def tiny_init(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_meter_init(tmp_path_factory) -> Path:
+    """A small untrained METER (dropout in its cross layers) with easy-VQA's labels."""
+    from pumer_export.models.meter.presets import tiny_meter_model
+
+    model = tiny_meter_model(seed=0, vocab_size=64, image_size=32, patch_size=8, max_text_length=12,
+                             num_labels=len(EASY_VQA_ANSWERS), labels=EASY_VQA_ANSWERS, num_cross_layers=2,
+                             vision_layers=1, text_layers=1, hidden_size=32, vision_width=32,
+                             pumer=PumerConfig(reduce_layers=(0,), prune_ratio=0.2, image_merge_ratio=0.2,
+                                               text_merge_ratio=0.2))
+    path = tmp_path_factory.mktemp("tiny-meter") / "init"
+    model.save_pretrained(path)
+    models.get("meter").tiny_processor(model.config).save(path)
+    return path
+
+
 # ---------------------------------------------------------------------- the data
 def test_easy_vqa_records(train_questions):
     test = load_dataset("easy-vqa", "test")
@@ -125,11 +141,13 @@ def test_finetune_learns_from_a_random_checkpoint(cli, tiny_init, train_question
     assert json.loads(text)["answers"][0]["answer"] in EASY_VQA_ANSWERS
 
 
-def test_resume_continues_where_the_run_stopped(tiny_init, train_questions, tmp_path, monkeypatch):
-    """An interrupted run resumed ends with exactly the weights of an uninterrupted one."""
+@pytest.mark.parametrize("init", ["tiny_init", "tiny_meter_init"])
+def test_resume_continues_where_the_run_stopped(init, request, train_questions, tmp_path, monkeypatch):
+    """An interrupted run resumed ends with exactly the weights of an uninterrupted one (METER: with dropout)."""
     from pumer_export import finetune
     from pumer_export.finetune import FinetuneOptions, run_finetune
 
+    tiny_init = request.getfixturevalue(init)
     data = subset(train_questions, 400, seed=1)
     options = dict(epochs=2, batch_size=32, lr=2e-3, progress=False, threads=1, val_limit=50)
     run_finetune(tiny_init, tmp_path / "straight", data, FinetuneOptions(**options))
@@ -220,19 +238,11 @@ def test_relabel_replaces_the_answer_head(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_meter_trains(tmp_path, train_questions):
+def test_finetune_meter_trains(tiny_meter_init, tmp_path, train_questions):
     """METER's loop runs with its reducers in place and lowers the loss."""
     from pumer_export.finetune import FinetuneOptions, run_finetune
-    from pumer_export.models.meter.presets import tiny_meter_model
 
-    model = tiny_meter_model(seed=0, vocab_size=64, image_size=32, patch_size=8, max_text_length=12,
-                             num_labels=13, labels=EASY_VQA_ANSWERS, num_cross_layers=2, vision_layers=1,
-                             text_layers=1, hidden_size=32, vision_width=32,
-                             pumer=PumerConfig(reduce_layers=(0,), prune_ratio=0.2, image_merge_ratio=0.2,
-                                               text_merge_ratio=0.2))
-    model.save_pretrained(tmp_path / "init")
-    models.get("meter").tiny_processor(model.config).save(tmp_path / "init")
-    log = run_finetune(tmp_path / "init", tmp_path / "out", subset(train_questions, 1500, seed=0), FinetuneOptions(
+    log = run_finetune(tiny_meter_init, tmp_path / "out", subset(train_questions, 1500, seed=0), FinetuneOptions(
         epochs=2, batch_size=32, lr=3e-3, progress=False, threads=1, val_limit=200))
     assert log["epochs"][-1]["loss"] < 0.7 * log["epochs"][0]["loss"]
 

@@ -150,6 +150,23 @@ def server(export, tmp_path_factory):
         yield ports
 
 
+def test_bundled_server_names_a_missing_backend(cli, server, export, tmp_path):
+    """An onnxruntime repository on the bundled (Python-backend-only) server: the missing backend is named before
+    anything starts."""
+    code, _, err = cli("triton", export, tmp_path / "ort-repo", "--backend", "onnxruntime")
+    assert code == 0, err
+    code, _, err = cli("serve", tmp_path / "ort-repo", "--http-port", str(_free_port()), "--grpc-port",
+                       str(_free_port()), "--metrics-port", str(_free_port()))
+    one_line_error(code, err, "onnxruntime_onnx backend", "--tritonserver", "--backend python")
+
+
+def test_ask_top_k(cli, server, export, images):
+    code, out, err = cli("ask", "--url", f"127.0.0.1:{server['http_port']}", "--image", images[0], "--question",
+                         "what is it?", "--json", "--top-k", "2")
+    assert code == 0, err
+    assert len(json.loads(out)["answers"]) == 2
+
+
 def _local_answers(export, images, questions, top_k=3):
     from pumer_export.runtime import VqaPipeline
 

@@ -145,6 +145,14 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
         raise PumerExportError(f"{repo} is not a pumer-export Triton repository (no pumer_vqa/config.pbtxt); write "
                                "one with `pumer-export triton EXPORT REPO`")
     binary, pytriton_root = find_server(tritonserver)
+    if pytriton_root is not None:  # the bundled server has the Python backend only: say so before starting it
+        platforms = sorted({platform for platform in ("onnxruntime_onnx", "tensorrt_plan")
+                            for config in repo.glob("*/config.pbtxt") if platform in config.read_text()})
+        if platforms:
+            raise PumerExportError(
+                f"{repo} needs Triton's {' and '.join(platforms)} backend, which the bundled server (nvidia-pytriton) "
+                "lacks: serve it with a full Triton (e.g. NGC's image) through --tritonserver PATH, or write the "
+                "repository with `pumer-export triton EXPORT REPO --backend python`")
     env = dict(os.environ)
     env["PUMER_TRITON_SITE"] = os.pathsep.join(site_dirs())
     if _uses_tensorrt(repo):
@@ -163,14 +171,16 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
             if home:
                 env["PYTHONHOME"] = home
             _leave_virtual_environments(env)
-        output = open(log, "ab") if log else subprocess.DEVNULL
+        where = f"the whole log: {log}" if log else "the whole log: --log FILE"
+        log = log or Path(scratch) / "tritonserver.log"  # kept only while it runs: the reason of a failed start
+        output = open(log, "ab")
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
             deadline = time.monotonic() + startup_timeout
             while not ready(http_port, host):
                 if process.poll() is not None:
-                    hint = f" (its log: {log}{_last_error(log)})" if log else " (run with --log FILE to see why)"
+                    hint = f" ({_last_error(log).lstrip(': ') or 'no error line in its output'}; {where})"
                     raise PumerExportError(f"the Triton server exited with status {process.returncode} before it "
                                            f"was ready{hint}")
                 if time.monotonic() > deadline:
@@ -185,8 +195,7 @@ def running_server(repo: str | os.PathLike, *, http_port: int = 8000, grpc_port:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            if log:
-                output.close()
+            output.close()
 
 
 def _last_error(log: str | os.PathLike) -> str:
