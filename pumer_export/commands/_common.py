@@ -41,6 +41,25 @@ positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
 
 
+def _float_where(accept, kind: str):
+    """A parser of finite floats that ``accept`` takes (``kind`` names them in the error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_float = _float_where(lambda v: v > 0, "a positive number")
+non_negative_float = _float_where(lambda v: v >= 0, "a non-negative number")
+ratio = _float_where(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+
 def port(text: str) -> int:
     """A TCP port, 1-65535."""
     try:
@@ -61,16 +80,6 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,8,32, got {text!r}")
     return values
-
-
-def ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return value
 
 
 def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -> None:
@@ -162,14 +171,4 @@ def questions_from_args(args: argparse.Namespace, prefix: str = "", required: bo
         raise PumerExportError(f"name the data: --{prefix}dataset easy-vqa, --{prefix}jsonl FILE, or "
                                f"--{prefix}questions FILE --{prefix}annotations FILE --{prefix}images DIR")
     return None
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 

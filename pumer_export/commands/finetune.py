@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arguments, ratio, positive_float, positive_int
+from ._common import add_data_arguments, positive_float, positive_int, ratio
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import batch_sizes, parse_image_size, positive_int
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
+from ._common import batch_sizes, non_negative_float, parse_image_size, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,11 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-validation", action="store_true", help="do not run the file in ONNX Runtime")
     parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 3), metavar="B1,B2",
                         help="batch sizes validated from the one file (default 1,3)")
-    parser.add_argument("--atol", type=_tolerance, default=None, metavar="VALUE",
+    parser.add_argument("--atol", type=non_negative_float, default=None, metavar="VALUE",
                         help="absolute tolerance of the logits (default: fp32 1e-4, fp16 1e-1)")
-    parser.add_argument("--rtol", type=_tolerance, default=None, metavar="VALUE",
+    parser.add_argument("--rtol", type=non_negative_float, default=None, metavar="VALUE",
                         help="relative tolerance of the logits (default: fp32 1e-4, fp16 1e-1)")
-    parser.add_argument("--index-agreement", type=_tolerance, default=None, metavar="FRACTION",
+    parser.add_argument("--index-agreement", type=non_negative_float, default=None, metavar="FRACTION",
                         help="fraction of reduction indices that must equal the reference (default: fp32 1.0, fp16 0)")
     parser.add_argument("--external-data", action="store_true",
                         help="always write the weights to model.onnx.data (default: only above 1 GiB)")

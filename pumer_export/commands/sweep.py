@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arguments, non_negative_int, positive_int
+from ._common import add_data_arguments, non_negative_int, positive_int, ratio
 
 
 def _ratios(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
+        values = tuple(ratio(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
         values = ()
-    if not values or not all(0.0 <= v < 1.0 for v in values):
+    if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1) such as 0.1,0.3, got {text!r}")
     return values
 
