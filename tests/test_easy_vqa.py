@@ -267,6 +267,24 @@ def test_pretrained_list_and_untrained(cli, tmp_path):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_zoo_stores_float16_and_loads_float32(tiny_init, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from pumer_export import zoo
+    from pumer_export.checkpoints import load_pumer_model
+
+    monkeypatch.setattr(zoo, "ROOT", tmp_path)
+    folder = zoo.store(tiny_init, "easy-vqa-vilt", {"summary": ["a line"]})
+    stored = load_file(str(folder / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    assert (folder / "card.json").is_file() and (folder / "tokenizer.json").is_file()
+    loaded, original = zoo.pretrained("easy-vqa-vilt"), load_pumer_model(tiny_init)
+    for (name, a), b in zip(loaded.state_dict().items(), original.state_dict().values()):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b.half().float(), rtol=0, atol=0, msg=name)
+    assert zoo.card("easy-vqa-vilt") == {"summary": ["a line"]}
+
+
 @pytest.mark.parametrize("name", ["easy-vqa-vilt", "easy-vqa-meter"])
 def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
     """The shipped weights, written as an ordinary checkpoint, answer a seeded draw of the test split well with and
