@@ -9,7 +9,8 @@ Sources (each a reader returning :class:`Question` records):
 * ``--jsonl FILE``: JSON lines of ``{"image", "question", "answers"}`` (image paths relative to the file).
 
 :func:`encode_questions` prepares model inputs once per distinct image (easy-VQA asks about ten questions per
-image) with the family's own ``encode``, so training, evaluation and validation feed identical tensors.
+image) with the family's own ``encode_images`` / ``encode_text`` (the checkpoint's processor rule, as exports and
+``run`` apply it), so training, evaluation and validation feed identical tensors.
 """
 
 from __future__ import annotations

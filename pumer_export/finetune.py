@@ -180,132 +180,165 @@ def accuracy(model, encoded: EncodedSet, questions: Sequence[Question], batch_si
 
 def run_finetune(checkpoint: str | Path, out: str | Path, train: Sequence[Question],
                  options: FinetuneOptions, validation: Sequence[Question] | None = None) -> dict[str, Any]:
-    """Fine-tune ``checkpoint`` on ``train``; the best checkpoint (by validation accuracy) ends up in ``out``."""
+    """Fine-tune ``checkpoint`` on ``train``; the best checkpoint (by validation accuracy) ends up in ``out``.
+    Returns the training log (also written to ``out/training.json``)."""
     import contextlib
 
-    from transformers import get_cosine_schedule_with_warmup
-
-    from . import models
-    from .checkpoints import load_pumer_model
-    from .console import info, progress_bar
-    from .datasets import encode_questions
-    from .processing import load_processor
-    from .schedule import input_size
+    from .console import progress_bar
 
     checkpoint, out = Path(checkpoint), Path(out)
     state = _resume_state(out, options)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    if options.reduction not in REDUCTION_MODES:
-        raise PumerExportError(f"reduction must be one of {', '.join(REDUCTION_MODES)}, got {options.reduction!r}")
-    if options.device == "cuda" and not torch.cuda.is_available():
-        raise PumerExportError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
-    model = load_pumer_model(checkpoint)
-    family = models.for_model(model)
-    processor = load_processor(checkpoint)
-    if not train:
-        raise PumerExportError("the training data holds no questions")
-    if validation is None:
-        train, validation = hold_out(train, options.val_fraction, options.seed)
-    validation = list(validation)
-    if options.val_limit is not None and len(validation) > options.val_limit:
-        from .datasets import subset
-
-        validation = subset(validation, options.val_limit, seed=options.seed)
-    check_labels(model, train, options.relabel)
-    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
-
-    pumer = model.pumer_config
-    train_pumer = {"config": pumer, "on": pumer, "off": pumer.without_reduction()}[options.reduction]
-    if options.reduction == "on" and not pumer.enabled:
-        raise PumerExportError("--pumer on: the checkpoint has no PuMer reduce layers; set them with `apply` first")
-    image_size, text_length = input_size(model.config)
-
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
-        encoded = encode_questions(family, processor, train, image_size=image_size, text_length=text_length,
-                                   progress=progress)
-        encoded_val = encode_questions(family, processor, validation, image_size=image_size,
-                                       text_length=text_length, progress=progress)
-    targets = torch.from_numpy(answer_targets(train, label2id))
-
-    torch.manual_seed(options.seed)
-    model.to(options.device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=options.lr)
-    steps_per_epoch = math.ceil(len(encoded) / options.batch_size)
-    total_steps = steps_per_epoch * options.epochs
-    if options.max_steps is not None:
-        total_steps = min(total_steps, options.max_steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup * total_steps), total_steps)
-    log: dict[str, Any] = {"checkpoint": str(checkpoint), "options": _options_dict(options), "epochs": [],
-                           "train_questions": len(train), "validation_questions": len(validation),
-                           "total_steps": total_steps, "best_accuracy": None, "best_step": None, "step": 0,
-                           "seconds": 0.0}
+        run = _Run(checkpoint, train, validation, options, progress)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])  # dropout goes on as it would have
-        log = state["log"]
-        info(f"resuming at step {log['step']} of {total_steps} (best validation accuracy so far "
-             f"{log['best_accuracy']:.2f})")
-    generator = torch.Generator().manual_seed(options.seed)
-    for _ in range(log["step"] // steps_per_epoch):  # a resumed run draws the permutations of the epochs it ran
-        torch.randperm(len(encoded), generator=generator)
-
-    model.set_pumer_config(train_pumer)
-    model.train()
-    step = log["step"]
-    started = time.perf_counter() - log["seconds"]
+        run.restore(state)
     try:
         with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
-            task = progress.add_task("training", total=total_steps, completed=step) if progress else None
-            epoch = step // steps_per_epoch
-            while step < total_steps:
-                order = torch.randperm(len(encoded), generator=generator)  # one permutation per epoch, seeded
-                first = step - epoch * steps_per_epoch  # a resumed epoch skips the batches it already ran
-                running = []
-                for index in range(first, steps_per_epoch):
-                    rows = order[index * options.batch_size:(index + 1) * options.batch_size].numpy()
-                    batch = encoded.batch(rows)
-                    if options.augment:
-                        batch = flip_images(batch, np.random.default_rng([options.seed, step]))
-                    feeds = _to_torch(batch, options.device)
-                    logits = family.reference_forward(model, feeds).logits
-                    target = targets[rows].to(options.device)
-                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * target.shape[1]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    running.append(loss.item())
-                    if progress:
-                        progress.update(task, advance=1, description=(
-                            f"epoch {epoch + 1}/{options.epochs} loss {np.mean(running[-50:]):.4f}"))
-                    if step >= total_steps:
-                        break
-                epoch += 1
-                model.set_pumer_config(pumer)  # validation and saving as the checkpoint will run
-                acc = accuracy(model, encoded_val, validation, options.eval_batch_size, options.device)
-                log["epochs"].append({"epoch": epoch, "step": step, "loss": float(np.mean(running)) if running else None,
-                                      "validation_accuracy": acc})
-                log["step"], log["seconds"] = step, time.perf_counter() - started
-                best = log["best_accuracy"] is None or acc > log["best_accuracy"]
-                if best:
-                    log["best_accuracy"], log["best_step"] = acc, step
-                message = (f"epoch {epoch}: loss {log['epochs'][-1]['loss']:.4f}, validation accuracy {acc:.2f}"
-                           + (" (best so far, saved)" if best else f" (best {log['best_accuracy']:.2f})"))
-                (progress.console.print if progress else info)(message)
-                _save(model, out, checkpoint, log, optimizer, scheduler, best)
-                model.set_pumer_config(train_pumer)
+            task = progress.add_task("training", total=run.total_steps, completed=run.step) if progress else None
+            while run.step < run.total_steps:
+                loss = run.train_epoch(lambda text: progress.update(task, advance=1, description=text)
+                                       if progress else None)
+                accuracy, best = run.validate_epoch(loss)
+                message = (f"epoch {run.epoch}: loss {loss:.4f}, validation accuracy {accuracy:.2f}"
+                           + (" (best so far, saved)" if best else f" (best {run.log['best_accuracy']:.2f})"))
+                (progress.console.print if progress else _info)(message)
+                _save(run.model, out, checkpoint, run.log, run.optimizer, run.scheduler, best)
     finally:
-        model.set_pumer_config(pumer)
-        model.eval()
-    return log
+        run.model.set_pumer_config(run.pumer)
+        run.model.eval()
+    return run.log
+
+
+def _info(message: str) -> None:
+    from .console import info
+
+    info(message)
+
+
+class _Run:
+    """One fine-tuning run: the model, its data, optimizer and schedule, and the log; an epoch at a time."""
+
+    def __init__(self, checkpoint: Path, train: Sequence[Question], validation: Sequence[Question] | None,
+                 options: FinetuneOptions, progress=None):
+        from transformers import get_cosine_schedule_with_warmup
+
+        from . import models
+        from .checkpoints import load_pumer_model
+        from .datasets import encode_questions, subset
+        from .processing import load_processor
+        from .schedule import input_size
+
+        self.options = options
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        if options.reduction not in REDUCTION_MODES:
+            raise PumerExportError(f"reduction must be one of {', '.join(REDUCTION_MODES)}, got {options.reduction!r}")
+        if options.device == "cuda" and not torch.cuda.is_available():
+            raise PumerExportError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
+        # 1. the checkpoint, its processor, the data and the labels
+        self.model = model = load_pumer_model(checkpoint)
+        self.family = models.for_model(model)
+        processor = load_processor(checkpoint)
+        if not train:
+            raise PumerExportError("the training data holds no questions")
+        if validation is None:
+            train, validation = hold_out(train, options.val_fraction, options.seed)
+        self.validation = subset(validation, options.val_limit, seed=options.seed)
+        check_labels(model, train, options.relabel)
+        self.pumer = model.pumer_config
+        if options.reduction == "on" and not self.pumer.enabled:
+            raise PumerExportError("--pumer on: the checkpoint has no PuMer reduce layers; set them with `apply` first")
+        self.train_pumer = self.pumer.without_reduction() if options.reduction == "off" else self.pumer
+        # 2. inputs, once per distinct image; soft targets
+        image_size, text_length = input_size(model.config)
+        sizes = dict(image_size=image_size, text_length=text_length, progress=progress)
+        self.encoded = encode_questions(self.family, processor, train, **sizes)
+        self.encoded_val = encode_questions(self.family, processor, self.validation, **sizes)
+        label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+        self.targets = torch.from_numpy(answer_targets(train, label2id))
+        # 3. optimizer and schedule (no weight decay on biases, norms and embeddings)
+        torch.manual_seed(options.seed)
+        model.to(options.device)
+        decayed = {n for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n}
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for n, p in model.named_parameters() if n in decayed], "weight_decay": options.weight_decay},
+             {"params": [p for n, p in model.named_parameters() if n not in decayed], "weight_decay": 0.0}],
+            lr=options.lr)
+        self.steps_per_epoch = math.ceil(len(self.encoded) / options.batch_size)
+        self.total_steps = self.steps_per_epoch * options.epochs
+        if options.max_steps is not None:
+            self.total_steps = min(self.total_steps, options.max_steps)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, int(options.warmup * self.total_steps),
+                                                         self.total_steps)
+        self.log: dict[str, Any] = {"checkpoint": str(checkpoint), "options": _options_dict(options), "epochs": [],
+                                    "train_questions": len(train), "validation_questions": len(self.validation),
+                                    "total_steps": self.total_steps, "best_accuracy": None, "best_step": None,
+                                    "step": 0, "seconds": 0.0}
+        self.generator = torch.Generator().manual_seed(options.seed)
+        self.started = time.perf_counter()
+
+    @property
+    def step(self) -> int:
+        return self.log["step"]
+
+    @property
+    def epoch(self) -> int:
+        return len(self.log["epochs"])
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state: weights, optimizer, schedule, RNG (dropout), batch order, log."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])  # dropout goes on as it would have
+        self.log = state["log"]
+        self.started = time.perf_counter() - self.log["seconds"]
+        for _ in range(self.step // self.steps_per_epoch):  # the permutations of the epochs that ran
+            torch.randperm(len(self.encoded), generator=self.generator)
+        _info(f"resuming at step {self.step} of {self.total_steps} (best validation accuracy so far "
+              f"{self.log['best_accuracy']:.2f})")
+
+    def train_epoch(self, report) -> float:
+        """Train up to the end of the current epoch (or the last step); returns the epoch's mean loss."""
+        options, model = self.options, self.model
+        model.set_pumer_config(self.train_pumer)
+        model.train()
+        order = torch.randperm(len(self.encoded), generator=self.generator)  # one permutation per epoch, seeded
+        epoch = self.step // self.steps_per_epoch
+        losses = []
+        for index in range(self.step - epoch * self.steps_per_epoch, self.steps_per_epoch):  # a resumed epoch
+            rows = order[index * options.batch_size:(index + 1) * options.batch_size].numpy()  # skips what ran
+            batch = self.encoded.batch(rows)
+            if options.augment:
+                batch = flip_images(batch, np.random.default_rng([options.seed, self.step]))
+            logits = self.family.reference_forward(model, _to_torch(batch, options.device)).logits
+            target = self.targets[rows].to(options.device)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * target.shape[1]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.log["step"] += 1
+            losses.append(loss.item())
+            report(f"epoch {epoch + 1}/{options.epochs} loss {np.mean(losses[-50:]):.4f}")
+            if self.step >= self.total_steps:
+                break
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def validate_epoch(self, loss: float) -> tuple[float, bool]:
+        """Validation accuracy with the checkpoint's own settings, logged; (accuracy, whether it is the best)."""
+        self.model.set_pumer_config(self.pumer)  # validated and saved as the checkpoint will run
+        accuracy_ = accuracy(self.model, self.encoded_val, self.validation, self.options.eval_batch_size,
+                             self.options.device)
+        log = self.log
+        log["epochs"].append({"epoch": self.epoch + 1, "step": self.step, "loss": loss,
+                              "validation_accuracy": accuracy_})
+        log["seconds"] = time.perf_counter() - self.started
+        best = log["best_accuracy"] is None or accuracy_ > log["best_accuracy"]
+        if best:
+            log["best_accuracy"], log["best_step"] = accuracy_, self.step
+        return accuracy_, best
 
 
 def _options_dict(options: FinetuneOptions) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datasets import Question, load_jsonl, load_vqav2  # noqa: F401  (the records this module scores)
+from .datasets import Question
 from .errors import PumerExportError
 
 # ----------------------------------------------------------------- normalisation
