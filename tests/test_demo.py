@@ -24,8 +24,8 @@ def test_demo_end_to_end(cli, tmp_path, family):
     accuracy = json.loads((out / "eval" / "report.json").read_text())
     assert accuracy["num_questions"] == 1000
     for backend in ("torch", "ort"):  # the shipped trained model: far above easy-VQA's majority answer (37 %)
-        assert accuracy["results"][backend]["baseline"]["accuracy"] > 75
-        assert accuracy["results"][backend]["pumer"]["accuracy"] > 75
+        assert accuracy["results"][backend]["baseline"]["accuracy"] > 65
+        assert accuracy["results"][backend]["pumer"]["accuracy"] > 65
     assert "exports" not in [p.name for p in (out / "eval").iterdir()]  # the demo's own exports were reused
 
     # the demo's export folder is self-contained: an application answers questions with it

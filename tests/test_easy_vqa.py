@@ -287,14 +287,10 @@ def test_zoo_stores_float16_and_loads_float32(tiny_init, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["easy-vqa-vilt", "easy-vqa-meter"])
 def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
-    """The shipped weights, written as an ordinary checkpoint, answer a seeded draw of the test split well with and
-    without PuMer, and ONNX Runtime agrees with PyTorch (the full-split figures are in the README)."""
+    """The shipped weights, written as an ordinary checkpoint, answer the first 300 test questions as their card's
+    full-split figures say, with and without PuMer, and ONNX Runtime agrees with PyTorch."""
     from pumer_export import zoo
 
-    try:
-        zoo.folder(name)
-    except Exception as exc:
-        pytest.skip(str(exc))
     code, _, err = cli("pretrained", name, tmp_path / "ck")
     assert code == 0, err
     card = zoo.card(name)
@@ -303,9 +299,12 @@ def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
                        "--report", tmp_path / "r", "--no-progress", "--batch-size", "64", "--threads", "2")
     assert code == 0, err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
+    measured = card["test"]  # the whole test split, measured when the weights were stored
     for backend in ("torch", "ort"):
-        assert report["results"][backend]["baseline"]["accuracy"] > 85
-        assert report["results"][backend]["pumer"]["accuracy"] > 85
+        for variant in ("baseline", "pumer"):
+            got = report["results"][backend][variant]["accuracy"]
+            # far above the majority answer (37 %), and near the card's full-split figure (300 questions: +-7)
+            assert got > 60 and abs(got - measured[backend][variant]["accuracy"]) < 7, (backend, variant, got)
     assert min(report["agreement"].values()) >= 0.99
 
 
