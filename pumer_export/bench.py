@@ -454,12 +454,12 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         if path is None:
             continue
         info = infos[option] = read_onnx_info(path)
-        check_export_of(model, info, reduction=reduction, option=option)
         info.require_model_inputs()
         if info.reduction is not None and info.reduction != reduction:
             other = "--onnx-baseline" if reduction else "--onnx"
             raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
                                    f"pass it as {other}")
+        check_export_of(model, info, reduction=reduction, option=option)
     fingerprint = None  # computed once: for given exports, and when an export may be reused
     if infos:  # a given export must come from these very weights, or its speed says nothing about them
         fingerprint = model_fingerprint(model)
