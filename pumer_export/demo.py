@@ -90,7 +90,9 @@ def _run_steps(out: Path, options: DemoOptions) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with step(f"demo {family.TITLE} checkpoint + PuMer"):
-        model = load_pumer_model(family.write_demo_checkpoint(out))
+        from .zoo import write
+
+        model = load_pumer_model(write(family.DEMO_PRETRAINED, out / "checkpoint"))
     timed("checkpoint", t0)
 
     t0 = time.perf_counter()

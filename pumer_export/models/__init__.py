@@ -6,8 +6,8 @@ A family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``) p
   :func:`pumer_export.schedule.layer_counts`), ``INPUT_NAMES`` (the exported model's inputs, in order),
   ``ANSWER_HEAD`` (the attribute holding the VQA head, an ``nn.Sequential`` ending in the label layer),
   ``SUPPORTS_APPLY`` (training-free PuMer on a Hugging Face checkpoint), ``PRESETS`` and ``preset_model(name)``
-  (random-weight models for tests and benchmarks), ``DEMO_PRETRAINED`` / ``DEMO_INPUT`` / ``DEMO_DESCRIPTION`` /
-  ``write_demo_checkpoint(out)`` (the demo's model: a shipped trained checkpoint, :mod:`pumer_export.zoo`);
+  (random-weight models for tests and benchmarks), ``DEMO_PRETRAINED`` / ``DEMO_INPUT`` / ``DEMO_DESCRIPTION``
+  (the demo's model: a shipped trained checkpoint, :mod:`pumer_export.zoo`);
 * checkpoints: ``is_official(data)`` (an official PuMer config.json), ``convert_official(source, data, weights)``
   (the model with the official weights loaded), ``config_from_dict(source, data)`` (a pumer-export checkpoint's
   config), ``check_config(config)``, ``build_model(config)``;
@@ -34,7 +34,7 @@ from ..errors import CheckpointError
 #: What every family package defines (see the module doc); ``tests/test_meter.py`` holds both families to it.
 INTERFACE = (
     "NAME", "TITLE", "MODEL_TYPE", "SCHEDULE_RULES", "INPUT_NAMES", "ANSWER_HEAD", "SUPPORTS_APPLY", "PRESETS",
-    "preset_model", "DEMO_PRETRAINED", "DEMO_INPUT", "DEMO_DESCRIPTION", "write_demo_checkpoint", "is_official",
+    "preset_model", "DEMO_PRETRAINED", "DEMO_INPUT", "DEMO_DESCRIPTION", "is_official",
     "convert_official", "config_from_dict", "check_config", "build_model", "check_input_size", "image_tokens",
     "example_inputs", "tiny_processor", "encode_images", "encode_text", "encode", "reference_forward",
     "encoder_flops", "architecture",

@@ -203,13 +203,6 @@ DEMO_DESCRIPTION = ("METER trained on easy-VQA (`pumer-export pretrained easy-vq
                     "width 128")
 
 
-def write_demo_checkpoint(out: Path) -> Path:
-    """The demo's checkpoint: the shipped easy-VQA METER with its PuMer settings (``checkpoint/``)."""
-    from ...zoo import write
-
-    return write(DEMO_PRETRAINED, out / "checkpoint")
-
-
 def preset_model(name: str, seed: int = 0, **kwargs: Any):
     from . import presets
 

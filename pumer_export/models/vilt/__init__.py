@@ -185,13 +185,6 @@ DEMO_DESCRIPTION = ("ViLT trained on easy-VQA (`pumer-export pretrained easy-vqa
                     "patches (65 image + 16 text tokens), 4 layers of width 128")
 
 
-def write_demo_checkpoint(out: Path) -> Path:
-    """The demo's checkpoint: the shipped easy-VQA ViLT with its PuMer settings (``checkpoint/``)."""
-    from ...zoo import write
-
-    return write(DEMO_PRETRAINED, out / "checkpoint")
-
-
 def preset_model(name: str, seed: int = 0, **kwargs: Any):
     from . import presets
 
