@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import BACKEND_DTYPES, BACKENDS
+from .backends import BACKEND_DTYPES, BACKENDS, QUANTIZED
 from .errors import MissingDependencyError, PumerExportError
 
 VARIANTS = ("baseline", "pumer")
@@ -232,7 +232,9 @@ def _export_matches(path: Path, *, fingerprint: str, dtype: str, reduction: bool
     stored = info.pumer or {}
     wanted = pumer.to_dict() if reduction else pumer.without_reduction().to_dict()
     exporter = (info.metadata.get("pumer.versions") or {}).get("pumer_export")
-    return (info.metadata.get("pumer.model_sha256") == fingerprint
+    from .quantize import read_quantization
+
+    return (read_quantization(info.metadata) is None and info.metadata.get("pumer.model_sha256") == fingerprint
             and info.metadata.get("pumer.op_spec_hash") == op_spec_hash() and exporter == __version__
             and info.dtype == dtype and info.image_size == tuple(image_size) and info.text_length == text_length
             and all(stored.get(k) == v for k, v in wanted.items() if k != "format_version"))
@@ -254,6 +256,40 @@ def ensure_export(model, directory: Path, *, dtype: str, reduction: bool, image_
     export_onnx(model, directory, dtype=dtype, image_size=tuple(image_size), text_length=text_length,
                 reduction=reduction, validate=False, force=True, processor_dir=processor_dir)
     return path
+
+
+def ensure_quantized(float_path: Path, directory: Path) -> Path:
+    """``directory/model.onnx``: the export folder of ``float_path`` quantized with ONNX Runtime's dynamic int8
+    (``pumer-export quantize --mode dynamic``), reused only when it was made from this very file."""
+    from .manifest import file_sha256
+    from .onnx.files import MODEL_FILE
+    from .parity.onnxinfo import read_onnx_info
+    from .quantize import QuantizeOptions, quantize_export, read_quantization
+
+    path = directory / MODEL_FILE
+    if path.is_file():
+        try:
+            record = read_quantization(read_onnx_info(path).metadata) or {}
+        except PumerExportError:
+            record = {}
+        if record.get("label") == "int8" and record.get("source", {}).get("sha256", {}).get(float_path.name) \
+                == file_sha256(float_path):
+            return path
+    quantize_export(float_path.parent, directory, QuantizeOptions(mode="dynamic", force=True))
+    return path
+
+
+def export_precision(info) -> str:
+    """The precision an export runs in, as ``--dtype`` names it: its float dtype, or its quantization's label."""
+    from .quantize import label, read_quantization
+
+    return label(read_quantization(info.metadata), info.dtype)
+
+
+def model_megabytes(path: Path) -> float:
+    """The size of an ONNX file with its external data (what a deployment ships), in MB."""
+    data = path.with_name(path.name + ".data")
+    return (path.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / 1e6
 
 
 def ensure_engine(onnx_path: Path, plan: Path, *, batch_sizes: Sequence[int], fp16: bool) -> Path:
@@ -306,17 +342,27 @@ def plan_cases(backends: Sequence[str], dtypes: Sequence[str], device: str, note
     """The (backend, dtype) cases to measure, checked before any work: an unsupported pair is an error, a
     pointless one (float16 PyTorch on a CPU) a note; nothing left to measure is an error naming why."""
     for dtype in dtypes:
-        unsupported = [b for b in backends if dtype not in BACKEND_DTYPES[b]]
+        unsupported = [b for b in backends if dtype not in BACKEND_DTYPES[b] and not (b == "torch" and dtype in QUANTIZED)]
         if unsupported:
             supported = "; ".join(f"{b}: {', '.join(BACKEND_DTYPES[b])}" for b in backends)
             raise PumerExportError(f"--dtype {dtype} is not measured by {', '.join(unsupported)} ({supported}); "
                                    f"drop it or those backends")
-    plans = []
+    plans: list[tuple[str, str]] = []
     for dtype in dtypes:
         for backend in backends:
+            if (backend, dtype) in plans:
+                continue
             if backend == "torch" and dtype == "fp16" and device == "cpu":
                 notes.append("torch fp16 skipped: PyTorch runs float16 on the CPU through slow fallbacks "
                              "(use --device cuda, bf16, or the ort backend)")
+                continue
+            if backend == "torch" and dtype in QUANTIZED:
+                note = (f"torch {dtype} skipped: PyTorch eager runs the float32 reference (what the official code "
+                        f"runs); the {dtype} exports are compared with torch fp32")
+                if "fp32" not in dtypes:
+                    plans.append(("torch", "fp32"))
+                    note += " (measured for that)"
+                notes.append(note)
                 continue
             plans.append((backend, dtype))
     if not plans:
@@ -326,14 +372,16 @@ def plan_cases(backends: Sequence[str], dtypes: Sequence[str], device: str, note
 
 def eager_comparison(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each exported backend's PuMer against PyTorch eager PuMer (what the official code runs), same batch and
-    dtype: ``speedup`` = torch PuMer p50 / backend PuMer p50. Empty unless torch was measured too."""
+    dtype (a quantized export: against torch fp32): ``speedup`` = torch PuMer p50 / backend PuMer p50. Empty unless
+    torch was measured too."""
     pumer = {(r["backend"], r["dtype"], r["batch_size"]): r["latency_ms"]["p50"] for r in results
              if r["variant"] == "pumer"}
     out = []
     for (backend, dtype, batch), p50 in pumer.items():
-        eager = pumer.get(("torch", dtype, batch))
+        eager = pumer.get(("torch", "fp32" if dtype in QUANTIZED else dtype, batch))
         if backend != "torch" and eager is not None:
             out.append({"backend": backend, "dtype": dtype, "batch_size": batch, "torch_eager_p50_ms": eager,
+                        "torch_dtype": "fp32" if dtype in QUANTIZED else dtype,
                         "backend_p50_ms": p50, "speedup": eager / p50})
     return out
 
@@ -414,7 +462,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
     from .schedule import input_size
 
     backends, notes = resolve_backends(options.backends)
-    dtypes = list(dict.fromkeys(canonical_dtype(d) for d in options.dtypes))
+    dtypes = list(dict.fromkeys(d if d in QUANTIZED else canonical_dtype(d) for d in options.dtypes))
     if not dtypes:
         raise PumerExportError("--dtype is empty; name one or more of fp32, fp16, bf16")
     plans = plan_cases(backends, dtypes, options.device, notes)
@@ -460,6 +508,15 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             raise PumerExportError(f"{option} {path} is a {'baseline' if info.reduction is False else 'PuMer'} export; "
                                    f"pass it as {other}")
         check_export_of(model, info, reduction=reduction, option=option)
+        precision = export_precision(info)
+        if precision != dtypes[0]:
+            raise PumerExportError(f"{option} {path} runs in {precision} and the first --dtype is {dtypes[0]}; a given "
+                                   f"export is measured as the first --dtype: pass --dtype {precision}")
+    missing_static = [d for d in dtypes if d == "int8-static" and not (d == dtypes[0] and len(infos) == 2)]
+    if missing_static and "ort" in backends:
+        raise PumerExportError("--dtype int8-static needs calibrated exports: make them with `pumer-export quantize "
+                               "EXPORT OUT --mode static --calibration-dataset ...` and pass both as --onnx and "
+                               "--onnx-baseline with int8-static as the first --dtype (bench makes int8 itself)")
     fingerprint = None  # computed once: for given exports, and when an export may be reused
     if infos:  # a given export must come from these very weights, or its speed says nothing about them
         fingerprint = model_fingerprint(model)
@@ -534,9 +591,13 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                     else:
                         if fingerprint is None:
                             fingerprint = model_fingerprint(model)
-                        paths[variant] = ensure_export(model, export_dir / f"{dtype}-{variant}", dtype=dtype,
-                                                       reduction=variant == "pumer", image_size=image_size,
-                                                       text_length=text_length, fingerprint=fingerprint)
+                        float_dtype = "fp32" if dtype in QUANTIZED else dtype
+                        paths[variant] = ensure_export(model, export_dir / f"{float_dtype}-{variant}",
+                                                       dtype=float_dtype, reduction=variant == "pumer",
+                                                       image_size=image_size, text_length=text_length,
+                                                       fingerprint=fingerprint, processor_dir=model_dir)
+                        if dtype in QUANTIZED:
+                            paths[variant] = ensure_quantized(paths[variant], export_dir / f"{dtype}-{variant}")
                 exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
                 if backend == "ort":
                     variants = {v: _OrtVariant(paths[v], options.ort_provider, options.threads) for v in VARIANTS}
@@ -573,6 +634,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                         "latency_ms": latency, "throughput": batch / (latency["p50"] / 1e3),
                         **memory, "iters": options.iters, "warmup": options.warmup,
                         "device": "gpu" if on_gpu[backend] else "cpu",
+                        "model_mb": model_megabytes(Path(paths[v])) if backend == "ort" else None,
                     }
                     results.append(case[v])
                 speedup = case["baseline"]["latency_ms"]["p50"] / case["pumer"]["latency_ms"]["p50"]
@@ -648,20 +710,24 @@ def to_markdown(bench: dict[str, Any]) -> str:
         lines += ["", "## PuMer export vs PyTorch eager PuMer", "",
                   "| backend | dtype | batch | torch eager p50 ms | backend p50 ms | speedup |", "|---|---|---|---|---|---|"]
         for row in bench["vs_torch_eager"]:
-            lines.append(f"| {row['backend']} | {row['dtype']} | {row['batch_size']} | {row['torch_eager_p50_ms']:.2f} | "
+            torch_dtype = f" (torch {row['torch_dtype']})" if row.get("torch_dtype", row["dtype"]) != row["dtype"] else ""
+            lines.append(f"| {row['backend']} | {row['dtype']}{torch_dtype} | {row['batch_size']} | {row['torch_eager_p50_ms']:.2f} | "
                          f"{row['backend_p50_ms']:.2f} | {row['speedup']:.2f}x |")
     lines += ["", "## Cases", "",
               "| backend | dtype | batch | variant | p50 ms | p90 ms | p99 ms | samples/s | peak memory MB "
-              "| run memory MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| run memory MB | model MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def mb(value) -> str:
         return "-" if value is None else f"{value:.0f}"
+
+    def size(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
 
     for r in bench["results"]:
         lat = r["latency_ms"]
         lines.append(f"| {r['backend']} | {r['dtype']} | {r['batch_size']} | {r['variant']} | {lat['p50']:.2f} | "
                      f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r['throughput']:.1f} | {mb(r.get('peak_memory_mb'))} "
-                     f"| {mb(r.get('memory_delta_mb'))} |")
+                     f"| {mb(r.get('memory_delta_mb'))} | {size(r.get('model_mb'))} |")
     methods = list(dict.fromkeys(r["memory_method"] for r in bench["results"] if r.get("memory_method")))
     if methods:
         lines += ["", f"Memory: {'; '.join(methods)}."]

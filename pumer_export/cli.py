@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "apply",
     "info",
     "onnx_export",
+    "quantize",
     "inspect",
     "build_plugins",
     "build",

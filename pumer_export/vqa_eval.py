@@ -118,6 +118,9 @@ class EvalOptions:
     export_dir: Path | None = None
     #: ONNX export folders to use as they are, by variant ("baseline", "pumer"); others are made under export_dir
     exports: dict[str, Path] | None = None
+    #: precisions: fp32, and for ONNX Runtime int8 (dynamic, made from the fp32 export) or int8-static (given
+    #: exports only); the given exports are used for the first one
+    dtypes: Sequence[str] = ("fp32",)
     limit: int | None = None
     batch_size: int = 8
     threads: int | None = None
@@ -130,7 +133,7 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
              model=None) -> dict[str, Any]:
     """Baseline and PuMer on every backend, on the same prepared inputs; writes report.json and report.md."""
     from . import models
-    from .bench import ensure_engine, ensure_export, resolve_backends
+    from .bench import ensure_engine, ensure_export, ensure_quantized, resolve_backends
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import progress_bar
     from .fsutil import write_text_atomic
@@ -143,6 +146,7 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     if options.limit is not None:
         questions = list(questions)[: options.limit]
     backends, notes = resolve_backends(list(options.backends))
+    cases = _cases(backends, list(options.dtypes), notes)
     model = load_pumer_model(checkpoint) if model is None else model
     family = models.for_model(model)
     if not model.pumer_config.enabled:
@@ -155,22 +159,36 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     export_dir = Path(options.export_dir) if options.export_dir else Path(options.report_dir) / "exports"
     fingerprint = model_fingerprint(model)
     variants: dict[tuple[str, str], Any] = {}
-    for backend in backends:
+    for backend, dtype in cases:
+        name = backend if dtype == "fp32" else f"{backend} {dtype}"
         for variant in ("baseline", "pumer"):
             reduction = variant == "pumer"
             if backend == "torch":
                 runner = TorchBackend(checkpoint, image_size=image_size, text_length=text_length, reduction=reduction,
                                       model=model)
             else:
-                given = (options.exports or {}).get(variant)
+                given = (options.exports or {}).get(variant) if dtype == options.dtypes[0] else None
                 if given:
+                    from .bench import export_precision
                     from .parity.onnxinfo import check_export_of, read_onnx_info
 
-                    check_export_of(model, read_onnx_info(Path(given) / "model.onnx"), reduction=reduction,
-                                    fingerprint=fingerprint, option=f"the {variant} export")
-                path = Path(given) / "model.onnx" if given else ensure_export(
-                    model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction, image_size=image_size,
-                    text_length=text_length, fingerprint=fingerprint, processor_dir=checkpoint)
+                    info = read_onnx_info(Path(given) / "model.onnx")
+                    check_export_of(model, info, reduction=reduction, fingerprint=fingerprint,
+                                    option=f"the {variant} export")
+                    if export_precision(info) != dtype:
+                        raise PumerExportError(f"the {variant} export {given} runs in {export_precision(info)} and "
+                                               f"the first --dtype is {dtype}: pass --dtype {export_precision(info)}")
+                    path = Path(given) / "model.onnx"
+                else:
+                    if dtype == "int8-static":
+                        raise PumerExportError("--dtype int8-static needs calibrated exports: make them with "
+                                               "`pumer-export quantize EXPORT OUT --mode static --calibration-dataset "
+                                               "...` and pass them as --onnx and --onnx-baseline")
+                    path = ensure_export(model, export_dir / f"fp32-{variant}", dtype="fp32", reduction=reduction,
+                                         image_size=image_size, text_length=text_length, fingerprint=fingerprint,
+                                         processor_dir=checkpoint)
+                    if dtype == "int8":
+                        path = ensure_quantized(path, export_dir / f"int8-{variant}")
                 folder = path.parent
                 if backend == "trt":  # pragma: no cover - GPU machines only
                     from .tensorrt.engine import write_engine_folder
@@ -179,7 +197,8 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
                                          batch_sizes=(1, options.batch_size), fp16=False)
                     folder = write_engine_folder(path.parent, plan)
                 runner = load_backend(folder, backend, provider=options.provider, threads=options.threads)
-            variants[(backend, variant)] = runner
+            variants[(name, variant)] = runner
+    backends = list(dict.fromkeys(name for name, _ in variants))
 
     total = len(variants) * len(questions)
     results: dict[str, dict[str, Any]] = {}
@@ -208,6 +227,12 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
         by_variant["accuracy_drop"] = by_variant["baseline"]["accuracy"] - by_variant["pumer"]["accuracy"]
         base, pumer = by_variant["baseline"]["throughput_qps"], by_variant["pumer"]["throughput_qps"]
         by_variant["speedup"] = pumer / base if base and pumer else None
+    quantization_cost = {}  # each quantized row against the fp32 row of its backend, per variant
+    for name, by_variant in results.items():
+        backend, _, dtype = name.partition(" ")
+        if dtype and backend in results:
+            quantization_cost[name] = {v: results[backend][v]["accuracy"] - by_variant[v]["accuracy"]
+                                       for v in ("baseline", "pumer")}
     agreement = {}
     reference = backends[0]
     for backend in backends[1:]:
@@ -216,10 +241,11 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
             agreement[f"{backend} vs {reference} ({variant})"] = float(np.mean([x == y for x, y in zip(a, b)]))
     report = {
         "model": str(checkpoint), "family": family.NAME, "num_questions": len(questions),
-        "settings": {"backends": backends, "image_size": list(image_size), "text_length": text_length,
+        "settings": {"backends": backends, "dtypes": list(options.dtypes), "image_size": list(image_size),
+                     "text_length": text_length,
                      "batch_size": options.batch_size, "limit": options.limit,
                      "pumer": model.pumer_config.to_dict()},
-        "results": results, "agreement": agreement, "notes": notes,
+        "results": results, "agreement": agreement, "quantization_cost": quantization_cost, "notes": notes,
         "questions": [{"question_id": q.question_id, "image": str(q.image), "question": q.question}
                       for q in questions],
     }
@@ -228,6 +254,32 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     write_text_atomic(report_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(report_dir / "report.md", markdown(report))
     return report
+
+
+def _cases(backends: Sequence[str], dtypes: Sequence[str], notes: list[str]) -> list[tuple[str, str]]:
+    """(backend, dtype) pairs to evaluate; one-line errors for pairs no backend runs (before any work)."""
+    from .backends import BACKEND_DTYPES, QUANTIZED
+
+    unknown = [d for d in dtypes if d not in ("fp32", *QUANTIZED)]
+    if unknown:
+        raise PumerExportError(f"--dtype {','.join(unknown)}: eval measures fp32 and, on ONNX Runtime, "
+                               f"{', '.join(QUANTIZED)}")
+    cases = []
+    for dtype in dtypes:
+        for backend in backends:
+            if dtype == "fp32":
+                cases.append((backend, dtype))
+            elif backend == "ort":
+                cases.append((backend, dtype))
+            elif backend == "torch":
+                notes.append(f"torch {dtype} skipped: PyTorch runs the float32 reference; compare the {dtype} rows "
+                             "with the torch row")
+            elif dtype not in BACKEND_DTYPES[backend]:
+                raise PumerExportError(f"--dtype {dtype} is for ONNX Runtime; TensorRT engines of this project are "
+                                       "fp32 / fp16 (Q/DQ engines: `pumer-export quantize --for tensorrt`, then build)")
+    if not cases:
+        raise PumerExportError("nothing to evaluate: " + "; ".join(notes))
+    return cases
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -244,6 +296,10 @@ def markdown(report: dict[str, Any]) -> str:
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         lines.append(f"| {backend} | {b['accuracy']:.2f} | {p['accuracy']:.2f} | {r['accuracy_drop']:+.2f} | "
                      f"{b['throughput_qps']:.1f} | {p['throughput_qps']:.1f} | {speed} |")
+    if report.get("quantization_cost"):
+        lines += ["", "Accuracy lost to quantization (points, against the fp32 row of the same backend):", ""]
+        lines += [f"- {name}: baseline {cost['baseline']:+.2f}, PuMer {cost['pumer']:+.2f}"
+                  for name, cost in report["quantization_cost"].items()]
     if report["agreement"]:
         lines += ["", "Top-1 answer agreement between backends:", ""]
         lines += [f"- {name}: {value:.1%}" for name, value in report["agreement"].items()]

@@ -194,8 +194,11 @@ def _concat(iterations: Sequence[dict[str, np.ndarray]], name: str) -> np.ndarra
 
 
 def run_and_compare(runners: Sequence, batches: Sequence[dict], tol: Tolerances, *, reference_details,
-                    schedule=None, verbose: bool = False) -> dict[str, Any]:
+                    schedule=None, verbose: bool = False, gate=None) -> dict[str, Any]:
     """Run ``runners`` (the reference first) on ``batches`` and compare every backend with it.
+
+    With ``gate`` (:class:`~pumer_export.parity.quantized.QuantGate`: a quantized export) the backends are judged
+    by task metrics instead of float tolerances and exact decisions (:mod:`pumer_export.parity.quantized`).
 
     Returns a dict with ``checks`` (list of :class:`Check`), ``outputs`` (per backend and output:
     stats, tolerances, Polygraphy verdicts), ``indices`` (per backend and index output),
@@ -240,6 +243,19 @@ def run_and_compare(runners: Sequence, batches: Sequence[dict], tol: Tolerances,
         if extra:
             checks.append(Check(name, "outputs", False, f"{name} has outputs the reference does not: {', '.join(extra)} "
                                 "(the export has other PuMer settings than the checkpoint?)", "output"))
+        if gate is not None:
+            from .quantized import quantized_checks
+
+            ref_all = {o: _concat(ref_iters, o) for o in output_names}
+            got_all = {o: _concat(iters, o) for o in output_names if o not in missing}
+            got_all = {o: v for o, v in got_all.items() if v is not None}
+            gate_checks, gate_entry = quantized_checks(name, ref_all, got_all,
+                                                       [o for o in index_names if o in got_all], gate)
+            checks += gate_checks
+            entry.update(gate_entry)
+            if "logits" in got_all and got_all["logits"].shape == ref_all["logits"].shape:
+                backend_logits[name] = got_all["logits"]
+            continue
 
         # ---- index outputs: per sample, in layer order, with divergence tracking (judge_batch)
         state: list[str] = []  # per sample: exact / near_tie / mismatch (first divergence)

@@ -211,10 +211,9 @@ def _questions(folder: Path, images: list[Path]) -> dict[str, str]:
 
 
 def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size: int,
-                  num_samples: int | None = None, config=None) -> Inputs:
+                  num_samples: int | None = None, family) -> Inputs:
     """Images with their questions, prepared by the checkpoint's own processor and fitted to the export's canvas
     exactly as :class:`pumer_export.runtime.VqaPipeline` does (the model family's ``encode``)."""
-    from .. import models
     from ..processing import load_image, load_processor
 
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -229,7 +228,6 @@ def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size:
     if num_samples is not None:
         images = images[:num_samples]
     processor = load_processor(model_dir)
-    family = models.for_model(config)
     pictures = [load_image(path, "image") for path in images]
     arrays = family.encode(processor, pictures, [questions[p.name] for p in images], image_size=spec.image_size,
                            text_length=spec.text_length)
@@ -238,15 +236,14 @@ def folder_inputs(folder: Path, model_dir: Path, spec: InputSpec, *, batch_size:
 
 
 def question_inputs(questions, model_dir: Path, spec: InputSpec, *, batch_size: int, num_samples: int,
-                    config) -> Inputs:
+                    family) -> Inputs:
     """The first ``num_samples`` VQA questions of any data source (:mod:`pumer_export.datasets`: easy-VQA, VQAv2
     files, JSON lines), prepared as ``eval`` and ``finetune`` prepare them."""
-    from .. import models
     from ..datasets import encode_questions
     from ..processing import load_processor
 
     chosen = list(questions)[:num_samples]
-    encoded = encode_questions(models.for_model(config), load_processor(model_dir), chosen,
+    encoded = encode_questions(family, load_processor(model_dir), chosen,
                                image_size=spec.image_size, text_length=spec.text_length)
     arrays = _check_arrays(encoded.batch(slice(None)), spec, "the VQA data")
     return Inputs(_split(arrays, spec, batch_size), f"{len(chosen)} VQA questions",
@@ -256,6 +253,8 @@ def question_inputs(questions, model_dir: Path, spec: InputSpec, *, batch_size: 
 def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path | None, num_samples: int,
                 batch_size: int, seed: int = 0, questions=None) -> Inputs:
     """The validation inputs for ``--inputs`` or the VQA ``questions`` of a data source (neither: random)."""
+    from .. import models
+
     if batch_size < 1 or num_samples < 1:
         raise PumerExportError("--num-samples and --batch-size must be at least 1")
     if questions is not None:
@@ -264,14 +263,15 @@ def load_inputs(source: str | None, *, config, spec: InputSpec, model_dir: Path 
         if model_dir is None:
             raise PumerExportError("VQA questions need a checkpoint directory with the processor files")
         return question_inputs(questions, model_dir, spec, batch_size=batch_size, num_samples=num_samples,
-                               config=config)
+                               family=models.for_model(config))
     if source is None:
         return random_inputs(config, spec, num_samples=num_samples, batch_size=batch_size, seed=seed)
     path = Path(source)
     if path.is_dir():
         if model_dir is None:
             raise PumerExportError("a folder of images needs a checkpoint directory with the processor files")
-        return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples, config=config)
+        return folder_inputs(path, model_dir, spec, batch_size=batch_size, num_samples=num_samples,
+                             family=models.for_model(config))
     if path.suffix == ".npz":
         if not path.is_file():
             raise missing(path, "--inputs")

@@ -39,7 +39,7 @@ def canonical_dtype(name: str | None) -> str | None:
         return None
     key = str(name).lower().replace("torch.", "")
     if key not in _DTYPE_NAMES:
-        raise PumerExportError(f"unknown dtype {name!r}; use fp32, fp16 or bf16")
+        raise PumerExportError(f"unknown dtype {name!r}; use fp32, fp16 or bf16 (int8: `pumer-export quantize`)")
     return _DTYPE_NAMES[key]
 
 

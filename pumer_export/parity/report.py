@@ -78,6 +78,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     if failed:
         lines += ["## Failures", ""] + [f"- **{c.backend} / {c.name}**: {c.message}" for c in failed] + [""]
     for backend, entry in report["comparison"]["backends"].items():
+        if "gate" in entry:
+            lines += _quantized_section(backend, entry, report.get("quantization") or {})
+            continue
         lines += [f"## {backend} vs PyTorch", "", "### Outputs", "",
                   "| output | max abs | mean abs | p50 abs | p90 abs | p99 abs | max rel | atol | rtol | pass |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -115,11 +118,38 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"{layer['image_in']} → {layer['keep']} → {layer['image_out']} |")
     tol = report["tolerances"]
     env = report["environment"]
-    lines += ["", "## Settings", "", f"- tolerances: atol {_tolerances(tol['atol'])}, rtol {_tolerances(tol['rtol'])}, index outputs exact, "
-              f"near-tie tolerance {tol['tie_tolerance']}",
+    tolerance_line = (f"- tolerances: atol {_tolerances(tol['atol'])}, rtol {_tolerances(tol['rtol'])}, index outputs "
+                      f"exact, near-tie tolerance {tol['tie_tolerance']}") if "quantized" not in tol else (
+        "- tolerances (quantized export): " + ", ".join(f"{k} {v}" for k, v in tol["quantized"].items()))
+    lines += ["", "## Settings", "", tolerance_line,
               "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
               f"- platform: {env['platform']}, {env['cpu']}", ""]
     return "\n".join(lines)
+
+
+def _quantized_section(backend: str, entry: dict[str, Any], quantization: dict[str, Any]) -> list[str]:
+    """A quantized export's section: task metrics and, per reduce layer, how many decisions moved."""
+    gate, task = entry["gate"], entry.get("task") or {}
+    lines = [f"## {backend} ({gate['label']}) vs PyTorch float32", "",
+             f"Quantized export ({quantization.get('target')}, {quantization.get('mode')}): judged by task metrics, "
+             "not float tolerances.", ""]
+    if task:
+        lines += [f"- top-1 agreement {task['top1_agreement']:.1%} (at least {gate['top1']:.0%}; "
+                  f"{task['top1_flips']} flips), top-5 overlap {task['top5_overlap']:.1%}",
+                  f"- answer scores: max |diff| {task['score_max_abs']:.3f} (at most {gate['score_max']:g}), mean "
+                  f"{task['score_mean_abs']:.4f} (at most {gate['score_mean']:g})"]
+    if entry["indices"]:
+        lines += ["", "Token agreement: pruning, the reference's kept tokens kept too (gated); merging, source tokens "
+                      "merged or kept alike and into the same token (reported: positions shift after a moved prune).",
+                  "", "| reduce output | tokens (ref / backend) | token agreement | gated | samples whose decisions "
+                  "moved |", "|---|---|---|---|---|"]
+        for out, data in entry["indices"].items():
+            moved = data["samples_moved"]
+            shown = ", ".join(map(str, moved[:12])) + (" ..." if len(moved) > 12 else "")
+            lines.append(f"| {out} | {data['tokens_reference']} / {data['tokens_backend']} | "
+                         f"{data['token_agreement']:.1%} | {'yes' if data['gated'] else 'no'} | "
+                         f"{len(moved)}: {shown or '-'} |")
+    return lines + [""]
 
 
 def to_junit(report: dict[str, Any]) -> str:

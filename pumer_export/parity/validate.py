@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import PumerExportError
+from ..quantize import read_quantization
 from .compare import Check, run_and_compare
 from .onnxinfo import INPUT_NAMES, SETTING_KEYS, TensorInfo, canonical_dtype, check_export_of, read_onnx_info
 from .tolerances import check_output_names, parse_tolerances
@@ -130,6 +131,18 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
             )
     dtype = canonical_dtype(options.dtype) or (info.dtype if info else "fp32")
     tol = parse_tolerances(dtype, options.atol, options.rtol, options.tie_tolerance)
+    quantization = read_quantization(info.metadata) if info is not None else None
+    gate = None
+    if quantization is not None:
+        from .quantized import gate_for
+
+        given = [flag for flag, value in (("--atol", options.atol), ("--rtol", options.rtol),
+                                          ("--tie-tolerance", options.tie_tolerance)) if value]
+        if given:
+            raise PumerExportError(f"{', '.join(given)} set(s) float tolerances, and {info.path} is quantized "
+                                   f"({quantization.get('label')}): it is gated by task metrics (top-1 agreement, "
+                                   "answer scores, token decisions); drop the option")
+        gate = gate_for(quantization.get("label", ""))
     schedule = model.token_schedule(text_length, tuple(image_size))
     ref_names = expected_output_names(schedule)
     check_output_names(tol, ref_names)
@@ -157,7 +170,7 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
         backends_used[runners[-1].name] = f"TensorRT engine `{options.engine}`"
     reference = TorchRunner(model, spec_infos(info, spec), output_names=mapping)
     comparison = run_and_compare([reference, *runners], inputs.batches, tol, reference_details=reference.details,
-                                 schedule=schedule, verbose=options.verbose)
+                                 schedule=schedule, verbose=options.verbose, gate=gate)
     checks += comparison.pop("checks")
     report: dict[str, Any] = {
         "passed": all(c.passed for c in checks),
@@ -169,7 +182,8 @@ def _validate(model_dir: Path, options: ValidateOptions, model) -> dict[str, Any
                      "ort_provider": options.ort_provider,
                      "batch_size": options.batch_size, "seed": options.seed},
         "inputs": inputs.describe(),
-        "tolerances": tol.to_dict(),
+        "tolerances": tol.to_dict() if gate is None else {"quantized": gate.to_dict()},
+        "quantization": quantization,
         "token_schedule": schedule.to_dict(),
         "onnx": info.to_dict() if info else None,
         "engine": str(options.engine) if options.engine else None,

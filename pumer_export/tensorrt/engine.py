@@ -167,6 +167,7 @@ def plan_build(
     path = resolve_onnx_path(onnx_path)
     model = prepare.load_onnx(path)
     metadata = check_export(model, path)
+    prepare.check_quantization(model, metadata, fp16)
     inputs = prepare.graph_inputs(model)
     profile = profile or prepare.default_batch_profile(inputs)
     shapes = prepare.profile_shapes(inputs, profile)

@@ -342,6 +342,31 @@ def find_metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
     return None
 
 
+#: Operators of ONNX Runtime's own quantization that TensorRT does not run.
+ORT_QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulIntegerToFloat")
+
+
+def check_quantization(model: onnx.ModelProto, metadata: Mapping[str, Any], fp16: bool) -> str | None:
+    """The quantization label of a quantized export that TensorRT can build (Q/DQ placed for TensorRT, built
+    strongly typed), None for a float export; a one-line error for an export quantized for ONNX Runtime (dynamic
+    int8 runs MatMulInteger; its static QDQ has activation zero points, and TensorRT's quantization is symmetric)
+    and for ``--fp16`` on a Q/DQ export (explicit quantization builds strongly typed, without precision flags)."""
+    from ..quantize import read_quantization
+
+    record = read_quantization(metadata)
+    ort_ops = sorted({node.op_type for node in model.graph.node if node.op_type in ORT_QUANTIZED_OPS})
+    if ort_ops or (record and record.get("target") != "tensorrt"):
+        what = f"{record.get('label')} for ONNX Runtime" if record else f"for ONNX Runtime ({', '.join(ort_ops)})"
+        raise PumerExportError(f"this export is quantized {what}, which TensorRT does not build; quantize the float "
+                               "export with `pumer-export quantize EXPORT OUT --for tensorrt` and build that")
+    if record is None:
+        return None
+    if fp16:
+        raise PumerExportError(f"--fp16 with a {record.get('label')} export: a Q/DQ network builds strongly typed, its "
+                               "precision set by the Q/DQ pairs; drop --fp16")
+    return record.get("label")
+
+
 def export_op_spec_hash(metadata: Mapping[str, Any]) -> str | None:
     value = find_metadata_value(metadata, "op_spec_hash")
     return value if isinstance(value, str) and value else None

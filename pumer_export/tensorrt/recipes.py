@@ -84,6 +84,7 @@ def trtexec_recipe(
 
     path = resolve_onnx_path(onnx_path)
     model = load_onnx(path)  # one line for a file that is not ONNX
+    quantized = prepare.check_quantization(model, prepare.read_export_metadata(model), fp16)
     policy = prepare.function_policy(version)
     precision = prepare.precision_policy(version, prepare.model_dtype(model), fp16)
     inputs = prepare.graph_inputs(model)
@@ -115,6 +116,9 @@ def trtexec_recipe(
         polygraphy += ["--pool-limit", f"workspace:{mib}M"]
     notes = [f"TensorRT {policy.version}: {policy.reason}; {prepared.name} is that model",
              f"precision: {precision.description}; batch profile {profile}"]
+    if quantized:
+        notes.append(f"{quantized}: explicit quantization (Q/DQ pairs from `pumer-export quantize --for tensorrt`), "
+                     "built strongly typed with no precision flags")
     if note:
         notes.append(note)
     notes.append("pumer-export build also writes the engine's sidecar (OUT.json) that `validate`, `bench` and the "
