@@ -152,12 +152,13 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     if not model.pumer_config.enabled:
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no accuracy drop to measure")
     image_size, text_length = input_size(model.config)
+    fingerprint = model_fingerprint(model)
+    _check_given_exports(model, options, fingerprint)
     processor = load_processor(checkpoint)
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         encoded = encode_questions(family, processor, questions, image_size=tuple(image_size),
                                    text_length=text_length, progress=progress)
     export_dir = Path(options.export_dir) if options.export_dir else Path(options.report_dir) / "exports"
-    fingerprint = model_fingerprint(model)
     variants: dict[tuple[str, str], Any] = {}
     for backend, dtype in cases:
         name = backend if dtype == "fp32" else f"{backend} {dtype}"
@@ -169,15 +170,6 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
             else:
                 given = (options.exports or {}).get(variant) if dtype == options.dtypes[0] else None
                 if given:
-                    from .bench import export_precision
-                    from .parity.onnxinfo import check_export_of, read_onnx_info
-
-                    info = read_onnx_info(Path(given) / "model.onnx")
-                    check_export_of(model, info, reduction=reduction, fingerprint=fingerprint,
-                                    option=f"the {variant} export")
-                    if export_precision(info) != dtype:
-                        raise PumerExportError(f"the {variant} export {given} runs in {export_precision(info)} and "
-                                               f"the first --dtype is {dtype}: pass --dtype {export_precision(info)}")
                     path = Path(given) / "model.onnx"
                 else:
                     if dtype == "int8-static":
@@ -254,6 +246,26 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     write_text_atomic(report_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(report_dir / "report.md", markdown(report))
     return report
+
+
+def _check_given_exports(model, options: EvalOptions, fingerprint: str) -> None:
+    """Given exports must come from this checkpoint, one per variant, and run in the first --dtype (one line)."""
+    from .bench import export_precision
+    from .parity.onnxinfo import check_export_of, read_onnx_info
+
+    precisions = {}
+    for variant, folder in (options.exports or {}).items():
+        info = read_onnx_info(Path(folder) / "model.onnx")
+        check_export_of(model, info, reduction=variant == "pumer", fingerprint=fingerprint,
+                        option=f"the {variant} export")
+        precisions[variant] = export_precision(info)
+    if len(set(precisions.values())) > 1:
+        raise PumerExportError("the given exports run in different precisions (" + ", ".join(
+            f"{v} {p}" for v, p in precisions.items()) + "); pass a PuMer and a baseline export of one precision")
+    if precisions and next(iter(precisions.values())) != options.dtypes[0]:
+        precision = next(iter(precisions.values()))
+        raise PumerExportError(f"the given exports run in {precision} and the first --dtype is {options.dtypes[0]}: "
+                               f"pass --dtype {precision}")
 
 
 def _cases(backends: Sequence[str], dtypes: Sequence[str], notes: list[str]) -> list[tuple[str, str]]:
