@@ -51,7 +51,9 @@ class FinetuneOptions:
     device: str = "cpu"
     reduction: str = "config"  # "config": as the checkpoint is configured; "on"; "off" (reducers out in training)
     relabel: bool = False
-    augment: bool = False  # random horizontal and vertical flips of the images (label-preserving on easy-VQA)
+    #: image augmentation: "" none; "flip": random left-right and top-bottom flips; "dihedral": the flips and a
+    #: random transpose (square images), i.e. the 8 rotations and reflections (label-preserving on easy-VQA)
+    augment: str = ""
     val_fraction: float = 0.05
     val_limit: int | None = 2000
     resume: bool = False
@@ -132,18 +134,27 @@ def hold_out(questions: Sequence[Question], fraction: float, seed: int) -> tuple
     return [q for q in questions if str(q.image) not in held], [q for q in questions if str(q.image) in held]
 
 
-def flip_images(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Each sample's image tensors (``pixel_*``, [B, ..., H, W]) flipped left-right and top-bottom at random: an
-    augmentation for data whose answers do not depend on orientation (easy-VQA's shapes and colours do not; a set
-    that asks "left or right" must not use it). Seeded per step, so a resumed run draws the same flips."""
+def flip_images(feeds: dict[str, np.ndarray], rng: np.random.Generator, *, transpose: bool = False
+                ) -> dict[str, np.ndarray]:
+    """Each sample's image tensors (``pixel_*``, [B, ..., H, W]) flipped left-right and top-bottom at random, and
+    with ``transpose`` (square images only) also transposed at random, which together give the 8 rotations and
+    reflections of the square: an augmentation for data whose answers do not depend on orientation (easy-VQA's
+    shapes and colours do not; a set that asks "left or right" must not use it). Seeded per step, so a resumed run
+    draws the same ones."""
     batch = len(next(iter(feeds.values())))
     horizontal, vertical = rng.random(batch) < 0.5, rng.random(batch) < 0.5
+    swap = rng.random(batch) < 0.5 if transpose else np.zeros(batch, dtype=bool)
     out = dict(feeds)
     for name, value in feeds.items():
         if name.startswith("pixel"):
             value = value.copy()
             value[horizontal] = value[horizontal][..., ::-1]
             value[vertical] = value[vertical][..., ::-1, :]
+            if swap.any():
+                if value.shape[-1] != value.shape[-2]:
+                    raise PumerExportError(f"--augment dihedral needs square images; {name} is "
+                                           f"{value.shape[-2]}x{value.shape[-1]}: use --augment flip")
+                value[swap] = np.swapaxes(value[swap], -1, -2)
             out[name] = value
     return out
 
@@ -310,7 +321,8 @@ class _Run:
             rows = order[index * options.batch_size:(index + 1) * options.batch_size].numpy()  # skips what ran
             batch = self.encoded.batch(rows)
             if options.augment:
-                batch = flip_images(batch, np.random.default_rng([options.seed, self.step]))
+                batch = flip_images(batch, np.random.default_rng([options.seed, self.step]),
+                                    transpose=options.augment == "dihedral")
             logits = self.family.reference_forward(model, _to_torch(batch, options.device)).logits
             target = self.targets[rows].to(options.device)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * target.shape[1]

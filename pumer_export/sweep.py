@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .config import PumerConfig
 from .errors import PumerExportError
 
@@ -40,6 +42,9 @@ class SweepOptions:
     threads: int | None = None
     finetune_steps: int = 0
     finetune_lr: float = 2e-4
+    #: precisions of the ONNX Runtime export per point: ("fp32",) or ("fp32", "int8") (dynamic quantization,
+    #: `pumer-export quantize --mode dynamic`); each int8 point is a row of its own, timed against the fp32 baseline
+    precisions: Sequence[str] = ("fp32",)
     report_dir: Path = Path("sweep-report")
     progress: bool = True
 
@@ -78,7 +83,8 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     import torch
 
     from . import models
-    from .bench import _OrtVariant, _TorchVariant, _percentiles, ensure_export, resolve_backends, time_interleaved
+    from .bench import (_OrtVariant, _TorchVariant, _percentiles, ensure_export, ensure_quantized, resolve_backends,
+                        time_interleaved)
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import progress_bar
     from .datasets import encode_questions
@@ -92,6 +98,11 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     backends = [b for b in backends if b in ("torch", "ort")]
     if not backends:
         raise PumerExportError("sweep measures speed with torch and/or ort; name one of them in --backends")
+    unknown = [p for p in options.precisions if p not in ("fp32", "int8")]
+    if unknown or "fp32" not in options.precisions:
+        raise PumerExportError(f"sweep precisions are fp32 and int8 (fp32 always), got {','.join(options.precisions)}")
+    if "int8" in options.precisions and "ort" not in backends:
+        raise PumerExportError("the int8 axis runs ONNX Runtime's quantized exports: add ort to --backends")
     if options.threads:
         torch.set_num_threads(options.threads)
     model = load_pumer_model(checkpoint)
@@ -109,6 +120,20 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
         predictions = [labels[int(i)] for i in predict(net, encoded, 64, "cpu")]
         scored = score(questions, predictions)
         return {"accuracy": scored["accuracy"], "per_answer_type": scored["per_answer_type"]}
+
+    def ort_accuracy_of(path: Path) -> dict[str, Any]:
+        from .runtime import load_backend
+
+        runner = load_backend(path.parent, "ort", threads=options.threads)
+        logits = np.concatenate([runner.run(encoded.batch(slice(start, start + 64)))["logits"]
+                                 for start in range(0, len(questions), 64)])
+        scored = score(questions, [labels[int(i)] for i in logits.argmax(axis=1)])
+        return {"accuracy": scored["accuracy"], "per_answer_type": scored["per_answer_type"]}
+
+    def timed(variants) -> dict[str, float]:
+        prepared = {name: variant.prepare(feed) for name, variant in variants.items()}
+        latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters)
+        return {name: _percentiles(values)["p50"] for name, values in latencies.items()}
 
     def flops_of(settings: PumerConfig) -> int:
         from .schedule import token_schedule
@@ -128,7 +153,8 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
         baseline_exports = {}
         if "ort" in backends:
             baseline_exports["ort"] = ensure_export(model, report_dir / "exports" / "baseline", dtype="fp32",
-                                                    reduction=False, image_size=image_size, text_length=text_length)
+                                                    reduction=False, image_size=image_size, text_length=text_length,
+                                                    processor_dir=checkpoint)
         if progress:
             progress.advance(task)
         for number, point in enumerate(points):
@@ -142,8 +168,9 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                                 if family.SCHEDULE_RULES == "vilt" else ""))
                 continue
             net = _point_model(checkpoint, model, point, number, tuning, options, report_dir)
-            row = {"point": number, "label": label, "pumer": point.to_dict(), "flops": flops_of(point),
-                   "accuracy": accuracy_of(net), "finetune_steps": options.finetune_steps, "speed": {}}
+            row = {"point": number, "label": label, "precision": "fp32", "pumer": point.to_dict(),
+                   "flops": flops_of(point), "accuracy": accuracy_of(net), "accuracy_backend": "torch",
+                   "finetune_steps": options.finetune_steps, "speed": {}}
             row["flop_ideal"] = baseline["flops"] / row["flops"]
             row["accuracy_drop"] = baseline["accuracy"]["accuracy"] - row["accuracy"]["accuracy"]
             for backend in backends:
@@ -153,15 +180,21 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                 else:
                     path = ensure_export(net, report_dir / "exports" / f"point{number}", dtype="fp32",
                                          reduction=True, image_size=image_size, text_length=text_length,
-                                         fingerprint=model_fingerprint(net))
+                                         fingerprint=model_fingerprint(net), processor_dir=checkpoint)
                     variants = {"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
                                 "pumer": _OrtVariant(path, "cpu", options.threads)}
-                prepared = {name: variant.prepare(feed) for name, variant in variants.items()}
-                latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters)
-                p50 = {name: _percentiles(values)["p50"] for name, values in latencies.items()}
-                row["speed"][backend] = {"baseline_p50_ms": p50["baseline"], "pumer_p50_ms": p50["pumer"],
-                                         "speedup": p50["baseline"] / p50["pumer"],
-                                         "fraction_of_ideal": p50["baseline"] / p50["pumer"] / row["flop_ideal"]}
+                p50 = timed(variants)
+                row["speed"][backend] = _speed(p50, row["flop_ideal"])
+            rows.append(row)
+            if "int8" in options.precisions:  # the same point, its ONNX Runtime export quantized
+                quantized = ensure_quantized(path, report_dir / "exports" / f"point{number}-int8")
+                int8 = {**row, "label": f"{label} int8", "precision": "int8", "accuracy": ort_accuracy_of(quantized),
+                        "accuracy_backend": "ort int8", "speed": {}}
+                int8["accuracy_drop"] = baseline["accuracy"]["accuracy"] - int8["accuracy"]["accuracy"]
+                p50 = timed({"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
+                             "pumer": _OrtVariant(quantized, "cpu", options.threads)})
+                int8["speed"]["ort"] = _speed(p50, row["flop_ideal"])
+                rows.append(int8)
             rows.append(row)
             if progress:
                 progress.advance(task)
@@ -169,17 +202,24 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     if not rows:
         raise PumerExportError("no point of the sweep grid reduces any token on this model; " + "; ".join(notes))
     front_backend = "ort" if "ort" in backends else backends[0]
-    front = pareto_front([(r["speed"][front_backend]["speedup"], r["accuracy"]["accuracy"]) for r in rows])
+    front = pareto_front([(r["speed"][front_backend]["speedup"] if front_backend in r["speed"] else 0.0,
+                           r["accuracy"]["accuracy"]) for r in rows])
     for index, row in enumerate(rows):
         row["pareto"] = index in front
     sweep = {"model": str(checkpoint), "family": family.NAME, "num_questions": len(questions),
              "settings": {"backends": backends, "batch_size": options.batch_size, "warmup": options.warmup,
                           "iters": options.iters, "threads": options.threads, "image_size": list(image_size),
                           "text_length": text_length, "finetune_steps": options.finetune_steps,
-                          "pareto_backend": front_backend, "accuracy_backend": "torch (the PyTorch reference)"},
+                          "pareto_backend": front_backend, "precisions": list(options.precisions),
+                          "accuracy_backend": "torch (the PyTorch reference) for fp32 points, ONNX Runtime for int8"},
              "baseline": baseline, "points": rows, "notes": notes}
     write_sweep(sweep, report_dir)
     return sweep
+
+
+def _speed(p50: dict[str, float], flop_ideal: float) -> dict[str, float]:
+    return {"baseline_p50_ms": p50["baseline"], "pumer_p50_ms": p50["pumer"], "speedup": p50["baseline"] / p50["pumer"],
+            "fraction_of_ideal": p50["baseline"] / p50["pumer"] / flop_ideal}
 
 
 def _point_model(checkpoint: Path, model, point: PumerConfig, number: int, tuning, options: SweepOptions,
@@ -223,11 +263,12 @@ def to_markdown(sweep: dict[str, Any]) -> str:
              "| settings | accuracy | drop | FLOP-ideal | " + " | ".join(f"{b} speedup" for b in backends) + " |",
              "|---|---|---|---|" + "---|" * len(backends)]
     for row in sweep["points"]:
-        speed = " | ".join(f"{row['speed'][b]['speedup']:.2f}x" for b in backends)
+        speed = " | ".join(f"{row['speed'][b]['speedup']:.2f}x" if b in row["speed"] else "-" for b in backends)
         lines.append(f"| {'*' if row['pareto'] else ''}{row['label']} | {row['accuracy']['accuracy']:.2f} | "
                      f"{row['accuracy_drop']:+.2f} | {row['flop_ideal']:.2f}x | {speed} |")
-    lines += ["", "Accuracy: standard VQA accuracy in percent with the PyTorch reference; drop = baseline minus the "
-              "point, in points. Speedup: baseline p50 / PuMer p50 on the same backend and input.", "",
+    lines += ["", "Accuracy: standard VQA accuracy in percent with the PyTorch reference (int8 rows: the quantized "
+              "ONNX Runtime export); drop = the float32 baseline minus the point, in points. Speedup: float32 "
+              "baseline p50 / the point's p50 on the same backend and input (int8 rows: PuMer and int8 together).", "",
               "![sweep](sweep.png)", ""]
     lines += [f"- note: {n}" for n in sweep["notes"]]
     return "\n".join(lines) + "\n"
@@ -245,10 +286,14 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(backends), figsize=(4.6 * len(backends), 3.8), squeeze=False)
     base = sweep["baseline"]["accuracy"]["accuracy"]
     for ax, backend in zip(axes[0], backends):
-        rows = sweep["points"]
+        rows = [r for r in sweep["points"] if backend in r["speed"]]
         xs = [r["speed"][backend]["speedup"] for r in rows]
         ys = [r["accuracy"]["accuracy"] for r in rows]
-        ax.scatter(xs, ys, label="measured", zorder=3)
+        for precision, marker in (("fp32", "o"), ("int8", "s")):
+            chosen = [i for i, r in enumerate(rows) if r.get("precision", "fp32") == precision]
+            if chosen:
+                ax.scatter([xs[i] for i in chosen], [ys[i] for i in chosen], marker=marker, zorder=3,
+                           label=f"measured ({precision})")
         ax.scatter([r["flop_ideal"] for r in rows], ys, marker="x", color="gray", label="FLOP-ideal", zorder=2)
         for x, r in zip(xs, rows):
             ax.plot([x, r["flop_ideal"]], [r["accuracy"]["accuracy"]] * 2, ":", color="gray", alpha=0.5)

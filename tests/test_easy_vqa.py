@@ -222,6 +222,22 @@ def test_flip_augmentation_flips_only_images():
             np.testing.assert_array_equal(out[name][i], want)
 
 
+def test_dihedral_augmentation_gives_the_eight_symmetries():
+    """--augment dihedral: flips and a random transpose of square images (all 8 rotations and reflections appear);
+    a non-square image is refused in one line."""
+    from pumer_export.errors import PumerExportError
+    from pumer_export.finetune import flip_images
+
+    image = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    feeds = {"input_ids": np.zeros((64, 2), dtype=np.int64), "pixel_values": np.repeat(image, 64, axis=0)}
+    out = flip_images(feeds, np.random.default_rng(3), transpose=True)
+    symmetries = {np.rot90(m, k).tobytes() for m in (image[0, 0], image[0, 0].T) for k in range(4)}
+    seen = {sample[0].tobytes() for sample in out["pixel_values"]}
+    assert seen == symmetries and len(symmetries) == 8
+    with pytest.raises(PumerExportError, match="square"):
+        flip_images({"pixel_values": np.zeros((16, 3, 4, 6))}, np.random.default_rng(0), transpose=True)
+
+
 def test_relabel_replaces_the_answer_head(cli, tmp_path):
     other = tmp_path / "other-labels"
     model = models.get("vilt").preset_model("tiny")
@@ -309,6 +325,22 @@ def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
 
 
 # ------------------------------------------------------------------------- sweep
+def test_sweep_int8_axis(cli, tiny_init, tmp_path):
+    """--int8 adds each point's dynamic-int8 ONNX Runtime export as a row of its own (accuracy with ONNX Runtime,
+    speed against the float32 baseline)."""
+    report = tmp_path / "sweep"
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--limit", "40", "--prune", "0.2", "--merge", "0.3",
+                       "--text-merge", "0", "--iters", "2", "--warmup", "0", "--batch-size", "2", "--int8",
+                       "--backends", "ort", "--report", report, "--no-progress", "--threads", "1")
+    assert code == 0, err
+    sweep = json.loads((report / "sweep.json").read_text())
+    rows = {p["precision"]: p for p in sweep["points"]}
+    assert set(rows) == {"fp32", "int8"} and rows["int8"]["accuracy_backend"] == "ort int8"
+    assert rows["int8"]["flop_ideal"] == rows["fp32"]["flop_ideal"] and set(rows["int8"]["speed"]) == {"ort"}
+    assert (report / "exports" / "point0-int8" / "manifest.json").is_file()
+    assert "int8" in (report / "sweep.md").read_text()
+
+
 def test_pareto_front():
     from pumer_export.sweep import pareto_front
 
@@ -334,6 +366,9 @@ def test_sweep_reports_accuracy_and_speed(cli, tiny_init, tmp_path):
     assert (report / "sweep.png").stat().st_size > 0 and "Pareto" in (report / "sweep.md").read_text()
     code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--report", report)
     one_line_error(code, err, "--force")
+    code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--backends", "torch", "--int8", "--report",
+                       tmp_path / "s4")
+    one_line_error(code, err, "add ort")
     code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--layers", "7", "--report", tmp_path / "s2")
     one_line_error(code, err, "outside the model's 2 layers")
     code, _, err = cli("sweep", tiny_init, "--dataset", "easy-vqa", "--finetune-steps", "3", "--report",

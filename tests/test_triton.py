@@ -90,6 +90,25 @@ def test_repository_configs_parse_against_the_triton_schema(cli, export, tmp_pat
     assert "tritonserver" in (repo / "README.md").read_text()
 
 
+def test_quantized_export_makes_a_repository_as_it_is(cli, export, tmp_path):
+    """A `pumer-export quantize` folder is an ordinary export folder: the repository carries its int8 model."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from pumer_export.quantize import QuantizeOptions, quantize_export
+
+    quantize_export(export, tmp_path / "q", QuantizeOptions(mode="dynamic"))
+    repo = tmp_path / "repo"
+    code, _, err = cli("triton", tmp_path / "q", repo, "--backend", "onnxruntime")
+    assert code == 0, err
+    served = repo / "pumer_model" / "1" / "model.onnx"
+    assert served.read_bytes() == (tmp_path / "q" / "model.onnx").read_bytes()
+    model = text_format.Parse((repo / "pumer_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["quantization"]["label"] == "int8"
+    assert [i.name for i in model.input] == [i["name"] for i in manifest["inputs"]]
+
+
 def test_tensorrt_repository_maps_the_gpu_to_the_plan(cli, export, tmp_path):
     """An engine folder (its manifest written as `build` writes it; the engine itself needs TensorRT)."""
     from google.protobuf import text_format

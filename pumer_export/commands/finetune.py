@@ -39,9 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pumer", choices=("config", "on", "off"), default="config",
                         help="PuMer's reducers during training: as the checkpoint is configured (default), on, or "
                              "off (the checkpoint keeps its settings either way)")
-    parser.add_argument("--augment", action="store_true",
-                        help="flip images left-right and top-bottom at random (for data whose answers do not depend "
-                             "on orientation, such as easy-VQA)")
+    parser.add_argument("--augment", nargs="?", const="flip", default="", choices=("flip", "dihedral"),
+                        help="flip images left-right and top-bottom at random (--augment or --augment flip), or also "
+                             "transpose square ones (--augment dihedral: the 8 rotations and reflections); for data "
+                             "whose answers do not depend on orientation, such as easy-VQA")
     parser.add_argument("--relabel", action="store_true",
                         help="replace the answer head with the training data's answers")
     parser.add_argument("--val-fraction", type=ratio, default=0.05, metavar="SHARE",

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fine-tune each point N steps with its settings in place on the --finetune-* data "
                              "(default 0: training-free)")
     add_data_arguments(parser, split="train", prefix="finetune-", what="fine-tuning data (with --finetune-steps)")
+    parser.add_argument("--int8", action="store_true",
+                        help="add quantization as an axis: each point's ONNX Runtime export also quantized to int8 "
+                             "(dynamic), its accuracy with ONNX Runtime and its speed against the float32 baseline")
     parser.add_argument("--seed", type=int, default=0, help="seed of the question draw (default 0)")
     parser.add_argument("--report", metavar="DIR", default="sweep-report", help="output directory")
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers, prune=args.prune, merge=args.merge, text_merge=args.text_merge,
         backends=[b.strip() for b in args.backends.split(",") if b.strip()], batch_size=args.batch_size,
         warmup=args.warmup, iters=args.iters, threads=args.threads, finetune_steps=args.finetune_steps,
-        report_dir=Path(args.report), progress=not args.no_progress), tuning=tuning)
+        precisions=("fp32", "int8") if args.int8 else ("fp32",), report_dir=Path(args.report),
+        progress=not args.no_progress), tuning=tuning)
     best = [r for r in sweep["points"] if r["pareto"]]
     info(f"baseline accuracy {sweep['baseline']['accuracy']['accuracy']:.2f}; Pareto front: "
          + "; ".join(f"{r['label']} ({r['accuracy']['accuracy']:.2f}, "
