@@ -195,7 +195,6 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                              "pumer": _OrtVariant(quantized, "cpu", options.threads)})
                 int8["speed"]["ort"] = _speed(p50, row["flop_ideal"])
                 rows.append(int8)
-            rows.append(row)
             if progress:
                 progress.advance(task)
     model.set_pumer_config(base)

@@ -334,6 +334,7 @@ def test_sweep_int8_axis(cli, tiny_init, tmp_path):
                        "--backends", "ort", "--report", report, "--no-progress", "--threads", "1")
     assert code == 0, err
     sweep = json.loads((report / "sweep.json").read_text())
+    assert len(sweep["points"]) == 2
     rows = {p["precision"]: p for p in sweep["points"]}
     assert set(rows) == {"fp32", "int8"} and rows["int8"]["accuracy_backend"] == "ort int8"
     assert rows["int8"]["flop_ideal"] == rows["fp32"]["flop_ideal"] and set(rows["int8"]["speed"]) == {"ort"}
