@@ -450,15 +450,73 @@ def _check_given_files(options: BenchOptions, backends: Sequence[str]) -> None:
             raise missing(path, option)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What a benchmark run decided before measuring anything (:func:`_prepare`)."""
+
+    model_dir: Path | None
+    model: Any
+    family: Any
+    options: BenchOptions           # with the thread count filled in
+    backends: list[str]
+    dtypes: list[str]
+    plans: list[tuple[str, str]]    # (backend, dtype) cases
+    batch_sizes: list[int]
+    infos: dict[str, Any]           # given exports by option ("--onnx", "--onnx-baseline")
+    image_size: tuple[int, int]
+    text_length: int
+    memory_mode: str                # child / process / off
+    notes: list[str]
+    export_dir: Path
+    fingerprint: str | None = None  # the weights' hash, computed once when an export is made or checked
+
+    @property
+    def on_gpu(self) -> dict[str, bool]:
+        return {"torch": self.options.device != "cpu", "ort": self.options.ort_provider == "cuda", "trt": True}
+
+
 def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None) -> dict[str, Any]:
-    """Measure every case, write bench.json / bench.md / bench.png into ``options.report_dir``."""
+    """Measure every case, write bench.json / bench.md / bench.png into ``options.report_dir``.
+
+    The steps: :func:`_prepare` (every check before any work, the sizes, threads and memory method), the FLOP-ideal
+    ratio (:func:`_flops`), then per backend x dtype the two variants (:func:`_variants`: exports and engines as
+    needed) timed interleaved per batch size (:func:`_measure`) and their memory (:func:`_child_memory`), and the
+    report (:func:`_report`)."""
+    from .console import progress_bar
+
+    run = _prepare(model_dir, options, model)
+    flops = _flops(run)
+    results: list[dict[str, Any]] = []
+    speedups: list[dict[str, Any]] = []
+    exports: dict[str, dict[str, str]] = {}
+    steps = len(run.plans) * len(run.batch_sizes) * (run.options.warmup + run.options.iters) * 2
+    with (progress_bar() if run.options.progress else contextlib.nullcontext()) as progress:
+        task = progress.add_task("benchmark", total=steps) if progress else None
+        say = (lambda text: progress.update(task, description=text)) if progress else (lambda text: None)
+        tick = (lambda: progress.advance(task)) if progress else None
+        for backend, dtype in run.plans:
+            say(f"{backend} {dtype}: preparing")
+            variants, paths = _variants(run, backend, dtype)
+            if paths:
+                exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
+            cases, feeds = _measure(run, backend, dtype, variants, paths, flops["flop_ideal"], say, tick,
+                                    results, speedups)
+            variants = {}  # release the sessions before the next backend
+            gc.collect()
+            if run.memory_mode == "child" and not run.on_gpu[backend] and backend in ("torch", "ort"):
+                say(f"{backend} {dtype}: memory per variant")
+                _child_memory(run, backend, dtype, paths, feeds, cases)
+    return _report(run, flops, results, speedups, exports)
+
+
+def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run:
+    """Every check that needs no measurement, in the order a user's mistake is best named, and the run's settings."""
     import torch
 
-    from .checkpoints import load_pumer_model, model_fingerprint
-    from .console import err_console, progress_bar
-    from .parity.environment import environment
-    from .parity.onnxinfo import canonical_dtype, check_export_of, read_onnx_info
     from . import models
+    from .checkpoints import load_pumer_model, model_fingerprint
+    from .commands._common import check_input_lengths
+    from .parity.onnxinfo import canonical_dtype, check_export_of, read_onnx_info
     from .schedule import input_size
 
     backends, notes = resolve_backends(options.backends)
@@ -490,13 +548,10 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             raise PumerExportError("no model given")
         model = load_pumer_model(model_dir)
     model.eval()
-    pumer = model.pumer_config
-    if not pumer.enabled:
+    if not model.pumer_config.enabled:
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no speedup to measure")
-    baseline_cfg = pumer.without_reduction()
-    config = model.config
-    family = models.for_model(model)
 
+    # ---- given exports: the right variant, this checkpoint's settings and weights, the first --dtype
     infos = {}
     for option, path, reduction in (("--onnx", options.onnx, True), ("--onnx-baseline", options.onnx_baseline, False)):
         if path is None:
@@ -517,13 +572,15 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
         raise PumerExportError("--dtype int8-static needs calibrated exports: make them with `pumer-export quantize "
                                "EXPORT OUT --mode static --calibration-dataset ...` and pass both as --onnx and "
                                "--onnx-baseline with int8-static as the first --dtype (bench makes int8 itself)")
-    fingerprint = None  # computed once: for given exports, and when an export may be reused
+    fingerprint = None
     if infos:  # a given export must come from these very weights, or its speed says nothing about them
         fingerprint = model_fingerprint(model)
         for option, info in infos.items():
             check_export_of(model, info, fingerprint=fingerprint, option=option)
+
+    # ---- sizes: a given export's, unless given (and then they must agree)
     given = next(iter(infos.values()), None)
-    image_size, text_length = input_size(config, options.image_size or (given.image_size if given else None),
+    image_size, text_length = input_size(model.config, options.image_size or (given.image_size if given else None),
                                          options.text_length or (given.text_length if given else None))
     if given is not None:
         if options.image_size and given.image_size and tuple(options.image_size) != given.image_size:
@@ -531,14 +588,13 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
                                    f"export's {'x'.join(map(str, given.image_size))}; leave it out to use the export's")
         if options.text_length and given.text_length and options.text_length != given.text_length:
             raise PumerExportError(f"--text-length {options.text_length} differs from the given export's {given.text_length}")
-    from .commands._common import check_input_lengths
+    check_input_lengths(model.config, image_size, text_length)
 
-    check_input_lengths(config, image_size, text_length)
+    # ---- threads and the memory method
     if options.threads is None:  # one thread per usable CPU for both runtimes, said in the report
         options = dataclasses.replace(options, threads=default_threads())
         notes.append(f"threads: {options.threads} (the CPUs this process may use; --threads to change)")
     torch.set_num_threads(options.threads)
-
     memory_mode = options.memory
     if memory_mode == "auto":
         from .memprobe import supported
@@ -551,132 +607,138 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             notes.append("memory: no checkpoint path for a separate process: process-wide peaks shown")
         else:
             memory_mode = "child"
-
-    pumer_schedule = model.token_schedule(text_length, image_size)
-    model.set_pumer_config(baseline_cfg)
-    base_schedule = model.token_schedule(text_length, image_size)
-    model.set_pumer_config(pumer)
-    flops = {"baseline": family.encoder_flops(config, base_schedule),
-             "pumer": family.encoder_flops(config, pumer_schedule)}
-    flop_ideal = flops["baseline"] / flops["pumer"]
-
     report_dir = Path(options.report_dir)
-    export_dir = Path(options.export_dir) if options.export_dir else report_dir / "exports"
-    results: list[dict[str, Any]] = []
-    speedups: list[dict[str, Any]] = []
-    exports: dict[str, dict[str, str]] = {}
-    on_gpu = {"torch": options.device != "cpu", "ort": options.ort_provider == "cuda", "trt": True}
+    return _Run(model_dir=Path(model_dir) if model_dir is not None else None, model=model,
+                family=models.for_model(model), options=options, backends=backends, dtypes=dtypes, plans=plans,
+                batch_sizes=batch_sizes, infos=infos, image_size=tuple(image_size), text_length=text_length,
+                memory_mode=memory_mode, notes=notes,
+                export_dir=Path(options.export_dir) if options.export_dir else report_dir / "exports",
+                fingerprint=fingerprint)
 
-    # ---- build the variants of every backend x dtype (exports as needed)
-    total_steps = len(plans) * len(batch_sizes) * (options.warmup + options.iters) * 2
-    torch_model = None
-    with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
-        task = progress.add_task("benchmark", total=total_steps) if progress else None
-        for backend, dtype in plans:
-            label = f"{backend} {dtype}"
-            if progress:
-                progress.update(task, description=f"{label}: preparing")
-            variants: dict[str, Any] = {}
-            if backend == "torch":
-                if torch_model is None or dtype != "fp32":
-                    torch_model = model if dtype == "fp32" else _cast_copy(model, dtype)
-                torch_model.to(options.device)
-                variants = {"baseline": _TorchVariant(torch_model, baseline_cfg, options.device, dtype),
-                            "pumer": _TorchVariant(torch_model, pumer, options.device, dtype)}
+
+def _flops(run: _Run) -> dict[str, Any]:
+    """Encoder FLOPs of the baseline and PuMer at the run's sizes, the FLOP-ideal ratio and PuMer's schedule."""
+    from .models import reduction_set
+
+    model = run.model
+    schedule = model.token_schedule(run.text_length, run.image_size)
+    with reduction_set(model, False):
+        base_schedule = model.token_schedule(run.text_length, run.image_size)
+    flops = {"baseline": run.family.encoder_flops(model.config, base_schedule),
+             "pumer": run.family.encoder_flops(model.config, schedule)}
+    return {**flops, "flop_ideal": flops["baseline"] / flops["pumer"], "token_schedule": schedule.to_dict()}
+
+
+def _variants(run: _Run, backend: str, dtype: str) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The baseline and PuMer variants of one backend x dtype, and the model files they run (exports: given, reused
+    or made; quantized exports from the float32 ones; engines built from the exports)."""
+    from .checkpoints import model_fingerprint
+
+    options, model = run.options, run.model
+    pumer = model.pumer_config
+    if backend == "torch":
+        net = model if dtype == "fp32" else _cast_copy(model, dtype)
+        net.to(options.device)
+        return {"baseline": _TorchVariant(net, pumer.without_reduction(), options.device, dtype),
+                "pumer": _TorchVariant(net, pumer, options.device, dtype)}, {}
+    paths: dict[str, Path] = {}
+    for variant, option in (("pumer", "--onnx"), ("baseline", "--onnx-baseline")):
+        if option in run.infos and dtype == run.dtypes[0]:
+            paths[variant] = run.infos[option].path
+            continue
+        if run.fingerprint is None:
+            run.fingerprint = model_fingerprint(model)
+        float_dtype = "fp32" if dtype in QUANTIZED else dtype
+        paths[variant] = ensure_export(model, run.export_dir / f"{float_dtype}-{variant}", dtype=float_dtype,
+                                       reduction=variant == "pumer", image_size=run.image_size,
+                                       text_length=run.text_length, fingerprint=run.fingerprint,
+                                       processor_dir=run.model_dir)
+        if dtype in QUANTIZED:
+            paths[variant] = ensure_quantized(paths[variant], run.export_dir / f"{dtype}-{variant}")
+    if backend == "ort":
+        return {v: _OrtVariant(paths[v], options.ort_provider, options.threads) for v in VARIANTS}, paths
+    engines = {"pumer": options.engine, "baseline": options.engine_baseline}
+    for v in VARIANTS:
+        if engines[v] is None or dtype != run.dtypes[0]:
+            engines[v] = ensure_engine(paths[v], run.export_dir / f"{dtype}-{v}" / "model.plan",
+                                       batch_sizes=run.batch_sizes, fp16=dtype == "fp16")
+    return {v: _TrtVariant(Path(engines[v])) for v in VARIANTS}, paths
+
+
+def _measure(run: _Run, backend: str, dtype: str, variants: dict[str, Any], paths: dict[str, Path],
+             flop_ideal: float, say, tick, results: list, speedups: list):
+    """Time both variants interleaved at every batch size (memory in this process or on the GPU where that is the
+    method); appends to ``results`` and ``speedups``; returns the cases by (batch, variant) and the feeds."""
+    options = run.options
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    cases: dict[tuple[int, str], dict[str, Any]] = {}
+    for batch in run.batch_sizes:
+        say(f"{backend} {dtype} batch {batch}")
+        tensors = run.family.example_inputs(run.model.config, batch, text_length=run.text_length,
+                                            image_size=run.image_size, seed=options.seed)
+        feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
+        prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
+        latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters, tick=tick)
+        for v in VARIANTS:
+            run_once = (lambda v=v: variants[v](prepared[v]))
+            if run.on_gpu[backend]:
+                memory = measure_gpu_memory(run_once, backend)
+            elif run.memory_mode == "process":
+                memory = measure_cpu_memory(run_once)
             else:
-                paths = {}
-                for variant, option in (("pumer", "--onnx"), ("baseline", "--onnx-baseline")):
-                    if option in infos and dtype == dtypes[0]:
-                        paths[variant] = infos[option].path
-                    else:
-                        if fingerprint is None:
-                            fingerprint = model_fingerprint(model)
-                        float_dtype = "fp32" if dtype in QUANTIZED else dtype
-                        paths[variant] = ensure_export(model, export_dir / f"{float_dtype}-{variant}",
-                                                       dtype=float_dtype, reduction=variant == "pumer",
-                                                       image_size=image_size, text_length=text_length,
-                                                       fingerprint=fingerprint, processor_dir=model_dir)
-                        if dtype in QUANTIZED:
-                            paths[variant] = ensure_quantized(paths[variant], export_dir / f"{dtype}-{variant}")
-                exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
-                if backend == "ort":
-                    variants = {v: _OrtVariant(paths[v], options.ort_provider, options.threads) for v in VARIANTS}
-                else:
-                    engines = {"pumer": options.engine, "baseline": options.engine_baseline}
-                    for v in VARIANTS:
-                        if engines[v] is None or dtype != dtypes[0]:
-                            engines[v] = ensure_engine(paths[v], export_dir / f"{dtype}-{v}" / "model.plan",
-                                                       batch_sizes=batch_sizes, fp16=dtype == "fp16")
-                    variants = {v: _TrtVariant(Path(engines[v])) for v in VARIANTS}
-            feeds: dict[int, dict[str, np.ndarray]] = {}
-            cases: dict[tuple[int, str], dict[str, Any]] = {}
-            for batch in batch_sizes:
-                if progress:
-                    progress.update(task, description=f"{label} batch {batch}")
-                tensors = family.example_inputs(config, batch, text_length=text_length, image_size=image_size,
-                                                seed=options.seed)
-                feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
-                prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
-                latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters,
-                                             tick=(lambda: progress.advance(task)) if progress else None)
-                case: dict[str, dict[str, Any]] = {}
-                for v in VARIANTS:
-                    run_once = (lambda v=v: variants[v](prepared[v]))
-                    if on_gpu[backend]:
-                        memory = measure_gpu_memory(run_once, backend)
-                    elif memory_mode == "process":
-                        memory = measure_cpu_memory(run_once)
-                    else:
-                        memory = {}  # filled below by a process per variant, or left out ("off")
-                    latency = _percentiles(latencies[v])
-                    case[v] = cases[(batch, v)] = {
-                        "backend": backend, "batch_size": batch, "dtype": dtype, "variant": v,
-                        "latency_ms": latency, "throughput": batch / (latency["p50"] / 1e3),
-                        **memory, "iters": options.iters, "warmup": options.warmup,
-                        "device": "gpu" if on_gpu[backend] else "cpu",
-                        "model_mb": model_megabytes(Path(paths[v])) if backend == "ort" else None,
-                    }
-                    results.append(case[v])
-                speedup = case["baseline"]["latency_ms"]["p50"] / case["pumer"]["latency_ms"]["p50"]
-                speedups.append({"backend": backend, "batch_size": batch, "dtype": dtype, "speedup": speedup,
-                                 "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
-            variants = {}  # release the sessions before the next backend
-            gc.collect()
-            if memory_mode == "child" and not on_gpu[backend] and backend in ("torch", "ort"):
-                from . import memprobe
+                memory = {}  # filled in by a process per variant (_child_memory), or left out ("off")
+            latency = _percentiles(latencies[v])
+            cases[(batch, v)] = {
+                "backend": backend, "batch_size": batch, "dtype": dtype, "variant": v,
+                "latency_ms": latency, "throughput": batch / (latency["p50"] / 1e3),
+                **memory, "iters": options.iters, "warmup": options.warmup,
+                "device": "gpu" if run.on_gpu[backend] else "cpu",
+                "model_mb": model_megabytes(Path(paths[v])) if backend == "ort" else None,
+            }
+            results.append(cases[(batch, v)])
+        speedup = cases[(batch, "baseline")]["latency_ms"]["p50"] / cases[(batch, "pumer")]["latency_ms"]["p50"]
+        speedups.append({"backend": backend, "batch_size": batch, "dtype": dtype, "speedup": speedup,
+                         "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
+    return cases, feeds
 
-                if progress:
-                    progress.update(task, description=f"{label}: memory per variant")
-                for v in VARIANTS:
-                    spec = {"backend": backend, "variant": v, "dtype": dtype, "threads": options.threads,
-                            "target": str(paths[v]) if backend == "ort" else str(model_dir),
-                            "reduction": v == "pumer"}
-                    for batch, memory in memprobe.measure(spec, feeds).items():
-                        cases[(batch, v)].update(memory)
-    model.set_pumer_config(pumer)
+
+def _child_memory(run: _Run, backend: str, dtype: str, paths: dict[str, Path], feeds, cases) -> None:
+    """Each variant's peak memory in a fresh process of its own (:mod:`pumer_export.memprobe`)."""
+    from . import memprobe
+
+    for v in VARIANTS:
+        spec = {"backend": backend, "variant": v, "dtype": dtype, "threads": run.options.threads,
+                "target": str(paths[v]) if backend == "ort" else str(run.model_dir), "reduction": v == "pumer"}
+        for batch, memory in memprobe.measure(spec, feeds).items():
+            cases[(batch, v)].update(memory)
+
+
+def _report(run: _Run, flops: dict[str, Any], results: list, speedups: list, exports: dict) -> dict[str, Any]:
+    """The report (warnings on the figures, PuMer exports against eager PuMer), written and returned."""
+    from .console import err_console
+    from .parity.environment import environment
+
+    options, notes = run.options, run.notes
     notes += sample_warnings(options, speedups, results, load=machine_load())
-    against_eager = eager_comparison(results)
-
     bench = {
         "format_version": FORMAT_VERSION,
-        "model": str(model_dir) if model_dir is not None else None,
-        "settings": {"backends": backends, "batch_sizes": batch_sizes, "dtypes": dtypes, "image_size": list(image_size),
-                     "text_length": text_length, "warmup": options.warmup, "iters": options.iters,
-                     "ort_provider": options.ort_provider, "torch_device": options.device, "threads": options.threads,
-                     "pumer": pumer.to_dict(), "interleaved": True,
+        "model": str(run.model_dir) if run.model_dir is not None else None,
+        "settings": {"backends": run.backends, "batch_sizes": run.batch_sizes, "dtypes": run.dtypes,
+                     "image_size": list(run.image_size), "text_length": run.text_length, "warmup": options.warmup,
+                     "iters": options.iters, "ort_provider": options.ort_provider, "torch_device": options.device,
+                     "threads": options.threads, "pumer": run.model.pumer_config.to_dict(), "interleaved": True,
                      "latency": "wall time of one inference call (host to host), percentiles over iters",
                      "throughput": "batch_size / p50 latency",
                      "speedup": "baseline p50 / pumer p50, same backend, batch and dtype"},
-        "flops": {**flops, "flop_ideal": flop_ideal,
-                  "token_schedule": pumer_schedule.to_dict()},
+        "flops": flops,
         "exports": exports,
         "notes": notes,
         "results": results,
         "speedups": speedups,
-        "vs_torch_eager": against_eager,
+        "vs_torch_eager": eager_comparison(results),
         "environment": environment(),
     }
-    write_bench(bench, report_dir)
+    write_bench(bench, Path(options.report_dir))
     for note in notes:
         err_console.print(note if note.startswith("warning: ") else f"note: {note}", markup=False)
     return bench

@@ -328,7 +328,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, options: Quanti
 
     from .fsutil import atomic_output_dir, check_destination
     from .manifest import read_manifest, verify_hashes, write_manifest
-    from .onnx.export import _set_metadata, read_metadata
+    from .onnx.metadata import read_metadata, set_metadata
     from .onnx.files import MODEL_FILE
 
     start = time.perf_counter()
@@ -384,7 +384,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, options: Quanti
         del quantized.metadata_props[:]
         for prop in original.metadata_props:
             quantized.metadata_props.add(key=prop.key, value=prop.value)
-        _set_metadata(quantized, {"pumer.quantization": quantization})
+        set_metadata(quantized, {"pumer.quantization": quantization})
         onnx.checker.check_model(quantized)
         onnx.save_model(quantized, str(dst))
         _smoke_run(dst, manifest)

@@ -25,9 +25,10 @@ Commands find a family with :func:`for_config` (a config.json's contents) or :fu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from ..errors import CheckpointError
 
@@ -67,3 +68,26 @@ def for_model(model: Any) -> ModuleType:
     """The family of a loaded model (or of its config)."""
     config = getattr(model, "config", model)
     return for_config({"model_type": getattr(config, "model_type", None)}, type(model).__name__)
+
+
+def example_inputs(config, batch: int, *, text_length: int, image_size: Sequence[int], dtype=None,
+                   seed: int = 0) -> dict[str, Any]:
+    """Seeded random inputs of ``config``'s family in the exported model's layout (pixel_values in ``dtype``)."""
+    inputs = for_model(config).example_inputs(config, batch, text_length=text_length, image_size=tuple(image_size),
+                                              seed=seed)
+    if dtype is not None:
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    return inputs
+
+
+@contextlib.contextmanager
+def reduction_set(model, enabled: bool) -> Iterator[None]:
+    """Run ``model`` with its reducers (``enabled``) or without them (the same weights: the baseline), and restore
+    its settings afterwards."""
+    original = model.pumer_config
+    if not enabled:
+        model.set_pumer_config(original.without_reduction())
+    try:
+        yield
+    finally:
+        model.set_pumer_config(original)

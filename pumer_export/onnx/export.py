@@ -27,7 +27,6 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 import logging
 import time
 import warnings
@@ -41,10 +40,12 @@ from .. import __version__
 from ..checkpoints import model_fingerprint
 from ..errors import ConfigError, PumerExportError
 from ..fsutil import atomic_output_dir
+from ..models import example_inputs, reduction_set  # noqa: F401  (example_inputs re-exported)
 from ..ops import op_spec_hash
 from ..schedule import TokenSchedule, input_size
 from . import functions
 from .files import MODEL_FILE  # noqa: F401  (re-exported)
+from .metadata import read_metadata, set_metadata  # noqa: F401  (read_metadata re-exported)
 from .translation import custom_translation_table
 DATA_FILE = "model.onnx.data"
 #: Weights above this many bytes are written as external data (``model.onnx.data``).
@@ -113,17 +114,6 @@ def check_settings(config, *, opset: int, dtype: str, image_size: Sequence[int],
 
 # ------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def pumer_settings(model, reduction: bool) -> Iterator[None]:
-    original = model.pumer_config
-    if not reduction:
-        model.set_pumer_config(original.without_reduction())
-    try:
-        yield
-    finally:
-        model.set_pumer_config(original)
-
-
-@contextlib.contextmanager
 def _fused_official(model, enabled: bool) -> Iterator[None]:
     """Run the official P7 attention as a fused attention with an additive mask while exporting (ViLT)."""
     encoder = getattr(model, "vilt", None)
@@ -156,17 +146,6 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def example_inputs(config, batch: int, *, text_length: int, image_size: Sequence[int], dtype=torch.float32,
-                   seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random inputs in the exported model's layout (pixel_values in ``dtype``)."""
-    from .. import models
-
-    inputs = models.for_model(config).example_inputs(config, batch, text_length=text_length,
-                                                     image_size=tuple(image_size), seed=seed)
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    return inputs
-
-
 def _versions() -> dict[str, str]:
     import onnxscript
     import transformers
@@ -180,28 +159,6 @@ def _versions() -> dict[str, str]:
     except ImportError:  # pragma: no cover
         pass
     return versions
-
-
-def _set_metadata(model_proto: onnx.ModelProto, entries: dict[str, Any]) -> None:
-    existing = {p.key: p for p in model_proto.metadata_props}
-    for key, value in entries.items():
-        text = json.dumps(value, sort_keys=True)
-        if key in existing:
-            existing[key].value = text
-        else:
-            model_proto.metadata_props.add(key=key, value=text)
-
-
-def read_metadata(model_proto: onnx.ModelProto) -> dict[str, Any]:
-    """The ``pumer.*`` metadata of an exported model, JSON-decoded."""
-    result = {}
-    for prop in model_proto.metadata_props:
-        if prop.key.startswith("pumer."):
-            try:
-                result[prop.key] = json.loads(prop.value)
-            except ValueError:
-                result[prop.key] = prop.value
-    return result
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None]:
@@ -355,7 +312,7 @@ def export_onnx(
     if fused_official_attention and model.pumer_config.attention_masking != "official":
         raise PumerExportError("--fused-official-attention is for checkpoints with official masking; this one uses "
                                f"{model.pumer_config.attention_masking!r} masking, whose attention is fused already")
-    with pumer_settings(model, reduction), _fused_official(model, fused_official_attention):
+    with reduction_set(model, reduction), _fused_official(model, fused_official_attention):
         pumer = model.pumer_config
         try:
             schedule = model.token_schedule(text_length, image_size=image_size)
@@ -393,7 +350,7 @@ def export_onnx(
     proto.producer_name = "pumer-export"
     proto.producer_version = __version__
     config = model.config
-    _set_metadata(proto, {
+    set_metadata(proto, {
         "pumer.format": METADATA_FORMAT,
         "pumer.family": family.NAME,
         "pumer.config": reduction_meta,

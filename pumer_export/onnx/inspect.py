@@ -10,7 +10,7 @@ import onnx
 
 from ..ops import DOMAIN, op_spec_hash
 from . import functions
-from .export import read_metadata
+from .metadata import read_metadata
 from .files import load_onnx
 
 

@@ -185,7 +185,7 @@ def validate_onnx(
     raise_on_failure: bool = True,
 ) -> ValidationReport:
     """Run ``path`` in ONNX Runtime at ``batch_sizes`` and compare it with ``model`` (float32 reference)."""
-    from .export import example_inputs, pumer_settings
+    from ..models import example_inputs, reduction_set
 
     defaults = TOLERANCES[dtype]
     atol = defaults["atol"] if atol is None else atol
@@ -200,7 +200,7 @@ def validate_onnx(
     tie = DEFAULTS[dtype][2] if dtype in DEFAULTS else DEFAULTS["fp32"][2]
     checks: list[OutputCheck] = []
     model = model.eval()
-    with pumer_settings(model, reduction):
+    with reduction_set(model, reduction):
         for batch_size in batch_sizes:
             inputs = example_inputs(model.config, batch_size, text_length=text_length, image_size=image_size,
                                     seed=seed + batch_size)
