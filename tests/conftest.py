@@ -74,6 +74,14 @@ def cli(capsys):
     return run
 
 
+def one_line_error(code, err, *fragments):
+    """A user mistake: exit status 2 and one line ``error: ...`` that names each of ``fragments``."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -12,15 +12,9 @@ import torch
 from pumer_export import models
 from pumer_export.config import PumerConfig
 from pumer_export.datasets import EASY_VQA_ANSWERS, encode_questions, load_dataset, subset
+from conftest import one_line_error
 
 easy_vqa = pytest.importorskip("easy_vqa", reason="easy-vqa is not installed (pip install -e '.[test]' brings it)")
-
-
-def one_line_error(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")

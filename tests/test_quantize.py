@@ -13,17 +13,11 @@ import pytest
 
 from pumer_export.config import PumerConfig
 from pumer_export.datasets import load_dataset
+from conftest import one_line_error
 from pumer_export.quantize import (QuantizeOptions, calibration_inputs, check_float_region, float_region, keep_float,
                                    quantize_export)
 
 pytestmark = pytest.mark.slow
-
-
-def one_line_error(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +47,20 @@ def vilt_dynamic(vilt, tmp_path_factory):
     return out
 
 
+def _calibrated(vilt, questions, folder: Path, **options) -> Path:
+    calibration = calibration_inputs(vilt[1], questions=questions[::600], num_samples=32)
+    quantize_export(vilt[1], folder, QuantizeOptions(calibration=calibration, **options))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def vilt_static(vilt, train_questions, tmp_path_factory):
-    out = tmp_path_factory.mktemp("quant-static") / "qs"
-    calibration = calibration_inputs(vilt[1], questions=train_questions[::600], num_samples=32)
-    quantize_export(vilt[1], out, QuantizeOptions(mode="static", calibration=calibration))
-    return out
+    return _calibrated(vilt, train_questions, tmp_path_factory.mktemp("quant-static") / "qs", mode="static")
 
 
 @pytest.fixture(scope="module")
 def vilt_tensorrt(vilt, train_questions, tmp_path_factory):
-    out = tmp_path_factory.mktemp("quant-trt") / "qt"
-    calibration = calibration_inputs(vilt[1], questions=train_questions[::600], num_samples=32)
-    quantize_export(vilt[1], out, QuantizeOptions(target="tensorrt", calibration=calibration))
-    return out
+    return _calibrated(vilt, train_questions, tmp_path_factory.mktemp("quant-trt") / "qt", target="tensorrt")
 
 
 def _function_bytes(path: Path) -> dict[str, bytes]:

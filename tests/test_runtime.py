@@ -12,15 +12,9 @@ from PIL import Image
 
 from pumer_export import models
 from pumer_export.vqa_eval import normalize_answer, vqa_accuracy
+from conftest import one_line_error
 
 VQA_TINY = Path(__file__).parent / "data" / "vqa_tiny"
-
-
-def one_line_error(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module", params=["vilt", "meter"])

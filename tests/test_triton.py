@@ -20,15 +20,9 @@ import pytest
 from PIL import Image
 
 from pumer_export import models
+from conftest import one_line_error
 
 pytest.importorskip("tritonclient", reason="tritonclient is not installed (pip install -e \".[serve]\")")
-
-
-def one_line_error(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")
