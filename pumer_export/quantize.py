@@ -239,10 +239,7 @@ def _quantize_tensorrt(src: Path, dst: Path, options: QuantizeOptions, region: F
     if importlib.util.find_spec("modelopt") is None:
         raise MissingDependencyError(f"--for tensorrt needs NVIDIA's Model Optimizer (nvidia-modelopt); install it "
                                      f"with {MODELOPT_HINT}")
-    method = {"minmax": "max", "entropy": "entropy"}.get(options.calibration_method)
-    if method is None:
-        raise PumerExportError(f"--calibration-method {options.calibration_method} is not offered for --for "
-                               "tensorrt; use minmax or entropy")
+    method = {"minmax": "max", "entropy": "entropy"}[options.calibration_method]
     batches = options.calibration.batches
     data = src.with_suffix(".calibration.npz")
     np.savez(data, **{name: np.concatenate([b[name] for b in batches]) for name in batches[0]})
@@ -295,8 +292,9 @@ class QuantizeResult:
     seconds: float
 
 
-def check_options(options: QuantizeOptions) -> None:
-    """One-line errors for settings that do not go together (before any work)."""
+def check_options(options: QuantizeOptions, has_calibration: bool | None = None) -> None:
+    """One-line errors for settings that do not go together (before any work; ``has_calibration``: whether
+    calibration data will be given, when ``options.calibration`` is not prepared yet)."""
     if options.target not in TARGETS:
         raise PumerExportError(f"unknown target {options.target!r}; use {' or '.join(TARGETS)}")
     if options.target == "ort":
@@ -307,12 +305,16 @@ def check_options(options: QuantizeOptions) -> None:
                                    "quantization is int8")
     elif options.precision not in TRT_PRECISIONS:
         raise PumerExportError(f"unknown --precision {options.precision!r}; use {' or '.join(TRT_PRECISIONS)}")
+    elif options.calibration_method not in ("minmax", "entropy"):
+        raise PumerExportError(f"--calibration-method {options.calibration_method} is ONNX Runtime's; use minmax or "
+                               "entropy with --for tensorrt")
     needs_data = options.target == "tensorrt" or options.mode == "static"
     what = "--for tensorrt" if options.target == "tensorrt" else "--mode static"
-    if needs_data and options.calibration is None:
+    given = options.calibration is not None if has_calibration is None else has_calibration
+    if needs_data and not given:
         raise PumerExportError(f"{what} calibrates activation ranges: pass calibration data (--calibration-dataset "
                                "easy-vqa, --calibration-jsonl FILE, VQAv2 files or --calibration-inputs FILE.npz|DIR)")
-    if not needs_data and options.calibration is not None:
+    if not needs_data and given:
         raise PumerExportError("--mode dynamic quantizes activations at run time and takes no calibration data; "
                                "drop the calibration options or use --mode static")
 

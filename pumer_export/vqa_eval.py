@@ -276,7 +276,7 @@ def _cases(backends: Sequence[str], dtypes: Sequence[str], notes: list[str]) -> 
     if unknown:
         raise PumerExportError(f"--dtype {','.join(unknown)}: eval measures fp32 and, on ONNX Runtime, "
                                f"{', '.join(QUANTIZED)}")
-    cases = []
+    cases: list[tuple[str, str]] = []
     for dtype in dtypes:
         for backend in backends:
             if dtype == "fp32":
@@ -284,8 +284,11 @@ def _cases(backends: Sequence[str], dtypes: Sequence[str], notes: list[str]) -> 
             elif backend == "ort":
                 cases.append((backend, dtype))
             elif backend == "torch":
-                notes.append(f"torch {dtype} skipped: PyTorch runs the float32 reference; compare the {dtype} rows "
-                             "with the torch row")
+                note = f"torch {dtype} skipped: PyTorch runs the float32 reference; compare the {dtype} rows with it"
+                if "fp32" not in dtypes and ("torch", "fp32") not in cases:
+                    cases.append(("torch", "fp32"))
+                    note += " (measured for that)"
+                notes.append(note)
             elif dtype not in BACKEND_DTYPES[backend]:
                 raise PumerExportError(f"--dtype {dtype} is for ONNX Runtime; TensorRT engines of this project are "
                                        "fp32 / fp16 (Q/DQ engines: `pumer-export quantize --for tensorrt`, then build)")

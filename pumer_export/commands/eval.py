@@ -49,14 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..console import info
+    from ..errors import PumerExportError
+    from ..onnx.files import resolve_onnx_path
     from ..vqa_eval import EvalOptions, run_eval
     from ._common import check_report_dir, questions_from_args
 
     check_report_dir(args.report, ("report.json", "report.md"), args.force)
     questions = questions_from_args(args)
-    from ..errors import PumerExportError
-    from ..onnx.files import resolve_onnx_path
-
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] or ["fp32"]
     given = {variant: path for variant, path in (("pumer", args.onnx), ("baseline", args.onnx_baseline)) if path}

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import info, step
     from ..errors import PumerExportError
+    from ..manifest import read_manifest
     from ..quantize import QuantizeOptions, calibration_inputs, check_options, describe, quantize_export
     from ._common import check_output_dir, questions_from_args
 
@@ -78,29 +79,22 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "OUT")
     if Path(args.out).exists() and not args.force:
         raise PumerExportError(f"{args.out} already exists; pass --force to overwrite it")
-    questions = questions_from_args(args, prefix="calibration-", required=False)
-    if questions is not None:  # spread over the data: easy-VQA and VQAv2 list several questions per image
-        step_size = max(1, len(questions) // args.calibration_size)
-        questions = list(questions)[::step_size][: args.calibration_size]
+    read_manifest(args.export)  # an export folder, before any data is read
     options = QuantizeOptions(target=args.target, mode=mode, precision=args.precision,
                               per_channel=not args.per_tensor, calibration_method=args.calibration_method,
                               force=args.force)
-    check_options(QuantizeOptions(**{**vars(options), "calibration": True if (
-        questions is not None or args.calibration_inputs) else None}))
-    if args.calibration_method == "percentile" and args.target == "tensorrt":
-        raise PumerExportError("--calibration-method percentile is ONNX Runtime's; use minmax or entropy with "
-                               "--for tensorrt")
-    with step("preparing the calibration data") if questions is not None or args.calibration_inputs else _nothing():
-        calibration = calibration_inputs(args.export, questions=questions, source=args.calibration_inputs,
-                                         num_samples=args.calibration_size)
-    options.calibration = calibration
+    data_given = any(getattr(args, f"calibration_{name}") for name in ("dataset", "jsonl", "questions", "annotations",
+                                                                         "images", "inputs"))
+    check_options(options, has_calibration=data_given)
+    if data_given:
+        with step("preparing the calibration data"):
+            questions = questions_from_args(args, prefix="calibration-", required=False)
+            if questions is not None:  # spread over the data: easy-VQA and VQAv2 ask several questions per image
+                stride = max(1, len(questions) // args.calibration_size)
+                questions = list(questions)[::stride][: args.calibration_size]
+            options.calibration = calibration_inputs(args.export, questions=questions, source=args.calibration_inputs,
+                                                     num_samples=args.calibration_size)
     with step(f"quantizing {args.export} ({args.target}, {mode}, {args.precision})"):
         result = quantize_export(args.export, args.out, options)
     info(f"wrote {result.path}: {describe(result)} ({result.seconds:.1f}s)")
     return 0
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()

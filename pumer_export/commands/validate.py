@@ -15,6 +15,11 @@ atol 1e-4, rtol 1e-3; fp16 5e-2, 5e-2; bf16 1e-1, 5e-2. Index outputs (layerL.ke
 are compared exactly; a differing decision whose reference margin is within --tie-tolerance
 (fp32 1e-4, fp16 1e-2) is reported as a near-tie, not a failure.
 
+a quantized export (pumer-export quantize) is judged by task metrics instead: VQA top-1
+agreement, answer-score error and the kept-token agreement of every reduce layer; --atol /
+--rtol do not apply. Tolerances per quantization:
+{gates}
+
 exit status: 0 every check passed; 1 a check failed (the failing outputs are named);
 2 a usage or input error.
 
@@ -26,6 +31,8 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..parity.quantized import describe_gates
+
     parser = subparsers.add_parser(
         "validate",
         help="check an ONNX export / TensorRT engine against the PyTorch reference (CI gate)",
@@ -35,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "reference (near-ties reported apart) and VQA top-1 / top-5 agreement. Writes report.json, report.md "
             "and junit.xml with --report.", width=79,
         ),
-        epilog=EPILOG,
+        epilog=EPILOG.format(gates=describe_gates()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (the reference)")

@@ -51,6 +51,12 @@ GATES = {
 }
 
 
+def describe_gates() -> str:
+    """One line per quantization label (the help text of ``validate``)."""
+    return "\n".join(f"  {g.label}: top-1 >= {g.top1:.0%}, scores max {g.score_max:g} / mean {g.score_mean:g}, kept "
+                     f"tokens >= {g.decisions:.0%}" for g in GATES.values())
+
+
 def gate_for(label: str) -> QuantGate:
     return GATES.get(label, GATES["int8-static"])
 
