@@ -548,6 +548,10 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
             raise PumerExportError("no model given")
         model = load_pumer_model(model_dir)
     model.eval()
+    from . import methods
+
+    for backend in backends:
+        methods.require_backend(model, backend, "bench")
     if not model.pumer_config.enabled:
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no speedup to measure")
 

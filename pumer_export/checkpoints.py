@@ -210,8 +210,10 @@ def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: 
 
 
 def _build_and_load(family, config, source: Path):
+    from . import methods
+
     try:
-        model = family.build_model(config)
+        model = methods.for_config(config).build_model(family, config)
     except (PumerExportError, ValueError) as exc:  # transformers checks shapes with ValueError
         raise CheckpointError(f"{source}: invalid model configuration: {exc}") from None
     load_state_strict(model, load_weights(source), source)
@@ -219,7 +221,7 @@ def _build_and_load(family, config, source: Path):
 
 
 def _load_config(path: str | Path):
-    from . import models
+    from . import methods, models
     from .config import get_pumer_config
 
     source = Path(path)
@@ -239,7 +241,10 @@ def _load_config(path: str | Path):
     try:
         get_pumer_config(config)
         family.check_config(config)
-    except ConfigError as exc:
+        method = methods.for_config(data)
+        methods.require_family(method, family)
+        method.settings(config)
+    except (ConfigError, PumerExportError) as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     return family, config
 

@@ -106,6 +106,11 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     if options.threads:
         torch.set_num_threads(options.threads)
     model = load_pumer_model(checkpoint)
+    from . import methods
+
+    if methods.for_model(model).NAME != "pumer":
+        raise PumerExportError(f"sweep varies PuMer's settings; {checkpoint} is a {methods.for_model(model).TITLE} "
+                               "checkpoint")
     family = models.for_model(model)
     base = model.pumer_config
     points = grid(base, options, model.config.num_hidden_layers)

@@ -148,6 +148,11 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     backends, notes = resolve_backends(list(options.backends))
     cases = _cases(backends, list(options.dtypes), notes)
     model = load_pumer_model(checkpoint) if model is None else model
+    from . import methods
+
+    if methods.for_model(model).NAME != "pumer":  # the baseline of a trimmed model is not defined here yet
+        raise PumerExportError(f"eval measures PuMer against its baseline; evaluating {methods.for_model(model).TITLE} "
+                               "checkpoints is not implemented yet")
     family = models.for_model(model)
     if not model.pumer_config.enabled:
         raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no accuracy drop to measure")

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def model_info(config, image_size: tuple[int, int], text_length: int) -> dict:
     """Everything ``info`` reports, as a JSON-ready dict (the model family supplies architecture and FLOPs)."""
-    from .. import models
+    from .. import methods, models
     from ..config import get_pumer_config
     from ..schedule import token_schedule
 
@@ -43,8 +43,12 @@ def model_info(config, image_size: tuple[int, int], text_length: int) -> dict:
     schedule, baseline = schedule_of(pumer), schedule_of(pumer.without_reduction())
     flops_pumer = family.encoder_flops(config, schedule)
     flops_base = family.encoder_flops(config, baseline)
+    method = methods.for_config(config)
+    settings = method.settings(config)
     return {
         "family": family.NAME,
+        "method": {"name": method.NAME, "title": method.TITLE, "provenance": method.PROVENANCE,
+                   "backends": list(method.BACKENDS), "settings": settings.to_dict() if settings else None},
         "architecture": family.architecture(config),
         "pumer": pumer.to_dict(),
         "inputs": {"image_size": list(image_size), "text_length": text_length},
@@ -72,7 +76,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     arch, pumer, flops, layers = data["architecture"], data["pumer"], data["flops"], data["schedule"]["layers"]
+    method = data["method"]
+    out_console.print(f"method: {method['title']}; semantics: {method['provenance']}; runs on "
+                      f"{', '.join(method['backends'])}")
     out_console.print(table("Architecture", ("field", "value"), list(arch.items())))
+    if method["name"] != "pumer":
+        out_console.print(table(method["title"], ("setting", "value"),
+                                [(k, v) for k, v in method["settings"].items() if k != "format_version"]))
+        out_console.print(f"token and head counts depend on the input; untrimmed model GFLOPs per sample: "
+                          f"{flops['baseline_gflops']:.3f}")
+        return 0
     out_console.print(table("PuMer", ("setting", "value"), [(k, v) for k, v in pumer.items() if k != "format_version"]))
     rows = [
         (c["layer"], f"{c['text_in']}->{c['text_out']}", f"{c['image_in']}->{c['keep']}->{c['image_out']}",

@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .. import methods
     from ..checkpoints import load_pumer_config, load_pumer_model
     from ..console import info, step
     from ..errors import PumerExportError
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(outdir, "OUTDIR")
     check_destination(outdir, args.force)
     config = load_pumer_config(args.model)
+    methods.require_backend(config, "ort", "ONNX export")
     image_size, text_length = input_size(config, args.image_size, args.text_length)
     check_settings(config, opset=args.opset, dtype=args.dtype, image_size=image_size, text_length=text_length)
     if args.index_agreement is not None and args.index_agreement > 1:

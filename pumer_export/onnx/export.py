@@ -299,7 +299,10 @@ def export_onnx(
     """
     from .. import models
 
+    from .. import methods
+
     start = time.perf_counter()
+    methods.require_backend(model, "ort", "ONNX export")
     family = models.for_model(model)
     input_names = family.INPUT_NAMES
     image_size, text_length = input_size(model.config, image_size, text_length)

@@ -95,6 +95,11 @@ def validate(model_dir: str | Path, options: ValidateOptions, *, model=None) -> 
         options = dataclasses.replace(options, baseline=True)  # the export's metadata says it is a baseline
     if model is None:
         model = load_pumer_model(Path(model_dir))
+    from .. import methods
+
+    for given, backend in ((options.onnx, "ort"), (options.engine, "trt")):
+        if given is not None:
+            methods.require_backend(model, backend, "validate")
     original = model.pumer_config
     if options.baseline:
         model.set_pumer_config(original.without_reduction())

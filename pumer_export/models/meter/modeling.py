@@ -176,11 +176,13 @@ class MeterPooler(nn.Module):
 
 
 # ------------------------------------------------------------------------- attention
-def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor, masking: str):
+def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor, masking: str,
+               head_mask: torch.Tensor | None = None):
     """A BERT attention sub-layer (``module``: ``attention`` or ``crossattention``) of ``hidden`` over ``context``.
 
     Returns (post-LN sub-layer output, queries, keys) with queries / keys [B, H, N, d]. ``official`` masking is
     PuMer's P7 softmax in float32; ``standard`` runs ``scaled_dot_product_attention`` with the additive log-mask.
+    ``head_mask`` [B, H] (0/1) multiplies each head's context before the output projection (SmartTrim's heads).
     """
     attn = module.self
     heads, head_dim = attn.num_attention_heads, attn.attention_head_size
@@ -197,6 +199,8 @@ def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: to
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(head_dim)
         probs = reduce.masked_softmax(scores, key_mask, reduce.MASKINGS[masking])
         out = torch.matmul(probs.to(value.dtype), value)
+    if head_mask is not None:
+        out = out * head_mask[:, :, None, None].to(out.dtype)
     out = out.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], heads * head_dim)
     return module.output(out, hidden), query, key
 

@@ -1,0 +1,250 @@
+"""METER's hook for SmartTrim-style trimming (pumer-export design): where the trimmers sit and how blocks run on the
+tokens that survive. The trimmers and the rules are :mod:`pumer_export.methods.smarttrim.reference`.
+
+* Image tower: an image token trimmer before each block of ``vit_layers``; its cross-modal signal is its own
+  projection of the mean of the text tower's final states (the text tower runs first).
+* Co-attention blocks: before each block of ``cross_layers`` one token trimmer per stream, both deciding on the same
+  pre-block states; before the attention modules of each block of ``head_layers`` a head trimmer each (text and image
+  side, self- and cross-attention).
+* The blocks themselves are this family's (:mod:`.modeling`): the image side attends to the text the block just
+  produced, as PuMer's METER does (the official METER updates both streams from the previous block's states; the
+  trimmed model keeps the semantics of the checkpoint it is trained from).
+* Standard attention masking only: PuMer's official P7 softmax gives masked keys a small weight, so a padded batch
+  would not equal its per-sample runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...methods.smarttrim.config import SmartTrimConfig, get_smarttrim_config
+from ...methods.smarttrim.reference import (HeadTrimmer, TokenTrimmer, attention_bias, compact, head_decision,
+                                            keep_margin, masked_mean, token_decision)
+from .modeling import MeterConfig, PumerMeterForQuestionAnswering, PumerMeterOutput, _attention, _ffn
+
+HEAD_MODULES = ("text_self", "text_cross", "image_self", "image_cross")
+#: Initial keep bias of the token and head trimmers: an untrained trimmer keeps everything (training starts from the
+#: untrimmed model).
+INITIAL_KEEP_BIAS = 3.0
+
+
+@dataclasses.dataclass
+class SmartTrimMeterOutput(PumerMeterOutput):
+    """:class:`PumerMeterOutput` with ``trim_records`` (``output_trim_records=True``): per trimmer location the
+    original positions of the tokens alive after it, per sample, and the head masks."""
+
+    trim_records: list[dict[str, Any]] | None = None
+
+
+class SmartTrimModules(nn.Module):
+    """The trimmers of one METER model (parameter names: ``smarttrim.cross.<block>.<stream>``,
+    ``smarttrim.heads.<block>.<module>``, ``smarttrim.vit.<block>``)."""
+
+    def __init__(self, config: MeterConfig, settings: SmartTrimConfig):
+        super().__init__()
+        hidden, vision, text = config.hidden_size, config.vision(), config.text()
+        heads = config.cross().num_attention_heads
+        width = settings.width or max(hidden // 2, 2)
+        self.cross = nn.ModuleDict({str(layer): nn.ModuleDict({"text": TokenTrimmer(hidden, width),
+                                                               "image": TokenTrimmer(hidden, width)})
+                                    for layer in settings.cross_layers})
+        self.heads = nn.ModuleDict({str(layer): nn.ModuleDict({name: HeadTrimmer(hidden, heads, max(width // 2, 2))
+                                                               for name in HEAD_MODULES})
+                                    for layer in settings.head_layers})
+        self.vit = nn.ModuleDict({str(layer): TokenTrimmer(vision.hidden_size, settings.width or
+                                                           max(vision.hidden_size // 2, 2), other=text.hidden_size)
+                                  for layer in settings.vit_layers})
+
+    def keep_everything_at_first(self, keep_index: int = 1) -> None:
+        """An untrained trimmer's last layer: zero weights, a keep bias (see :data:`INITIAL_KEEP_BIAS`)."""
+        with torch.no_grad():
+            lasts = [t.head[-1] for group in self.cross.values() for t in group.values()]
+            lasts += [t.head[-1] for t in self.vit.values()]
+            for last in lasts:
+                last.weight.zero_()
+                last.bias.zero_()
+                last.bias[keep_index] = INITIAL_KEEP_BIAS
+            for group in self.heads.values():
+                for trimmer in group.values():
+                    last = trimmer.mlp[-1]
+                    last.weight.zero_()
+                    bias = last.bias.view(trimmer.heads, 2)
+                    bias.zero_()
+                    bias[:, keep_index] = INITIAL_KEEP_BIAS
+
+
+class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
+    """METER VQA with SmartTrim-style trimmers (PuMer's reducers off): ``forward`` as the family's, per-input token
+    counts. Batch 1 removes the dropped tokens; a batch compacts and pads (equal to its per-sample runs)."""
+
+    def __init__(self, config: MeterConfig):
+        super().__init__(config)
+        settings = self.smarttrim_config
+        settings.check_depth(config.num_hidden_layers, config.vision().num_hidden_layers)
+        if self.pumer_config.enabled:
+            raise ConfigError("a SmartTrim checkpoint runs without PuMer's reducers: its pumer reduce_layers must be "
+                              "empty")
+        if self.pumer_config.attention_masking != "standard":
+            raise ConfigError("SmartTrim needs standard attention masking (PuMer's official P7 softmax weighs masked "
+                              "keys, so a padded batch would differ from its per-sample runs)")
+        self.smarttrim = SmartTrimModules(config, settings)
+        self.post_init()
+        self.smarttrim.keep_everything_at_first(settings.keep_index)
+
+    @property
+    def smarttrim_config(self) -> SmartTrimConfig:
+        return get_smarttrim_config(self.config) or SmartTrimConfig()
+
+    def set_smarttrim_config(self, settings: SmartTrimConfig) -> None:
+        """Change the deployment knobs (``tau``, ``head_tau``) of a loaded model; the trimmer locations are fixed by
+        its weights."""
+        current = self.smarttrim_config
+        if (settings.cross_layers, settings.vit_layers, settings.head_layers, settings.width) != (
+                current.cross_layers, current.vit_layers, current.head_layers, current.width):
+            raise ConfigError("the trimmer locations and width are fixed by the checkpoint's weights; only tau and "
+                              "head_tau change")
+        self.config.smarttrim = settings.to_dict()
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_reduction_records: bool = False,
+        output_trim_records: bool = False,
+        **kwargs: Any,
+    ) -> SmartTrimMeterOutput:
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        settings, meter, trim = self.smarttrim_config, self.meter, self.smarttrim
+        masking = self.pumer_config.attention_masking
+        records: list[dict[str, Any]] | None = [] if output_trim_records else None
+        batch = input_ids.shape[0]
+
+        text_states = meter.text_transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        text_alive = attention_mask.bool()
+        text_alive[:, 0] = True
+        text_index = torch.arange(text_alive.shape[1], device=input_ids.device).expand(batch, -1)
+
+        # ---- image tower, trimmed before the blocks of vit_layers
+        tower = meter.vit_model
+        h = tower.pre_layrnorm(tower.embeddings(pixel_values))
+        image_alive = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        image_index = torch.arange(h.shape[1], device=h.device).expand(batch, -1)
+        for number, layer in enumerate(tower.layers):
+            trimmer = trim.vit[str(number)] if str(number) in trim.vit else None
+            if trimmer is not None:
+                text_global = trimmer.other_proj(masked_mean(text_states, text_alive))
+                logits = trimmer(trimmer.proj(h), image_alive, text_global)
+                keep = token_decision(logits, image_alive, settings.tau, settings.keep_index)
+                margins = _margins(logits, image_alive, image_index, settings) if records is not None else None
+                image_alive, (h, image_index) = compact(keep, h, image_index)
+                if records is not None:
+                    records.append({"where": f"vit{number}", "image": _alive_positions(image_index, image_alive),
+                                    "image_margins": margins})
+            h = layer(h, attention_bias(image_alive, h.shape[1], h.dtype))
+        y = meter.cross_modal_image_transform(tower.post_layernorm(h))
+        x = meter.cross_modal_text_transform(text_states)
+        x = x + meter.token_type_embeddings(torch.zeros(x.shape[:2], dtype=torch.long, device=x.device))
+        y = y + meter.token_type_embeddings(torch.ones(y.shape[:2], dtype=torch.long, device=y.device))
+
+        # ---- co-attention blocks
+        states = []
+        for number, (text_layer, image_layer) in enumerate(zip(meter.cross_modal_text_layers,
+                                                                 meter.cross_modal_image_layers)):
+            pair = trim.cross[str(number)] if str(number) in trim.cross else None
+            if pair is not None:  # both streams decide on the same pre-block states
+                projected_text, projected_image = pair["text"].proj(x), pair["image"].proj(y)
+                text_global = masked_mean(projected_text, text_alive)
+                image_global = masked_mean(projected_image, image_alive)
+                text_logits = pair["text"](projected_text, text_alive, image_global)
+                image_logits = pair["image"](projected_image, image_alive, text_global)
+                keep_text = token_decision(text_logits, text_alive, settings.tau, settings.keep_index)
+                keep_image = token_decision(image_logits, image_alive, settings.tau, settings.keep_index)
+                if records is not None:
+                    margins = {"text_margins": _margins(text_logits, text_alive, text_index, settings),
+                               "image_margins": _margins(image_logits, image_alive, image_index, settings)}
+                text_alive, (x, text_index) = compact(keep_text, x, text_index)
+                image_alive, (y, image_index) = compact(keep_image, y, image_index)
+            heads = trim.heads[str(number)] if str(number) in trim.heads else None
+
+            head_margins: dict[str, torch.Tensor] = {}
+
+            def mask(name: str, queries_input: torch.Tensor, alive: torch.Tensor) -> torch.Tensor | None:
+                if heads is None:
+                    return None
+                logits = heads[name](queries_input, alive)
+                head_margins[name] = keep_margin(logits, settings.keep_index)
+                return head_decision(logits, settings.head_tau, settings.keep_index)
+
+            text_keys, image_keys = text_alive.float(), image_alive.float()
+            head_masks = {"text_self": mask("text_self", x, text_alive)}
+            attended, _, _ = _attention(text_layer.attention, x, x, text_keys, masking, head_masks["text_self"])
+            head_masks["text_cross"] = mask("text_cross", attended, text_alive)
+            crossed, _, _ = _attention(text_layer.crossattention, attended, y, image_keys, masking,
+                                       head_masks["text_cross"])
+            x = _ffn(text_layer, crossed)
+            head_masks["image_self"] = mask("image_self", y, image_alive)
+            attended, _, _ = _attention(image_layer.attention, y, y, image_keys, masking, head_masks["image_self"])
+            head_masks["image_cross"] = mask("image_cross", attended, image_alive)
+            crossed, _, _ = _attention(image_layer.crossattention, attended, x, text_keys, masking,
+                                       head_masks["image_cross"])
+            y = _ffn(image_layer, crossed)
+            if records is not None and (pair is not None or heads is not None):
+                records.append({"where": f"cross{number}", "text": _alive_positions(text_index, text_alive),
+                                "image": _alive_positions(image_index, image_alive),
+                                "heads": {k: v for k, v in head_masks.items() if v is not None},
+                                "head_margins": head_margins,
+                                **(margins if pair is not None else {})})
+            if output_hidden_states:
+                states.append((x, text_alive.float(), y))
+        pooled = torch.cat([meter.cross_modal_text_pooler(x), meter.cross_modal_image_pooler(y)], dim=-1)
+        return SmartTrimMeterOutput(logits=self.vqa_classifier(pooled), pooler_output=pooled,
+                                    cross_states=tuple(states) if output_hidden_states else None,
+                                    reduction_indices={}, trim_records=records)
+
+
+def _margins(logits: torch.Tensor, alive: torch.Tensor, index: torch.Tensor, settings: SmartTrimConfig
+             ) -> list[dict[int, float]]:
+    """Per sample, ``keep - drop`` of each token alive before the decision, by original position (near-ties are judged
+    on these)."""
+    margin = keep_margin(logits, settings.keep_index)
+    return [{int(i): float(m) for i, m, a in zip(row_index, row, row_alive) if a}
+            for row_index, row, row_alive in zip(index, margin, alive)]
+
+
+def _alive_positions(index: torch.Tensor, alive: torch.Tensor) -> list[torch.Tensor]:
+    """Per sample, the original positions of its alive tokens (in order)."""
+    return [row[keep] for row, keep in zip(index, alive)]
+
+
+def build_model(config: MeterConfig) -> SmartTrimMeterForQuestionAnswering:
+    return SmartTrimMeterForQuestionAnswering(config)
+
+
+def attach(model: PumerMeterForQuestionAnswering, settings: SmartTrimConfig) -> SmartTrimMeterForQuestionAnswering:
+    """``model``'s weights with SmartTrim-style trimmers at ``settings``' locations (untrained: they keep everything
+    at first); PuMer's reducers off."""
+    import copy
+
+    from ...config import set_pumer_config
+    from ...methods.smarttrim.config import set_smarttrim_config
+
+    config = copy.deepcopy(model.config)
+    set_pumer_config(config, model.pumer_config.without_reduction())
+    set_smarttrim_config(config, settings, cross_depth=config.num_hidden_layers,
+                         vit_depth=config.vision().num_hidden_layers)
+    trimmed = SmartTrimMeterForQuestionAnswering(config)
+    missing, unexpected = trimmed.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not name.startswith("smarttrim.") for name in missing):
+        raise ConfigError(f"the METER weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return trimmed.eval()

@@ -1,0 +1,200 @@
+"""SmartTrim-style trimming on METER (pumer-export design): the reference's invariants and the method seam."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import one_line_error
+from pumer_export import methods
+from pumer_export.errors import ConfigError
+from pumer_export.methods.smarttrim.config import SmartTrimConfig
+from pumer_export.methods.smarttrim.reference import compact
+from pumer_export.models.meter.presets import random_inputs, tiny_meter_model
+from pumer_export.models.meter.smarttrim import SmartTrimMeterForQuestionAnswering, attach
+
+EVERYWHERE = dict(cross_layers=(0, 1, 2, 3), vit_layers=(1,), head_layers=(0, 1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def base():
+    model = tiny_meter_model(seed=0)
+    model.set_pumer_config(model.pumer_config.without_reduction())
+    return model
+
+
+def _trained_like(model: SmartTrimMeterForQuestionAnswering, seed: int = 0) -> SmartTrimMeterForQuestionAnswering:
+    """Random trimmer weights (as a trained trimmer: decisions that differ per token, head and sample)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.smarttrim.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model
+
+
+def _median_taus(model, inputs) -> dict[str, float]:
+    """tau and head_tau that keep about half of the tokens at the first trimmer and half of the heads of the first
+    text cross-attention (so that the decisions differ per sample)."""
+    with torch.no_grad():
+        records = model(**inputs, output_trim_records=True).trim_records
+    margins = [m for sample in records[0]["image_margins"] for m in sample.values()]
+    heads = next(r for r in records if "head_margins" in r)["head_margins"]["text_cross"]
+    return {"tau": float(torch.tensor(margins).median()), "head_tau": float(heads.median())}
+
+
+@pytest.fixture(scope="module")
+def trimmed(base):
+    model = _trained_like(attach(base, SmartTrimConfig(**EVERYWHERE)))
+    inputs = random_inputs(base.config, 6, seed=2)
+    model.set_smarttrim_config(model.smarttrim_config.replace(**_median_taus(model, inputs)))
+    return model, inputs
+
+
+def _one(inputs, i):
+    return {k: v[i:i + 1] for k, v in inputs.items()}
+
+
+def test_keep_all_equals_the_untrimmed_model(base):
+    """Untrained trimmers keep everything (keep bias) and so do tau = -inf trimmers: the logits are the untrimmed
+    METER's exactly, padded text included."""
+    inputs = random_inputs(base.config, 4, seed=1)
+    assert inputs["attention_mask"].sum(1).min() < inputs["attention_mask"].shape[1]  # some padding
+    with torch.no_grad():
+        reference = base(**inputs).logits
+        fresh = attach(base, SmartTrimConfig(**EVERYWHERE))
+        assert torch.equal(fresh(**inputs).logits, reference)
+        forced = _trained_like(attach(base, SmartTrimConfig(**EVERYWHERE, tau=-math.inf, head_tau=-math.inf)))
+        assert torch.equal(forced(**inputs).logits, reference)
+
+
+def test_batched_equals_per_sample_runs(trimmed):
+    """Each sample of a padded batch gives its batch-1 result (removal) and keeps the same tokens and heads."""
+    model, inputs = trimmed
+    with torch.no_grad():
+        batch = model(**inputs, output_trim_records=True)
+        counts = set()
+        for i in range(inputs["input_ids"].shape[0]):
+            one = model(**_one(inputs, i), output_trim_records=True)
+            torch.testing.assert_close(one.logits, batch.logits[i:i + 1], atol=2e-6, rtol=1e-5)
+            for a, b in zip(one.trim_records, batch.trim_records):
+                for stream in ("text", "image"):
+                    if stream in a:
+                        assert torch.equal(a[stream][0], b[stream][i])
+                for name, mask in a.get("heads", {}).items():
+                    assert torch.equal(mask[0], b["heads"][name][i])
+            counts.add(tuple(len(r["image"][0]) for r in one.trim_records))
+    assert len(counts) > 1, "the samples should keep different numbers of tokens"
+
+
+def test_alive_sets_shrink_and_keep_token_zero(trimmed):
+    model, inputs = trimmed
+    with torch.no_grad():
+        records = model(**inputs, output_trim_records=True).trim_records
+    lengths = inputs["attention_mask"].sum(1)
+    for i in range(inputs["input_ids"].shape[0]):
+        previous = {"text": set(range(int(lengths[i]))), "image": None}
+        for record in records:
+            for stream in ("text", "image"):
+                if stream not in record:
+                    continue
+                alive = set(record[stream][i].tolist())
+                assert 0 in alive
+                if previous[stream] is not None:
+                    assert alive <= previous[stream]  # a dropped token never returns; pads are never alive
+                previous[stream] = alive
+
+
+def test_forced_drops_keep_only_token_zero(base):
+    """tau = +inf drops every droppable token: one token per stream survives, and the model still answers."""
+    model = _trained_like(attach(base, SmartTrimConfig(cross_layers=(0,), vit_layers=(0,), tau=math.inf)))
+    inputs = random_inputs(base.config, 3, seed=4)
+    with torch.no_grad():
+        out = model(**inputs, output_trim_records=True)
+    assert torch.isfinite(out.logits).all()
+    for record in out.trim_records:
+        for stream in ("text", "image"):
+            if stream in record:
+                assert [r.tolist() for r in record[stream]] == [[0]] * 3
+
+
+def test_head_masks_apply_per_sample(trimmed):
+    """Head decisions differ between samples of one batch, and a dropped head changes the result (the masks are
+    applied, per sample)."""
+    model, inputs = trimmed
+    with torch.no_grad():
+        records = model(**inputs, output_trim_records=True).trim_records
+        masks = torch.stack([r["heads"]["text_cross"] for r in records if "heads" in r])  # [blocks, B, H]
+        assert not all(torch.equal(masks[:, 0], masks[:, i]) for i in range(1, masks.shape[1]))
+        assert (masks == 0).any()
+        everything = model.smarttrim_config.replace(head_tau=-math.inf)
+        kept = model.smarttrim_config
+        model.set_smarttrim_config(everything)
+        all_heads = model(**inputs).logits
+        model.set_smarttrim_config(kept)
+        assert not torch.allclose(all_heads, model(**inputs).logits)
+
+
+def test_compaction_is_stable_and_pads():
+    keep = torch.tensor([[True, False, True, True], [True, False, False, False]])
+    values = torch.arange(8.0).view(2, 4, 1)
+    alive, (out,) = compact(keep, values)
+    assert alive.tolist() == [[True, True, True], [True, False, False]]
+    assert out[0, :, 0].tolist() == [0.0, 2.0, 3.0] and out[1, 0, 0] == 4.0
+
+
+# ----------------------------------------------------------------------------- the seam and the checkpoint
+def test_checkpoint_describes_its_method(base, tmp_path):
+    from pumer_export.checkpoints import load_pumer_model
+
+    model = _trained_like(attach(base, SmartTrimConfig(cross_layers=(1, 2), head_layers=(3,), tau=0.5)))
+    model.save_pretrained(tmp_path / "st")
+    data = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert data["smarttrim"]["cross_layers"] == [1, 2] and data["pumer"]["reduce_layers"] == []
+    loaded = load_pumer_model(tmp_path / "st")
+    assert isinstance(loaded, SmartTrimMeterForQuestionAnswering)
+    assert methods.for_model(loaded).NAME == "smarttrim" and methods.for_model(base).NAME == "pumer"
+    inputs = random_inputs(base.config, 2, seed=5)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_registry_declares_every_method():
+    for name in methods.names():
+        method = methods.get(name)
+        assert all(hasattr(method, attr) for attr in methods.INTERFACE), name
+    assert methods.get("smarttrim").FAMILIES == ("meter",)
+    with pytest.raises(Exception, match="unknown method"):
+        methods.get("tome")
+
+
+def test_bad_settings_are_one_line(base, tmp_path, cli):
+    with pytest.raises(ConfigError, match="outside the model's 4 layers"):
+        attach(base, SmartTrimConfig(cross_layers=(7,)))
+    with pytest.raises(ConfigError, match="unknown smarttrim setting"):
+        SmartTrimConfig.from_dict({"cross_layer": [0]})
+    model = attach(base, SmartTrimConfig(cross_layers=(0,)))
+    model.save_pretrained(tmp_path / "st")
+    code, _, err = cli("onnx", tmp_path / "st", tmp_path / "ex")
+    one_line_error(code, err, "SmartTrim", "not implemented")
+    assert not (tmp_path / "ex").exists()
+    code, _, err = cli("bench", tmp_path / "st", "--backends", "ort", "--report", tmp_path / "b")
+    one_line_error(code, err, "SmartTrim", "not implemented")
+    from pumer_export.errors import PumerExportError
+    from pumer_export.sweep import SweepOptions, run_sweep
+
+    with pytest.raises(PumerExportError, match="sweep varies PuMer's settings"):
+        run_sweep(tmp_path / "st", [], SweepOptions(report_dir=tmp_path / "s", progress=False))
+
+
+def test_info_names_the_method(base, tmp_path, cli):
+    attach(base, SmartTrimConfig(cross_layers=(0, 3), vit_layers=(1,))).save_pretrained(tmp_path / "st")
+    code, out, err = cli("info", tmp_path / "st", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["method"]["name"] == "smarttrim" and data["method"]["settings"]["vit_layers"] == [1]
+    assert "pumer-export design" in data["method"]["title"]
+    code, out, _ = cli("info", tmp_path / "st")
+    assert "depend on the input" in out
