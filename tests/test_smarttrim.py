@@ -168,6 +168,10 @@ def test_registry_declares_every_method():
     assert methods.get("smarttrim").FAMILIES == ("meter",)
     with pytest.raises(Exception, match="unknown method"):
         methods.get("tome")
+    from pumer_export.models.vilt.presets import tiny_vilt_model
+
+    with pytest.raises(Exception, match="implemented for meter, not ViLT"):
+        methods.get("smarttrim").attach(tiny_vilt_model(seed=0), SmartTrimConfig(cross_layers=(0,)))
 
 
 def test_bad_settings_are_one_line(base, tmp_path, cli):

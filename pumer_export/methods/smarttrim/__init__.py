@@ -34,3 +34,15 @@ def build_model(family, config):
 
     hook = importlib.import_module(f"{family.__name__}.{NAME}")
     return hook.build_model(config)
+
+
+def attach(model, settings: SmartTrimConfig):
+    """``model`` (a checkpoint of a supported family) with untrained trimmers at ``settings``' locations; they keep
+    every token and head until trained. PuMer's reducers are turned off."""
+    import importlib
+
+    from ... import methods, models
+
+    family = models.for_model(model)
+    methods.require_family(importlib.import_module(__name__), family)
+    return importlib.import_module(f"{family.__name__}.{NAME}").attach(model, settings)
