@@ -205,6 +205,14 @@ def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: to
     return module.output(out, hidden), query, key
 
 
+def text_mask_of(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 pixel_values: torch.Tensor | None) -> torch.Tensor:
+    """The text mask of a forward's inputs (all ones when not given); images are required."""
+    if pixel_values is None:
+        raise ValueError("pixel_values is required")
+    return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+
 def _ffn(layer: BertLayer, x: torch.Tensor) -> torch.Tensor:
     return layer.output(layer.intermediate(x), x)
 
@@ -316,10 +324,7 @@ class PumerMeterModel(PumerMeterPreTrainedModel):
         output_reduction_records: bool = False,
         **kwargs: Any,
     ) -> PumerMeterOutput:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = text_mask_of(input_ids, attention_mask, pixel_values)
         pumer = self.pumer_config
         masking = pumer.attention_masking
         text = self.text_transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

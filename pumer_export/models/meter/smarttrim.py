@@ -25,7 +25,8 @@ from ...errors import ConfigError
 from ...methods.smarttrim.config import SmartTrimConfig, get_smarttrim_config
 from ...methods.smarttrim.reference import (HeadTrimmer, TokenTrimmer, attention_bias, compact, head_decision,
                                             keep_margin, masked_mean, token_decision)
-from .modeling import MeterConfig, PumerMeterForQuestionAnswering, PumerMeterOutput, _attention, _ffn
+from .modeling import (MeterConfig, PumerMeterForQuestionAnswering, PumerMeterOutput, _attention, _ffn,
+                       text_mask_of)
 
 HEAD_MODULES = ("text_self", "text_cross", "image_self", "image_cross")
 #: Initial keep bias of the token and head trimmers: an untrained trimmer keeps everything (training starts from the
@@ -121,10 +122,7 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         output_trim_records: bool = False,
         **kwargs: Any,
     ) -> SmartTrimMeterOutput:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = text_mask_of(input_ids, attention_mask, pixel_values)
         settings, meter, trim = self.smarttrim_config, self.meter, self.smarttrim
         masking = self.pumer_config.attention_masking
         records: list[dict[str, Any]] | None = [] if output_trim_records else None
