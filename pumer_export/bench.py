@@ -513,7 +513,7 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
     """Every check that needs no measurement, in the order a user's mistake is best named, and the run's settings."""
     import torch
 
-    from . import models
+    from . import methods, models
     from .checkpoints import load_pumer_model, model_fingerprint
     from .commands._common import check_input_lengths
     from .parity.onnxinfo import canonical_dtype, check_export_of, read_onnx_info
@@ -548,8 +548,6 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
             raise PumerExportError("no model given")
         model = load_pumer_model(model_dir)
     model.eval()
-    from . import methods
-
     for backend in backends:
         methods.require_backend(model, backend, "bench")
     if not model.pumer_config.enabled:

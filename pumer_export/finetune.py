@@ -234,6 +234,7 @@ class _Run:
         from transformers import get_cosine_schedule_with_warmup
 
         from . import models
+        from . import methods
         from .checkpoints import load_pumer_model
         from .datasets import encode_questions, subset
         from .processing import load_processor
@@ -248,11 +249,10 @@ class _Run:
             raise PumerExportError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
         # 1. the checkpoint, its processor, the data and the labels
         self.model = model = load_pumer_model(checkpoint)
-        from . import methods
-
-        if methods.for_model(model).NAME != "pumer":  # its trimmers need their own objective (not built yet)
-            raise PumerExportError(f"finetune trains PuMer and plain checkpoints; training {methods.for_model(model).TITLE} "
-                                   "trimmers is not implemented yet")
+        method = methods.for_model(model)
+        if method.NAME != "pumer":  # its trimmers need an objective of their own (not built yet)
+            raise PumerExportError(f"finetune trains PuMer and plain checkpoints; training {method.TITLE} trimmers "
+                                   "is not implemented yet")
         self.family = models.for_model(model)
         processor = load_processor(checkpoint)
         if not train:

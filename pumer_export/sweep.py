@@ -82,7 +82,7 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     """Measure every grid point on ``questions``; ``tuning``: the fine-tuning data of ``finetune_steps``."""
     import torch
 
-    from . import models
+    from . import methods, models
     from .bench import (_OrtVariant, _TorchVariant, _percentiles, ensure_export, ensure_quantized, resolve_backends,
                         time_interleaved)
     from .checkpoints import load_pumer_model, model_fingerprint
@@ -106,8 +106,6 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     if options.threads:
         torch.set_num_threads(options.threads)
     model = load_pumer_model(checkpoint)
-    from . import methods
-
     if methods.for_model(model).NAME != "pumer":
         raise PumerExportError(f"sweep varies PuMer's settings; {checkpoint} is a {methods.for_model(model).TITLE} "
                                "checkpoint")

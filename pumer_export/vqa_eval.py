@@ -132,7 +132,7 @@ class EvalOptions:
 def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: EvalOptions, *,
              model=None) -> dict[str, Any]:
     """Baseline and PuMer on every backend, on the same prepared inputs; writes report.json and report.md."""
-    from . import models
+    from . import methods, models
     from .bench import ensure_engine, ensure_export, ensure_quantized, resolve_backends
     from .checkpoints import load_pumer_model, model_fingerprint
     from .console import progress_bar
@@ -148,8 +148,6 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     backends, notes = resolve_backends(list(options.backends))
     cases = _cases(backends, list(options.dtypes), notes)
     model = load_pumer_model(checkpoint) if model is None else model
-    from . import methods
-
     if methods.for_model(model).NAME != "pumer":  # the baseline of a trimmed model is not defined here yet
         raise PumerExportError(f"eval measures PuMer against its baseline; evaluating {methods.for_model(model).TITLE} "
                                "checkpoints is not implemented yet")

@@ -87,6 +87,7 @@ def validate(model_dir: str | Path, options: ValidateOptions, *, model=None) -> 
     With ``options.baseline`` the reference runs without reducers (the checkpoint's weights), to
     validate a baseline export (``reduction=False``).
     """
+    from .. import methods
     from ..checkpoints import load_pumer_model
 
     if options.onnx is None and options.engine is None:
@@ -95,8 +96,6 @@ def validate(model_dir: str | Path, options: ValidateOptions, *, model=None) -> 
         options = dataclasses.replace(options, baseline=True)  # the export's metadata says it is a baseline
     if model is None:
         model = load_pumer_model(Path(model_dir))
-    from .. import methods
-
     for given, backend in ((options.onnx, "ort"), (options.engine, "trt")):
         if given is not None:
             methods.require_backend(model, backend, "validate")
