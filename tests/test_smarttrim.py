@@ -202,3 +202,28 @@ def test_info_names_the_method(base, tmp_path, cli):
     assert "pumer-export design" in data["method"]["title"]
     code, out, _ = cli("info", tmp_path / "st")
     assert "depend on the input" in out
+
+
+def test_realised_flops_count_as_the_family_counts(base, trimmed):
+    """With every token kept the realised FLOPs are the family's analytic FLOPs of the untrimmed model (two
+    independent countings); trimmed, the per-sample counts cost no more than the padded batch's, and both less than
+    the untrimmed model."""
+    from pumer_export.models import meter
+    from pumer_export.models.meter.smarttrim import realised_flops, trim_statistics
+
+    full_text = random_inputs(base.config, 3, seed=6, min_text_length=40)
+    text_tokens = full_text["input_ids"].shape[1]
+    keep_all = attach(base, SmartTrimConfig(**EVERYWHERE))
+    with torch.no_grad():
+        counts = keep_all(**full_text, output_trim_records=True).trim_counts
+    untrimmed = meter.encoder_flops(base.config, base.token_schedule(text_tokens))
+    assert realised_flops(base.config, counts, text_tokens) == untrimmed
+    assert all(realised_flops(base.config, counts, text_tokens, i) == untrimmed for i in range(3))
+    model, inputs = trimmed
+    stats = trim_statistics(model, [inputs])
+    assert stats["flops"]["untrimmed"] == meter.encoder_flops(base.config, base.token_schedule(
+        inputs["input_ids"].shape[1]))
+    assert stats["flops"]["per_sample"] <= stats["flops"]["padded"] < stats["flops"]["untrimmed"]
+    assert stats["flop_ideal"]["per_sample"] >= stats["flop_ideal"]["padded"] > 1
+    shares = stats["kept_share"]["cross0.image"]
+    assert 0 < shares["mean"] < 1 and shares["std"] > 0

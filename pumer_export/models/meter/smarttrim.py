@@ -40,6 +40,10 @@ class SmartTrimMeterOutput(PumerMeterOutput):
     original positions of the tokens alive after it, per sample, and the head masks."""
 
     trim_records: list[dict[str, Any]] | None = None
+    #: (``output_trim_records``) the rows each image-tower block and each co-attention block ran on: ``vit`` a list
+    #: of (batch rows, per-sample rows [B]), ``cross`` a list of {"text": (...), "image": (...)} (see
+    #: :func:`realised_flops`)
+    trim_counts: dict[str, list] | None = None
 
 
 class SmartTrimModules(nn.Module):
@@ -126,7 +130,14 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         settings, meter, trim = self.smarttrim_config, self.meter, self.smarttrim
         masking = self.pumer_config.attention_masking
         records: list[dict[str, Any]] | None = [] if output_trim_records else None
+        counts: dict[str, list] = {"vit": [], "cross": []}
         batch = input_ids.shape[0]
+
+        def rows(states: torch.Tensor, alive: torch.Tensor, compacted: bool) -> tuple[int, torch.Tensor]:
+            # (the rows the batch computes, the rows each sample computes at batch 1): a stream holds every
+            # position, pads included, until a trimmer first compacts it
+            full = torch.full((batch,), states.shape[1], dtype=torch.long)
+            return states.shape[1], alive.sum(dim=1).cpu() if compacted else full
 
         text_states = meter.text_transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         text_alive = attention_mask.bool()
@@ -138,6 +149,7 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         h = tower.pre_layrnorm(tower.embeddings(pixel_values))
         image_alive = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
         image_index = torch.arange(h.shape[1], device=h.device).expand(batch, -1)
+        image_compacted = text_compacted = False
         for number, layer in enumerate(tower.layers):
             trimmer = trim.vit[str(number)] if str(number) in trim.vit else None
             if trimmer is not None:
@@ -146,9 +158,11 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                 keep = token_decision(logits, image_alive, settings.tau, settings.keep_index)
                 margins = _margins(logits, image_alive, image_index, settings) if records is not None else None
                 image_alive, (h, image_index) = compact(keep, h, image_index)
+                image_compacted = True
                 if records is not None:
                     records.append({"where": f"vit{number}", "image": _alive_positions(image_index, image_alive),
                                     "image_margins": margins})
+            counts["vit"].append(rows(h, image_alive, image_compacted))
             h = layer(h, attention_bias(image_alive, h.shape[1], h.dtype))
         y = meter.cross_modal_image_transform(tower.post_layernorm(h))
         x = meter.cross_modal_text_transform(text_states)
@@ -173,6 +187,9 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                                "image_margins": _margins(image_logits, image_alive, image_index, settings)}
                 text_alive, (x, text_index) = compact(keep_text, x, text_index)
                 image_alive, (y, image_index) = compact(keep_image, y, image_index)
+                text_compacted = image_compacted = True
+            counts["cross"].append({"text": rows(x, text_alive, text_compacted),
+                                    "image": rows(y, image_alive, image_compacted)})
             heads = trim.heads[str(number)] if str(number) in trim.heads else None
 
             head_margins: dict[str, torch.Tensor] = {}
@@ -208,14 +225,81 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         pooled = torch.cat([meter.cross_modal_text_pooler(x), meter.cross_modal_image_pooler(y)], dim=-1)
         return SmartTrimMeterOutput(logits=self.vqa_classifier(pooled), pooler_output=pooled,
                                     cross_states=tuple(states) if output_hidden_states else None,
-                                    reduction_indices={}, trim_records=records)
+                                    reduction_indices={}, trim_records=records,
+                                    trim_counts=counts if records is not None else None)
+
+
+def realised_flops(config: MeterConfig, counts: dict[str, list], text_tokens: int, sample: int | None = None) -> int:
+    """The backbone FLOPs one sample costs under the counts a forward recorded (``trim_counts``): at ``sample``'s own
+    batch-1 token counts, or (``sample=None``) at the padded batch's. Counted as the family counts them
+    (:func:`pumer_export.models.meter.encoder_flops`: with every token kept they are equal); head masks zero a head's
+    context but do not skip its compute, so they do not change the count; the trimmers' own FLOPs are left out."""
+    from . import _layer_flops
+
+    def pick(entry) -> int:
+        batch_rows, per_sample = entry
+        return int(batch_rows) if sample is None else int(per_sample[sample])
+
+    vision, text = config.vision(), config.text()
+    total = sum(_layer_flops(n, n, vision.hidden_size, vision.intermediate_size, n)
+                for n in (pick(entry) for entry in counts["vit"]))
+    total += text.num_hidden_layers * _layer_flops(text_tokens, text_tokens, text.hidden_size, text.intermediate_size,
+                                                   text_tokens)
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    for block in counts["cross"]:
+        words, image = pick(block["text"]), pick(block["image"])
+        total += _layer_flops(words, words, hidden, 0, 0) + _layer_flops(words, image, hidden, intermediate, words)
+        total += _layer_flops(image, image, hidden, 0, 0) + _layer_flops(image, words, hidden, intermediate, image)
+    return total
+
+
+@torch.no_grad()
+def trim_statistics(model: SmartTrimMeterForQuestionAnswering, batches) -> dict[str, Any]:
+    """What the trimmers realise on ``batches`` (dicts of model inputs): per trimmer location the kept share of the
+    tokens alive before it (mean and standard deviation over the samples), and the FLOPs against the untrimmed
+    model's: the mean over the samples at their own batch-1 counts (``per_sample``) and at their batch's padded
+    counts (``padded``), each with its FLOP-ideal speedup."""
+    from . import encoder_flops
+    from ...schedule import token_schedule
+
+    shares: dict[str, list[float]] = {}
+    flops = {"per_sample": [], "padded": []}
+    untrimmed = None
+    for inputs in batches:
+        text_tokens = int(inputs["input_ids"].shape[1])
+        out = model(**inputs, output_trim_records=True)
+        for record in out.trim_records:
+            for stream in ("text", "image"):
+                before = record.get(f"{stream}_margins")
+                if before is None:
+                    continue
+                for kept, alive in zip(record[stream], before):
+                    shares.setdefault(f"{record['where']}.{stream}", []).append(len(kept) / max(len(alive), 1))
+        batch = int(inputs["input_ids"].shape[0])
+        padded = realised_flops(model.config, out.trim_counts, text_tokens)
+        flops["padded"] += [padded] * batch
+        flops["per_sample"] += [realised_flops(model.config, out.trim_counts, text_tokens, i) for i in range(batch)]
+        schedule = token_schedule(model.pumer_config.without_reduction(), num_layers=model.config.num_hidden_layers,
+                                  text_tokens=text_tokens, image_tokens=(model.config.image_size //
+                                                                         model.config.patch_size) ** 2 + 1,
+                                  rules="meter")
+        untrimmed = encoder_flops(model.config, schedule)
+    if untrimmed is None:
+        raise ValueError("no batches")
+    summary = {name: sum(values) / len(values) for name, values in flops.items()}
+    return {
+        "kept_share": {where: {"mean": float(torch.tensor(v).mean()), "std": float(torch.tensor(v).std(unbiased=False))}
+                       for where, v in shares.items()},
+        "flops": {"untrimmed": untrimmed, **summary},
+        "flop_ideal": {name: untrimmed / value for name, value in summary.items()},
+    }
 
 
 def _margins(logits: torch.Tensor, alive: torch.Tensor, index: torch.Tensor, settings: SmartTrimConfig
              ) -> list[dict[int, float]]:
     """Per sample, ``keep - drop`` of each token alive before the decision, by original position (near-ties are judged
     on these)."""
-    margin = keep_margin(logits, settings.keep_index)
+    margin = keep_margin(logits, settings.keep_index).detach()
     return [{int(i): float(m) for i, m, a in zip(row_index, row, row_alive) if a}
             for row_index, row, row_alive in zip(index, margin, alive)]
 
