@@ -110,7 +110,7 @@ def test_validate_check_line_reports_statistics_over_the_same_samples(cli, tiny_
 
 @pytest.mark.parametrize("args, message", [
     (("--backends", "torch", "--dtype", "fp16"), "nothing to measure: torch fp16 skipped"),
-    (("--backends", "ort", "--dtype", "bf16"), "--dtype bf16 is not measured by ort (ort: fp32, fp16)"),
+    (("--backends", "ort", "--dtype", "bf16"), "--dtype bf16 is not measured by ort (ort: fp32, fp16, int8, int8-static)"),
 ])  # fmt: skip
 def test_bench_refuses_before_any_work(cli, tiny_checkpoint, tmp_path, args, message):
     code, out, err = cli("bench", tiny_checkpoint, *args, "--report", tmp_path / "b", "--no-progress")
