@@ -162,7 +162,8 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                 if records is not None:
                     records.append({"where": f"vit{number}", "image": _alive_positions(image_index, image_alive),
                                     "image_margins": margins})
-            counts["vit"].append(rows(h, image_alive, image_compacted))
+            if records is not None:
+                counts["vit"].append(rows(h, image_alive, image_compacted))
             h = layer(h, attention_bias(image_alive, h.shape[1], h.dtype))
         y = meter.cross_modal_image_transform(tower.post_layernorm(h))
         x = meter.cross_modal_text_transform(text_states)
@@ -188,8 +189,9 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                 text_alive, (x, text_index) = compact(keep_text, x, text_index)
                 image_alive, (y, image_index) = compact(keep_image, y, image_index)
                 text_compacted = image_compacted = True
-            counts["cross"].append({"text": rows(x, text_alive, text_compacted),
-                                    "image": rows(y, image_alive, image_compacted)})
+            if records is not None:
+                counts["cross"].append({"text": rows(x, text_alive, text_compacted),
+                                        "image": rows(y, image_alive, image_compacted)})
             heads = trim.heads[str(number)] if str(number) in trim.heads else None
 
             head_margins: dict[str, torch.Tensor] = {}
@@ -198,7 +200,7 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                 if heads is None:
                     return None
                 logits = heads[name](queries_input, alive)
-                head_margins[name] = keep_margin(logits, settings.keep_index)
+                head_margins[name] = keep_margin(logits, settings.keep_index).detach()
                 return head_decision(logits, settings.head_tau, settings.keep_index)
 
             text_keys, image_keys = text_alive.float(), image_alive.float()
