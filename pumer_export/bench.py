@@ -286,6 +286,14 @@ def export_precision(info) -> str:
     return label(read_quantization(info.metadata), info.dtype)
 
 
+def given_precision(path: str | Path | None) -> str:
+    """The precision a given export runs in (``fp32`` when none is given): the default ``--dtype`` of bench and
+    eval, so that a quantized export is measured as what it is."""
+    from .parity.onnxinfo import read_onnx_info
+
+    return export_precision(read_onnx_info(path)) if path else "fp32"
+
+
 def model_megabytes(path: Path) -> float:
     """The size of an ONNX file with its external data (what a deployment ships), in MB."""
     data = path.with_name(path.name + ".data")

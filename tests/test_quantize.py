@@ -273,6 +273,15 @@ def test_eval_shows_int8_accuracy_beside_fp32(cli, vilt, vilt_static, tmp_path):
     assert set(report["results"]) == {"torch", "ort", "ort int8"}
     cost = report["quantization_cost"]["ort int8"]
     assert abs(cost["pumer"]) <= 2.0 and abs(cost["baseline"]) <= 2.0
+    code, out, err = cli("eval", vilt[0], "--dataset", "easy-vqa", "--limit", "20", "--onnx", vilt_static / "..",
+                         "--report", tmp_path / "e1")
+    one_line_error(code, err, "holds no model.onnx")
+    # a given quantized export alone: measured as what it is, the baseline made in the same precision (dynamic int8)
+    dynamic = tmp_path / "e" / "exports" / "int8-pumer"
+    code, out, err = cli("eval", vilt[0], "--dataset", "easy-vqa", "--limit", "20", "--backends", "ort", "--onnx",
+                         dynamic, "--report", tmp_path / "e3", "--no-progress")
+    assert code == 0, out + err
+    assert set(json.loads((tmp_path / "e3" / "report.json").read_text())["results"]) == {"ort int8"}
     code, out, err = cli("eval", vilt[0], "--dataset", "easy-vqa", "--limit", "20", "--dtype", "int8-static",
                          "--onnx", vilt_static, "--onnx-baseline", vilt[2], "--report", tmp_path / "e2")
     one_line_error(code, err, "different precisions", "pumer int8-static", "baseline fp32")

@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: torch,ort and trt when TensorRT is installed)")
     parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 8, 32), metavar="B1,B2,...",
                         help="batch sizes to measure (default 1,8,32)")
-    parser.add_argument("--dtype", type=_str_list, default=["fp32"], metavar="LIST",
-                        help="comma-separated precisions (default fp32); per backend: "
+    parser.add_argument("--dtype", type=_str_list, default=None, metavar="LIST",
+                        help="comma-separated precisions (default fp32, or a given --onnx export's own); per backend: "
                              + "; ".join(f"{b} {', '.join(d)}" for b, d in BACKEND_DTYPES.items()))
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW",
                         help="default: the given export's, else the checkpoint's own image size")
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
+    from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, given_precision, run_bench
     from ..console import info, out_console, table
     from ._common import check_output_dir, check_report_dir
 
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export_dir:
         check_output_dir(args.export_dir, "--export-dir")
     options = BenchOptions(
-        backends=args.backends, batch_sizes=args.batch_sizes, dtypes=args.dtype, image_size=args.image_size,
+        backends=args.backends, batch_sizes=args.batch_sizes,
+        dtypes=args.dtype or [given_precision(args.onnx or args.onnx_baseline)], image_size=args.image_size,
         text_length=args.text_length, warmup=max(args.warmup, 0), iters=args.iters, report_dir=Path(args.report),
         export_dir=Path(args.export_dir) if args.export_dir else None,
         onnx=Path(args.onnx) if args.onnx else None, onnx_baseline=Path(args.onnx_baseline) if args.onnx_baseline else None,

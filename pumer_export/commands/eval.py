@@ -28,12 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backends", default="torch,ort", metavar="LIST",
                         help="comma-separated: torch, ort, trt (default torch,ort); the first is the agreement "
                              "reference")
-    parser.add_argument("--dtype", default="fp32", metavar="LIST",
-                        help="comma-separated precisions (default fp32): fp32; for ort also int8 (ONNX Runtime's "
+    parser.add_argument("--dtype", default=None, metavar="LIST",
+                        help="comma-separated precisions (default fp32, or a given --onnx export's own): fp32; for "
+                             "ort also int8 (ONNX Runtime's "
                              "dynamic quantization of the fp32 exports, made here) and int8-static (given exports "
                              "only); each ort precision is its own row")
     parser.add_argument("--onnx", metavar="DIR", help="use this PuMer export folder (e.g. a `pumer-export quantize` "
-                        "output) for the first --dtype instead of exporting")
+                        "output) for the first --dtype instead of exporting (the baseline is made in the same "
+                        "precision unless --onnx-baseline is given)")
     parser.add_argument("--onnx-baseline", metavar="DIR", help="use this baseline export folder for the first --dtype")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N questions only")
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="default 8")
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..console import info
     from ..errors import PumerExportError
+    from ..bench import given_precision
     from ..onnx.files import resolve_onnx_path
     from ..vqa_eval import EvalOptions, run_eval
     from ._common import check_report_dir, questions_from_args
@@ -57,15 +60,13 @@ def run(args: argparse.Namespace) -> int:
     check_report_dir(args.report, ("report.json", "report.md"), args.force)
     questions = questions_from_args(args)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] or ["fp32"]
     given = {variant: path for variant, path in (("pumer", args.onnx), ("baseline", args.onnx_baseline)) if path}
-    if given and len(given) != 2:
-        raise PumerExportError("pass both --onnx and --onnx-baseline (the accuracy drop needs both variants in the "
-                               "same precision)")
-    if given and "ort" not in backends and "trt" not in backends:
-        raise PumerExportError("--onnx / --onnx-baseline are run by the ort backend; add ort to --backends")
     exports = {variant: resolve_onnx_path(path, f"--{'onnx' if variant == 'pumer' else 'onnx-baseline'}").parent
                for variant, path in given.items()}
+    dtypes = ([d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else
+              [given_precision(next(iter(exports.values()), None))]) or ["fp32"]
+    if given and "ort" not in backends and "trt" not in backends:
+        raise PumerExportError("--onnx / --onnx-baseline are run by the ort backend; add ort to --backends")
     report = run_eval(args.model, questions, EvalOptions(
         backends=backends, report_dir=Path(args.report), limit=args.limit, batch_size=args.batch_size,
         dtypes=dtypes, exports=exports or None,
