@@ -54,7 +54,7 @@ FORMAT_VERSION = 1
 class BenchOptions:
     backends: Sequence[str] | None = None  # None: torch, ort and trt when TensorRT is installed
     batch_sizes: Sequence[int] = (1, 8, 32)
-    dtypes: Sequence[str] = ("fp32",)
+    dtypes: Sequence[str] | None = ("fp32",)  # None: a given export's precision, else fp32
     image_size: tuple[int, int] | None = None
     text_length: int | None = None
     warmup: int = 3
@@ -528,7 +528,10 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
     from .schedule import input_size
 
     backends, notes = resolve_backends(options.backends)
-    dtypes = list(dict.fromkeys(d if d in QUANTIZED else canonical_dtype(d) for d in options.dtypes))
+    _check_given_files(options, backends)
+    requested = options.dtypes if options.dtypes is not None else [given_precision(options.onnx or
+                                                                                   options.onnx_baseline)]
+    dtypes = list(dict.fromkeys(d if d in QUANTIZED else canonical_dtype(d) for d in requested))
     if not dtypes:
         raise PumerExportError("--dtype is empty; name one or more of fp32, fp16, bf16")
     plans = plan_cases(backends, dtypes, options.device, notes)
@@ -539,7 +542,6 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
         raise PumerExportError("--batch-sizes must be positive integers")
     if options.iters < 1 or options.warmup < 0:
         raise PumerExportError("--iters must be at least 1 and --warmup at least 0")
-    _check_given_files(options, backends)
     if options.device != "cpu" and "torch" in backends and not torch.cuda.is_available():
         raise MissingDependencyError("--device cuda: PyTorch has no CUDA device here; use --device cpu or a CUDA "
                                      "build of PyTorch on a GPU machine")

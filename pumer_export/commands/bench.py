@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, given_precision, run_bench
+    from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
     from ..console import info, out_console, table
     from ._common import check_output_dir, check_report_dir
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.export_dir, "--export-dir")
     options = BenchOptions(
         backends=args.backends, batch_sizes=args.batch_sizes,
-        dtypes=args.dtype or [given_precision(args.onnx or args.onnx_baseline)], image_size=args.image_size,
+        dtypes=args.dtype, image_size=args.image_size,
         text_length=args.text_length, warmup=max(args.warmup, 0), iters=args.iters, report_dir=Path(args.report),
         export_dir=Path(args.export_dir) if args.export_dir else None,
         onnx=Path(args.onnx) if args.onnx else None, onnx_baseline=Path(args.onnx_baseline) if args.onnx_baseline else None,
