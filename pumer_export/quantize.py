@@ -330,7 +330,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, options: Quanti
 
     from .fsutil import atomic_output_dir, check_destination
     from .manifest import read_manifest, verify_hashes, write_manifest
-    from .onnx.metadata import read_metadata, set_metadata
+    from .onnx.metadata import set_metadata
     from .onnx.files import MODEL_FILE
 
     start = time.perf_counter()
@@ -367,7 +367,6 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, options: Quanti
         quantized = onnx.load(str(dst))
         keep_float(original, quantized, region)
         check_float_region(original, quantized, region)
-        metadata = read_metadata(original)
         quantization = {
             "target": options.target, "mode": "static" if options.target == "tensorrt" else options.mode,
             "precision": options.precision, "label": "", "per_channel": options.per_channel,

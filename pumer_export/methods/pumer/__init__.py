@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config import CONFIG_KEY, PumerConfig, get_pumer_config
+from ...config import CONFIG_KEY, PumerConfig, get_pumer_config  # noqa: F401  (CONFIG_KEY: part of the interface)
 
 NAME = "pumer"
 TITLE = "PuMer"

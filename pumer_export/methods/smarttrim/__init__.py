@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import CONFIG_KEY, SmartTrimConfig, get_smarttrim_config
+from .config import CONFIG_KEY, SmartTrimConfig, get_smarttrim_config  # noqa: F401  (CONFIG_KEY: part of the interface)
 
 NAME = "smarttrim"
 TITLE = "SmartTrim-style (pumer-export design)"
