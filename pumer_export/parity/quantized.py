@@ -43,11 +43,11 @@ class QuantGate:
 
 
 #: Tolerances per quantization label (pumer_export.quantize.label).
+_CALIBRATED = QuantGate("int8-static", top1=0.85, score_max=0.35, score_mean=0.03, decisions=0.75)
 GATES = {
     "int8": QuantGate("int8", top1=0.9, score_max=0.25, score_mean=0.02, decisions=0.8),
-    "int8-static": QuantGate("int8-static", top1=0.85, score_max=0.35, score_mean=0.03, decisions=0.75),
-    "int8-qdq": QuantGate("int8-qdq", top1=0.85, score_max=0.35, score_mean=0.03, decisions=0.75),
-    "fp8-qdq": QuantGate("fp8-qdq", top1=0.85, score_max=0.35, score_mean=0.03, decisions=0.75),
+    # activations quantized with calibrated ranges: one set of tolerances (ONNX Runtime QDQ, TensorRT int8 / fp8)
+    **{label: dataclasses.replace(_CALIBRATED, label=label) for label in ("int8-static", "int8-qdq", "fp8-qdq")},
 }
 
 
