@@ -61,6 +61,13 @@ class FinetuneOptions:
     threads: int | None = None
     progress: bool = True
     eval_batch_size: int = 128
+    #: the reduction method to train: None keeps the checkpoint's (PuMer, or a SmartTrim checkpoint's trimmers);
+    #: "smarttrim" attaches trimmers at ``trim_settings``' locations to a plain METER checkpoint first
+    method: str | None = None
+    #: where the trimmers go (method "smarttrim" on a checkpoint without them): {"cross_layers": (...), ...}, any
+    #: left out at the method's default
+    trim_settings: dict[str, tuple[int, ...]] | None = None
+    trim_training: Any = None  # methods.smarttrim.training.TrainOptions
 
 
 # ------------------------------------------------------------------------ labels
@@ -160,6 +167,12 @@ def flip_images(feeds: dict[str, np.ndarray], rng: np.random.Generator, *, trans
 
 
 # ------------------------------------------------------------------------ running
+def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The family's VQA loss: binary cross-entropy on soft answer scores, times the label count (as ViLT and METER
+    train)."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets) * targets.shape[1]
+
+
 def _to_torch(feeds: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(np.ascontiguousarray(value)).to(device) for name, value in feeds.items()}
 
@@ -247,12 +260,10 @@ class _Run:
             raise PumerExportError(f"reduction must be one of {', '.join(REDUCTION_MODES)}, got {options.reduction!r}")
         if options.device == "cuda" and not torch.cuda.is_available():
             raise PumerExportError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu")
-        # 1. the checkpoint, its processor, the data and the labels
-        self.model = model = load_pumer_model(checkpoint)
-        method = methods.for_model(model)
-        if method.NAME != "pumer":  # its trimmers need an objective of their own (not built yet)
-            raise PumerExportError(f"finetune trains PuMer and plain checkpoints; training {method.TITLE} trimmers "
-                                   "is not implemented yet")
+        # 1. the checkpoint (with the method to train attached), its processor, the data and the labels
+        model = load_pumer_model(checkpoint)
+        method = methods.get(options.method) if options.method else methods.for_model(model)
+        self.model = model = method.for_training(model, options)
         self.family = models.for_model(model)
         processor = load_processor(checkpoint)
         if not train:
@@ -272,18 +283,23 @@ class _Run:
         self.encoded_val = encode_questions(self.family, processor, self.validation, **sizes)
         label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
         self.targets = torch.from_numpy(answer_targets(train, label2id))
-        # 3. optimizer and schedule (no weight decay on biases, norms and embeddings)
+        # 3. the method's objective (None: the task loss alone), optimizer and schedule (no weight decay on biases,
+        #    norms and embeddings; the objective may scale a parameter's learning rate)
         torch.manual_seed(options.seed)
         model.to(options.device)
-        decayed = {n for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n}
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for n, p in model.named_parameters() if n in decayed], "weight_decay": options.weight_decay},
-             {"params": [p for n, p in model.named_parameters() if n not in decayed], "weight_decay": 0.0}],
-            lr=options.lr)
         self.steps_per_epoch = math.ceil(len(self.encoded) / options.batch_size)
         self.total_steps = self.steps_per_epoch * options.epochs
         if options.max_steps is not None:
             self.total_steps = min(self.total_steps, options.max_steps)
+        self.objective = method.objective(model, options, self.total_steps)
+        groups: dict[tuple[bool, float], list] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                scale = self.objective.lr_scale(name) if self.objective is not None else 1.0
+                groups.setdefault((parameter.ndim >= 2 and "embeddings" not in name, scale), []).append(parameter)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": params, "weight_decay": options.weight_decay if decayed else 0.0, "lr": options.lr * scale}
+             for (decayed, scale), params in sorted(groups.items(), key=lambda item: item[0])], lr=options.lr)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, int(options.warmup * self.total_steps),
                                                          self.total_steps)
         self.log: dict[str, Any] = {"checkpoint": str(checkpoint), "options": _options_dict(options), "epochs": [],
@@ -328,9 +344,12 @@ class _Run:
             if options.augment:
                 batch = flip_images(batch, np.random.default_rng([options.seed, self.step]),
                                     transpose=options.augment == "dihedral")
-            logits = self.family.reference_forward(model, _to_torch(batch, options.device)).logits
-            target = self.targets[rows].to(options.device)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) * target.shape[1]
+            feeds, target = _to_torch(batch, options.device), self.targets[rows].to(options.device)
+            if self.objective is None:  # the family's VQA loss
+                logits = self.family.reference_forward(model, feeds).logits
+                loss, stats = task_loss(logits, target), {}
+            else:
+                loss, stats = self.objective.loss(feeds, target, self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -338,7 +357,8 @@ class _Run:
             self.scheduler.step()
             self.log["step"] += 1
             losses.append(loss.item())
-            report(f"epoch {epoch + 1}/{options.epochs} loss {np.mean(losses[-50:]):.4f}")
+            report(f"epoch {epoch + 1}/{options.epochs} loss {np.mean(losses[-50:]):.4f}"
+                   + "".join(f" {k} {v:.3f}" for k, v in stats.items()))
             if self.step >= self.total_steps:
                 break
         return float(np.mean(losses)) if losses else float("nan")
@@ -349,12 +369,18 @@ class _Run:
         accuracy_ = accuracy(self.model, self.encoded_val, self.validation, self.options.eval_batch_size,
                              self.options.device)
         log = self.log
-        log["epochs"].append({"epoch": self.epoch + 1, "step": self.step, "loss": loss,
-                              "validation_accuracy": accuracy_})
+        entry = {"epoch": self.epoch + 1, "step": self.step, "loss": loss, "validation_accuracy": accuracy_}
+        eligible = True
+        if self.objective is not None:  # what the method realises on the validation data, and whether it may win
+            entry.update(self.objective.validate(self.encoded_val, self.options.eval_batch_size, self.options.device))
+            eligible = self.objective.eligible(entry)
+        log["epochs"].append(entry)
         log["seconds"] = time.perf_counter() - self.started
-        best = log["best_accuracy"] is None or accuracy_ > log["best_accuracy"]
+        # the first epoch, or an eligible one better than the best (or than an ineligible best kept so far)
+        best = log["best_accuracy"] is None or (eligible and (not log.get("best_eligible", True)
+                                                             or accuracy_ > log["best_accuracy"]))
         if best:
-            log["best_accuracy"], log["best_step"] = accuracy_, self.step
+            log["best_accuracy"], log["best_step"], log["best_eligible"] = accuracy_, self.step, eligible
         return accuracy_, best
 
 
@@ -378,9 +404,9 @@ def _resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise PumerExportError(f"--resume: cannot read {out / STATE_FILE} ({type(exc).__name__})") from None
-    saved = state["log"]["options"]
-    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel", "augment")
-               if saved.get(k) != getattr(options, k)]
+    saved, current = state["log"]["options"], _options_dict(options)
+    changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel", "augment",
+                           "method", "trim_settings", "trim_training") if saved.get(k) != current.get(k)]
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise PumerExportError(f"--resume: {flags} differ(s) from "

@@ -257,6 +257,33 @@ def test_finetune_meter_trains(tiny_meter_init, tmp_path, train_questions):
     assert log["epochs"][-1]["loss"] < 0.7 * log["epochs"][0]["loss"]
 
 
+def test_finetune_smarttrim_reaches_its_target(cli, tiny_meter_init, tmp_path):
+    """``--method smarttrim`` attaches trimmers to a plain METER and trains them toward the target share of FLOPs:
+    the saved checkpoint is a SmartTrim one that realises (on its validation data, reference decisions) a share
+    near the target, and its trimmers left the keep-everything start. Its locations cannot be changed on a
+    SmartTrim checkpoint."""
+    import json
+
+    from pumer_export import methods
+    from pumer_export.checkpoints import load_pumer_model
+
+    out = tmp_path / "st"
+    code, _, err = cli("finetune", tiny_meter_init, out, "--dataset", "easy-vqa", "--limit", "1200", "--epochs", "3",
+                       "--batch-size", "32", "--lr", "3e-3", "--method", "smarttrim", "--vit-layers", "0",
+                       "--target-keep", "0.6", "--curriculum", "0.3", "--val-limit", "200", "--threads", "1",
+                       "--no-progress")
+    assert code == 0, err
+    log = json.loads((out / "training.json").read_text())
+    last = log["epochs"][-1]
+    assert last["flops_share"] < 0.75 and log["best_eligible"], log["epochs"]
+    assert last["kept_share"]["vit0.image"] < 1.0
+    model = load_pumer_model(out)
+    assert methods.for_model(model).NAME == "smarttrim" and model.smarttrim_config.vit_layers == (0,)
+    code, _, err = cli("finetune", out, tmp_path / "again", "--dataset", "easy-vqa", "--limit", "200",
+                       "--method", "smarttrim", "--vit-layers", "1")
+    one_line_error(code, err, "already has trimmers")
+
+
 # ---------------------------------------------------------------- shipped models
 def test_pretrained_list_and_untrained(cli, tmp_path):
     code, out, err = cli("pretrained", "--list")

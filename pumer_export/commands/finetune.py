@@ -1,10 +1,22 @@
-"""``pumer-export finetune``: VQA fine-tuning of a checkpoint on a dataset, PuMer active or not."""
+"""``pumer-export finetune``: VQA fine-tuning of a checkpoint on a dataset, PuMer active or not, or SmartTrim-style
+trimmers trained (``--method smarttrim``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arguments, positive_float, positive_int, ratio
+from ._common import add_data_arguments, non_negative_float, positive_float, positive_int, ratio
+
+
+def keep_share(text: str) -> float:
+    """A share in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "scores, AdamW with linear warm-up and cosine decay, PuMer's reducers in place during training unless "
             "--pumer off. After every epoch the validation accuracy is measured (on --val-* data, or on a seeded "
             "share of the training images held out); the best checkpoint is written to OUT with its processor "
-            "files and labels, ready for run, eval and onnx. --resume continues an interrupted run."
+            "files and labels, ready for run, eval and onnx. --resume continues an interrupted run.\n\n"
+            "--method smarttrim (METER) trains SmartTrim-style token and head trimmers (pumer-export design: no "
+            "official code exists): attached to a plain checkpoint first (--cross-layers, --vit-layers, "
+            "--head-layers), trained with hard Gumbel-softmax decisions and a straight-through gradient, "
+            "self-distillation from the same weights untrimmed, and a cost on the share of FLOPs kept that falls "
+            "from 1 to --target-keep over the --curriculum share of the steps. Only epochs that reach the target "
+            "(within 0.02) are kept as the best."
         ),
         epilog=("example: pumer-export finetune ck ck-easy --dataset easy-vqa --split train --epochs 3\n"
                 "         pumer-export pretrained easy-vqa-vilt init --untrained && pumer-export finetune init "
@@ -43,6 +61,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="flip images left-right and top-bottom at random (--augment or --augment flip), or also "
                              "transpose square ones (--augment dihedral: the 8 rotations and reflections); for data "
                              "whose answers do not depend on orientation, such as easy-VQA")
+    trim = parser.add_argument_group("SmartTrim-style training (--method smarttrim)")
+    trim.add_argument("--method", choices=("pumer", "smarttrim"), default=None,
+                      help="the reduction method to train (default: the checkpoint's own)")
+    trim.add_argument("--target-keep", type=keep_share, default=None, metavar="R",
+                      help="share of the untrimmed model's FLOPs to keep, per sample (default 0.5: 2x fewer)")
+    trim.add_argument("--curriculum", type=ratio, default=None, metavar="SHARE",
+                      help="share of the steps over which the target falls from 1 to R (default 0.5)")
+    trim.add_argument("--cost-weight", type=positive_float, default=None, help="weight of the cost term (default 10)")
+    trim.add_argument("--distill-weight", type=non_negative_float, default=None,
+                      help="weight of the self-distillation term (default 1)")
+    trim.add_argument("--head-target", type=keep_share, default=None, metavar="R",
+                      help="share of attention heads to keep (default: no cost on heads)")
+    trim.add_argument("--trimmer-lr-scale", type=positive_float, default=None, metavar="X",
+                      help="the trimmers' learning rate over --lr (default 10: they start from scratch)")
+    trim.add_argument("--freeze-backbone", action="store_true", help="train the trimmers only")
+    trim.add_argument("--cross-layers", default=None, metavar="L,L",
+                      help="co-attention blocks with token trimmers (default: all; 'none': none)")
+    trim.add_argument("--vit-layers", default=None, metavar="L,L",
+                      help="image-tower blocks with an image token trimmer before them (default: none)")
+    trim.add_argument("--head-layers", default=None, metavar="L,L",
+                      help="co-attention blocks with head trimmers (default: all; 'none': none)")
     parser.add_argument("--relabel", action="store_true",
                         help="replace the answer head with the training data's answers")
     parser.add_argument("--val-fraction", type=ratio, default=0.05, metavar="SHARE",
@@ -71,13 +110,52 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "OUT")
     train = subset(questions_from_args(args), args.limit, seed=args.seed)
     validation = questions_from_args(args, prefix="val-", required=False)
+    method, trim_settings, trim_training = _method_options(args)
     log = run_finetune(args.model, args.out, train, FinetuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
         reduction=args.pumer, relabel=args.relabel, augment=args.augment, val_fraction=args.val_fraction,
         val_limit=args.val_limit,
-        resume=args.resume, force=args.force, threads=args.threads, progress=not args.no_progress),
+        resume=args.resume, force=args.force, threads=args.threads, progress=not args.no_progress,
+        method=method, trim_settings=trim_settings, trim_training=trim_training),
         validation=validation)
     info(f"wrote {args.out}: best validation accuracy {log['best_accuracy']:.2f} at step {log['best_step']} "
          f"({log['step']} steps, {log['seconds'] / 60:.1f} min); training.json has every epoch")
     return 0
+
+
+TRIM_FLAGS = ("target_keep", "curriculum", "cost_weight", "distill_weight", "head_target", "freeze_backbone",
+              "trimmer_lr_scale", "cross_layers", "vit_layers", "head_layers")
+
+
+def _method_options(args: argparse.Namespace):
+    """(method, SmartTrimConfig or None, TrainOptions or None) from the flags; SmartTrim's flags without
+    ``--method smarttrim`` are refused in one line."""
+    from ..errors import PumerExportError
+
+    given = [name for name in TRIM_FLAGS if getattr(args, name) not in (None, False)]
+    if args.method != "smarttrim":
+        if given:
+            raise PumerExportError(f"--{given[0].replace('_', '-')} is a SmartTrim training option; add --method "
+                                   "smarttrim")
+        return args.method, None, None
+    from ..methods.smarttrim.training import TrainOptions
+
+    training = TrainOptions(**{name: getattr(args, name) for name in TRIM_FLAGS[:7]
+                               if getattr(args, name) not in (None, False)})
+    settings = {name: _layers(getattr(args, name), f"--{name.replace('_', '-')}") for name in TRIM_FLAGS[7:]
+                if getattr(args, name) is not None}
+    return "smarttrim", settings or None, training
+
+
+def _layers(text: str, flag: str) -> tuple[int, ...]:
+    from ..errors import PumerExportError
+
+    text = text.strip()
+    if text in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise PumerExportError(f"{flag} takes comma-separated block numbers such as 0,1,2 (or none), got "
+                               f"{text!r}") from None

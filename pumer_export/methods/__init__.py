@@ -5,10 +5,15 @@ A method package (``pumer_export.methods.pumer``, ``pumer_export.methods.smarttr
 
 * ``NAME``, ``TITLE``, ``PROVENANCE`` (whose semantics the reference follows: the official code, or this project's
   design where no official code exists), ``CONFIG_KEY`` (the key of its settings in a checkpoint's config.json),
-  ``FAMILIES`` (the model families it supports), ``BACKENDS`` (the backends it runs on so far);
+  ``FAMILIES`` (the model families it supports), ``BACKENDS`` (the backends it runs on so far), ``STATIC_COUNTS``
+  (whether its token counts follow from its settings and the input size alone, or depend on the input);
 * ``settings(model_config)`` (its settings stored in a model config, or None) and ``build_model(family, config)``
   (the family's model with the method attached; a family's hooks for a method live in
-  ``models/<family>/<method>.py``).
+  ``models/<family>/<method>.py``);
+* ``for_training(model, finetune_options)`` (the model ``finetune`` trains) and ``objective(model,
+  finetune_options, total_steps)`` (its training objective, or None for the task loss alone);
+* ``reduction_set(model, enabled)``: a context manager running the model with its reduction or without (the same
+  weights: the baseline every speedup and accuracy cost is measured against).
 
 The reduction semantics of each method are defined once, in its reference (PuMer: :mod:`pumer_export.reduce` through
 the ``pumer`` ops; SmartTrim: :mod:`pumer_export.methods.smarttrim.reference`); every backend is tested against it.
@@ -25,7 +30,9 @@ from ..errors import PumerExportError
 #: Method name -> package; the order is the order of help texts. A checkpoint names its method by the settings it
 #: carries: SmartTrim's key wins over PuMer's (a SmartTrim checkpoint keeps PuMer's settings, reducers off).
 METHODS = {"pumer": "pumer_export.methods.pumer", "smarttrim": "pumer_export.methods.smarttrim"}
-INTERFACE = ("NAME", "TITLE", "PROVENANCE", "CONFIG_KEY", "FAMILIES", "BACKENDS", "settings", "build_model")
+INTERFACE = ("NAME", "TITLE", "PROVENANCE", "CONFIG_KEY", "FAMILIES", "BACKENDS", "STATIC_COUNTS", "settings",
+             "build_model",
+             "for_training", "objective", "reduction_set")
 
 
 def get(name: str) -> ModuleType:

@@ -16,12 +16,20 @@ held to them. The choices below are this project's (see :mod:`pumer_export.metho
 * **Removal**: at batch 1 the dropped tokens are removed (the reference); a batch compacts each sample's alive tokens
   to the front in their order (a stable compaction) and pads to the batch's largest count, with a key mask, so every
   sample's result equals its batch-1 run.
+* **Training surrogate** (:mod:`.training`): the same trimmers and decisions, but the dropped tokens stay in place
+  with a 0 in the stream's *policy* and attention weighs keys by it (:func:`policy_softmax`); with hard 0/1
+  decisions this computes what removal computes (a test holds the two together), and the decisions can carry a
+  straight-through gradient.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+#: Decisions whose margin ``keep - drop`` lies within this of tau are near-ties: a backend may decide them either
+#: way (float rounding), and the parity gates report such a sample instead of failing it (this project's choice).
+NEAR_TIE_MARGIN = 1e-3
 
 
 def masked_mean(values: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -82,25 +90,47 @@ def head_decision(logits: torch.Tensor, tau: float, keep_index: int = 1) -> torc
     return (keep_margin(logits, keep_index) >= tau).float()
 
 
+def compact_index(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stable compaction of ``keep`` [B, N] (bool): (index [B, n_max] int64, alive [B, n_max] bool) with
+    ``n_max`` the largest count of a row; row b's kept positions come first in their order, then its dropped ones
+    (padding, ``alive`` False). The rule of the ``pumer::compact`` op (:mod:`pumer_export.ops`) and its ONNX body."""
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    index = order[:, :int(keep.sum(dim=1).max())]
+    return index, keep.gather(1, index)
+
+
+def gather_tokens(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor`` [B, N, ...] gathered along the tokens at ``index`` [B, n]."""
+    batch, count = index.shape
+    expanded = index.view(batch, count, *([1] * (tensor.dim() - 2))).expand(batch, count, *tensor.shape[2:])
+    return tensor.gather(1, expanded)
+
+
 def compact(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Each sample's kept positions moved to the front in their order (stable), the batch padded to its largest
     count. Returns the new alive mask [B, n_max] (bool) and each of ``tensors`` ([B, N, ...]) gathered the same way.
     At batch 1 this is plain removal."""
-    batch, tokens = keep.shape
-    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    count = int(keep.sum(dim=1).max())
-    index = order[:, :count]
-    alive = keep.gather(1, index)
-    out = []
-    for tensor in tensors:
-        expanded = index.view(batch, count, *([1] * (tensor.dim() - 2))).expand(batch, count, *tensor.shape[2:])
-        out.append(tensor.gather(1, expanded))
-    return alive, out
+    index, alive = compact_index(keep)
+    return alive, [gather_tokens(tensor, index) for tensor in tensors]
 
 
 def attention_bias(alive: torch.Tensor, queries: int, dtype: torch.dtype) -> torch.Tensor | None:
     """An additive key mask [B, 1, queries, N] for attention over a padded batch (None when nothing is padded)."""
-    if bool(alive.all()):
+    if not torch.compiler.is_exporting() and bool(alive.all()):  # (an export keeps the mask: no data branch)
         return None
     bias = torch.zeros(alive.shape, dtype=dtype, device=alive.device).masked_fill(~alive, torch.finfo(dtype).min)
     return bias[:, None, None, :].expand(alive.shape[0], 1, queries, alive.shape[1])
+
+
+def policy_softmax(scores: torch.Tensor, key_policy: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities [B, H, Nq, Nk] from scores whose keys are weighed by ``key_policy`` [B, Nk] (0/1 with a
+    straight-through gradient in training): ``p_ij = exp(s_ij) w_j / sum_k exp(s_ik) w_k``. For a kept query this is
+    removal exactly (a dropped key gets weight 0); every row has a key of weight 1 (token 0 is always kept), so no
+    row is empty. DynamicViT's attention-with-policy rule without its epsilon and self-key terms."""
+    weights = key_policy[:, None, None, :].to(scores.dtype)
+    # shifted by the largest score among the kept keys (a dropped key's larger score must not underflow the kept
+    # ones), and capped at that shift (a dropped key's exp must not overflow: inf * 0 is nan; it is multiplied by 0
+    # anyway, and its straight-through gradient stays bounded)
+    top = scores.masked_fill(weights.detach() == 0, float("-inf")).amax(dim=-1, keepdim=True).detach()
+    exp = torch.exp((scores - top).clamp(max=0.0)) * weights
+    return exp / exp.sum(dim=-1, keepdim=True)

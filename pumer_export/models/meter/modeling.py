@@ -177,12 +177,13 @@ class MeterPooler(nn.Module):
 
 # ------------------------------------------------------------------------- attention
 def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor, masking: str,
-               head_mask: torch.Tensor | None = None):
+               head_mask: torch.Tensor | None = None, softmax=None):
     """A BERT attention sub-layer (``module``: ``attention`` or ``crossattention``) of ``hidden`` over ``context``.
 
     Returns (post-LN sub-layer output, queries, keys) with queries / keys [B, H, N, d]. ``official`` masking is
     PuMer's P7 softmax in float32; ``standard`` runs ``scaled_dot_product_attention`` with the additive log-mask.
-    ``head_mask`` [B, H] (0/1) multiplies each head's context before the output projection (SmartTrim's heads).
+    ``head_mask`` [B, H] (0/1) multiplies each head's context before the output projection (SmartTrim's heads);
+    ``softmax`` (scores [B, H, Nq, Nk] -> probabilities) replaces the masking rule (SmartTrim's training surrogate).
     """
     attn = module.self
     heads, head_dim = attn.num_attention_heads, attn.attention_head_size
@@ -191,7 +192,9 @@ def _attention(module, hidden: torch.Tensor, context: torch.Tensor, key_mask: to
         return t.view(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
 
     query, key, value = split(attn.query(hidden)), split(attn.key(context)), split(attn.value(context))
-    if masking == "standard":
+    if softmax is not None:
+        out = torch.matmul(softmax(torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(head_dim)), value)
+    elif masking == "standard":
         bias = reduce.log_mask_bias(key_mask)[:, None, None, :].to(query.dtype)
         bias = bias.expand(key_mask.shape[0], 1, hidden.shape[1], key_mask.shape[1])
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
