@@ -72,6 +72,10 @@ class BenchOptions:
     progress: bool = True
     #: "auto": CPU memory per variant in a fresh process (Linux), "process": this process's peak, "off"
     memory: str = "auto"
+    #: VQA questions (:mod:`pumer_export.datasets`) whose first B (seeded draw) make the batch of size B; None:
+    #: seeded random inputs. A method whose counts depend on the input (SmartTrim) is only measured honestly on
+    #: real data.
+    questions: Sequence[Any] | None = None
 
 
 # ----------------------------------------------------------------------------- memory
@@ -120,12 +124,12 @@ def _percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
 
 
 class _TorchVariant:
-    def __init__(self, model, pumer, device: str, dtype: str):
+    def __init__(self, model, reduction: bool, device: str, dtype: str):
         import torch
 
         from . import models
 
-        self.model, self.pumer, self.device = model, pumer, device
+        self.model, self.reduction, self.device = model, reduction, device
         self.family = models.for_model(model)
         self.torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
@@ -139,15 +143,12 @@ class _TorchVariant:
     def __call__(self, inputs):
         import torch
 
-        previous = self.model.pumer_config  # the model is shared: leave its settings as they were
-        self.model.set_pumer_config(self.pumer)
-        try:
-            with torch.inference_mode():
-                out = self.family.reference_forward(self.model, inputs).logits
+        from .models import reduction_set
+
+        with reduction_set(self.model, self.reduction), torch.inference_mode():  # (the model is shared)
+            out = self.family.reference_forward(self.model, inputs).logits
             if self.device != "cpu":
                 torch.cuda.synchronize()
-        finally:
-            self.model.set_pumer_config(previous)
         return out
 
 
@@ -477,6 +478,29 @@ class _Run:
     notes: list[str]
     export_dir: Path
     fingerprint: str | None = None  # the weights' hash, computed once when an export is made or checked
+    method: Any = None              # the checkpoint's reduction method (pumer_export.methods)
+    feeds: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # by batch size
+
+    def feed(self, batch: int) -> dict[str, np.ndarray]:
+        """The inputs of batch size ``batch`` (the same for every backend): the first ``batch`` questions of a seeded
+        draw of the data, or seeded random inputs."""
+        if batch not in self.feeds:
+            if self.options.questions is None:
+                tensors = self.family.example_inputs(self.model.config, batch, text_length=self.text_length,
+                                                     image_size=self.image_size, seed=self.options.seed)
+                self.feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
+            else:
+                from .datasets import subset
+                from .parity.inputs import InputSpec, question_inputs
+
+                spec = InputSpec(self.text_length, tuple(self.image_size),
+                                 {name: np.dtype(np.float32 if name == "pixel_values" else np.int64)
+                                  for name in self.family.INPUT_NAMES}, self.model.config.vocab_size,
+                                 tuple(self.family.INPUT_NAMES))
+                chosen = subset(self.options.questions, batch, seed=self.options.seed)
+                self.feeds[batch] = dict(question_inputs(chosen, self.model_dir, spec, batch_size=batch,
+                                                         num_samples=batch, family=self.family).batches[0])
+        return self.feeds[batch]
 
     @property
     def on_gpu(self) -> dict[str, bool]:
@@ -507,8 +531,7 @@ def run_bench(model_dir: str | Path | None, options: BenchOptions, *, model=None
             variants, paths = _variants(run, backend, dtype)
             if paths:
                 exports.setdefault(dtype, {}).update({k: str(v) for k, v in paths.items()})
-            cases, feeds = _measure(run, backend, dtype, variants, paths, flops["flop_ideal"], say, tick,
-                                    results, speedups)
+            cases, feeds = _measure(run, backend, dtype, variants, paths, flops, say, tick, results, speedups)
             variants = {}  # release the sessions before the next backend
             gc.collect()
             if run.memory_mode == "child" and not run.on_gpu[backend] and backend in ("torch", "ort"):
@@ -560,8 +583,19 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
     model.eval()
     for backend in backends:
         methods.require_backend(model, backend, "bench")
-    if not model.pumer_config.enabled:
-        raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no speedup to measure")
+    method = methods.for_model(model)
+    if not method.settings(model.config).enabled:
+        raise PumerExportError(f"the checkpoint has no {method.TITLE} reduction configured, so there is no speedup to "
+                               "measure")
+    if options.questions is not None:
+        if model_dir is None:
+            raise PumerExportError("VQA questions as inputs need the checkpoint directory (its processor files)")
+        if len(options.questions) < max(options.batch_sizes):
+            raise PumerExportError(f"the data holds {len(options.questions)} questions, fewer than the largest batch "
+                                   f"size {max(options.batch_sizes)}")
+    elif not method.STATIC_COUNTS:
+        notes.append(f"warning: {method.TITLE} keeps as many tokens as the inputs need; on random inputs the counts "
+                     "(and so the speedup) say little: pass real data (--dataset ...)")
 
     # ---- given exports: the right variant, this checkpoint's settings and weights, the first --dtype
     infos = {}
@@ -623,16 +657,30 @@ def _prepare(model_dir: str | Path | None, options: BenchOptions, model) -> _Run
     return _Run(model_dir=Path(model_dir) if model_dir is not None else None, model=model,
                 family=models.for_model(model), options=options, backends=backends, dtypes=dtypes, plans=plans,
                 batch_sizes=batch_sizes, infos=infos, image_size=tuple(image_size), text_length=text_length,
-                memory_mode=memory_mode, notes=notes,
+                memory_mode=memory_mode, notes=notes, method=method,
                 export_dir=Path(options.export_dir) if options.export_dir else report_dir / "exports",
                 fingerprint=fingerprint)
 
 
 def _flops(run: _Run) -> dict[str, Any]:
-    """Encoder FLOPs of the baseline and PuMer at the run's sizes, the FLOP-ideal ratio and PuMer's schedule."""
+    """Encoder FLOPs of the baseline and the reduced model at the run's sizes and the FLOP-ideal ratio: PuMer's from
+    its token schedule; for a method whose counts depend on the input, from the counts it realises on each batch
+    size's inputs (``per_batch``: the padded batch's ideal, which gates the fraction, the per-sample mean, and the
+    kept share per trimmer location)."""
     from .models import reduction_set
 
     model = run.model
+    if not run.method.STATIC_COUNTS:
+        import torch
+
+        per_batch = {}
+        for batch in run.batch_sizes:
+            stats = model.trim_statistics([{k: torch.from_numpy(v) for k, v in run.feed(batch).items()}])
+            per_batch[batch] = {"flop_ideal": stats["flop_ideal"]["padded"],
+                                "flop_ideal_per_sample": stats["flop_ideal"]["per_sample"],
+                                "kept_share": stats["kept_share"], "flops": stats["flops"]}
+        return {"baseline": next(iter(per_batch.values()))["flops"]["untrimmed"], "per_batch": per_batch,
+                "flop_ideal": None}
     schedule = model.token_schedule(run.text_length, run.image_size)
     with reduction_set(model, False):
         base_schedule = model.token_schedule(run.text_length, run.image_size)
@@ -647,12 +695,11 @@ def _variants(run: _Run, backend: str, dtype: str) -> tuple[dict[str, Any], dict
     from .checkpoints import model_fingerprint
 
     options, model = run.options, run.model
-    pumer = model.pumer_config
     if backend == "torch":
         net = model if dtype == "fp32" else _cast_copy(model, dtype)
         net.to(options.device)
-        return {"baseline": _TorchVariant(net, pumer.without_reduction(), options.device, dtype),
-                "pumer": _TorchVariant(net, pumer, options.device, dtype)}, {}
+        return {"baseline": _TorchVariant(net, False, options.device, dtype),
+                "pumer": _TorchVariant(net, True, options.device, dtype)}, {}
     paths: dict[str, Path] = {}
     for variant, option in (("pumer", "--onnx"), ("baseline", "--onnx-baseline")):
         if option in run.infos and dtype == run.dtypes[0]:
@@ -678,7 +725,7 @@ def _variants(run: _Run, backend: str, dtype: str) -> tuple[dict[str, Any], dict
 
 
 def _measure(run: _Run, backend: str, dtype: str, variants: dict[str, Any], paths: dict[str, Path],
-             flop_ideal: float, say, tick, results: list, speedups: list):
+             flops: dict[str, Any], say, tick, results: list, speedups: list):
     """Time both variants interleaved at every batch size (memory in this process or on the GPU where that is the
     method); appends to ``results`` and ``speedups``; returns the cases by (batch, variant) and the feeds."""
     options = run.options
@@ -686,9 +733,7 @@ def _measure(run: _Run, backend: str, dtype: str, variants: dict[str, Any], path
     cases: dict[tuple[int, str], dict[str, Any]] = {}
     for batch in run.batch_sizes:
         say(f"{backend} {dtype} batch {batch}")
-        tensors = run.family.example_inputs(run.model.config, batch, text_length=run.text_length,
-                                            image_size=run.image_size, seed=options.seed)
-        feed = feeds[batch] = {k: v.numpy() for k, v in tensors.items()}
+        feed = feeds[batch] = run.feed(batch)
         prepared = {v: variants[v].prepare(feed) for v in VARIANTS}
         latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters, tick=tick)
         for v in VARIANTS:
@@ -709,8 +754,11 @@ def _measure(run: _Run, backend: str, dtype: str, variants: dict[str, Any], path
             }
             results.append(cases[(batch, v)])
         speedup = cases[(batch, "baseline")]["latency_ms"]["p50"] / cases[(batch, "pumer")]["latency_ms"]["p50"]
+        realised = (flops.get("per_batch") or {}).get(batch)  # counts that depend on the input
+        flop_ideal = realised["flop_ideal"] if realised else flops["flop_ideal"]
         speedups.append({"backend": backend, "batch_size": batch, "dtype": dtype, "speedup": speedup,
-                         "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal})
+                         "flop_ideal": flop_ideal, "fraction_of_ideal": speedup / flop_ideal,
+                         **({"flop_ideal_per_sample": realised["flop_ideal_per_sample"]} if realised else {})})
     return cases, feeds
 
 
@@ -738,7 +786,11 @@ def _report(run: _Run, flops: dict[str, Any], results: list, speedups: list, exp
         "settings": {"backends": run.backends, "batch_sizes": run.batch_sizes, "dtypes": run.dtypes,
                      "image_size": list(run.image_size), "text_length": run.text_length, "warmup": options.warmup,
                      "iters": options.iters, "ort_provider": options.ort_provider, "torch_device": options.device,
-                     "threads": options.threads, "pumer": run.model.pumer_config.to_dict(), "interleaved": True,
+                     "threads": options.threads, "pumer": run.model.pumer_config.to_dict(),
+                     "method": {"name": run.method.NAME, "title": run.method.TITLE,
+                                "settings": run.method.settings(run.model.config).to_dict()},
+                     "inputs": ("random (seed %d)" % options.seed if options.questions is None else
+                                f"VQA questions (a seeded draw of {len(options.questions)})"), "interleaved": True,
                      "latency": "wall time of one inference call (host to host), percentiles over iters",
                      "throughput": "batch_size / p50 latency",
                      "speedup": "baseline p50 / pumer p50, same backend, batch and dtype"},
@@ -767,21 +819,42 @@ def _cast_copy(model, dtype: str):
 # ----------------------------------------------------------------------------- reports
 def to_markdown(bench: dict[str, Any]) -> str:
     s = bench["settings"]
+    method = s.get("method") or {"name": "pumer", "title": "PuMer"}
+    per_batch = bench["flops"].get("per_batch")
+    if per_batch:  # counts that depend on the input
+        trim = method["settings"]
+        described = [f"- {method['title']}: token trimmers before co-attention blocks {trim['cross_layers']}, "
+                     f"image-tower blocks {trim['vit_layers']}, head trimmers in blocks {trim['head_layers']}, tau "
+                     f"{trim['tau']:g}, head tau {trim['head_tau']:g}; inputs: {s.get('inputs', 'random')}",
+                     "- FLOP-ideal speedup (whole model, realised counts): "
+                     + ", ".join(f"batch {b}: {v['flop_ideal']:.2f}x padded, {v['flop_ideal_per_sample']:.2f}x per "
+                                 "sample" for b, v in per_batch.items())]
+    else:
+        described = [f"- PuMer: layers {s['pumer']['reduce_layers']}, prune {s['pumer']['prune_ratio']}, merge "
+                     f"{s['pumer']['image_merge_ratio']}, text merge {s['pumer']['text_merge_ratio']}",
+                     f"- FLOP-ideal speedup (encoder): {bench['flops']['flop_ideal']:.2f}x"]
     lines = ["# pumer-export bench", "",
              f"- model: `{bench['model']}`; image {'x'.join(map(str, s['image_size']))}, text length {s['text_length']}",
-             f"- PuMer: layers {s['pumer']['reduce_layers']}, prune {s['pumer']['prune_ratio']}, merge "
-             f"{s['pumer']['image_merge_ratio']}, text merge {s['pumer']['text_merge_ratio']}",
-             f"- FLOP-ideal speedup (encoder): {bench['flops']['flop_ideal']:.2f}x",
-             f"- {s['warmup']} warm-up + {s['iters']} timed runs per case, baseline and PuMer interleaved",
+             *described,
+             f"- {s['warmup']} warm-up + {s['iters']} timed runs per case, baseline and {method['title']} interleaved",
              f"- {bench['environment']['cpu']} ({bench['environment']['cpu_count']} cores), "
              + ", ".join(f"{k} {v}" for k, v in bench["environment"]["versions"].items() if v), ""]
-    lines += ["## Speedup", "", "| backend | dtype | batch | speedup | FLOP-ideal | fraction of ideal |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Speedup", "", "| backend | dtype | batch | speedup | FLOP-ideal | fraction of ideal |"
+              + (" FLOP-ideal per sample |" if per_batch else ""), "|---|---|---|---|---|---|"
+              + ("---|" if per_batch else "")]
     for sp in bench["speedups"]:
         lines.append(f"| {sp['backend']} | {sp['dtype']} | {sp['batch_size']} | {sp['speedup']:.2f}x | "
-                     f"{sp['flop_ideal']:.2f}x | {sp['fraction_of_ideal']:.0%} |")
+                     f"{sp['flop_ideal']:.2f}x | {sp['fraction_of_ideal']:.0%} |"
+                     + (f" {sp['flop_ideal_per_sample']:.2f}x |" if per_batch else ""))
+    if per_batch:
+        lines += ["", "## Kept share per trimmer location (mean +- std over the samples)", "",
+                  "| batch | " + " | ".join(next(iter(per_batch.values()))["kept_share"]) + " |",
+                  "|---|" + "---|" * len(next(iter(per_batch.values()))["kept_share"])]
+        for b, v in per_batch.items():
+            lines.append(f"| {b} | " + " | ".join(f"{x['mean']:.2f} +- {x['std']:.2f}"
+                                                   for x in v["kept_share"].values()) + " |")
     if bench.get("vs_torch_eager"):
-        lines += ["", "## PuMer export vs PyTorch eager PuMer", "",
+        lines += ["", f"## {method['title']} export vs PyTorch eager {method['title']}", "",
                   "| backend | dtype | batch | torch eager p50 ms | backend p50 ms | speedup |", "|---|---|---|---|---|---|"]
         for row in bench["vs_torch_eager"]:
             torch_dtype = f" (torch {row['torch_dtype']})" if row.get("torch_dtype", row["dtype"]) != row["dtype"] else ""

@@ -1,9 +1,11 @@
 """The ``pumer`` custom operators: the boundary every backend crosses.
 
-``torch.ops.pumer.prune`` and ``torch.ops.pumer.merge`` wrap the reference steps of
-:mod:`pumer_export.reduce`. The reference model calls them, the ONNX exporter lowers each
-call to one ``pumer::PumerPrune`` / ``pumer::PumerMerge`` node, and the TensorRT plugins
-implement the same nodes. The operator definitions (inputs, outputs, attributes) live in
+``torch.ops.pumer.prune`` and ``torch.ops.pumer.merge`` wrap the reference steps of PuMer
+(:mod:`pumer_export.reduce`); ``torch.ops.pumer.compact`` wraps SmartTrim's stable compaction
+(:func:`pumer_export.methods.smarttrim.reference.compact_index`), the one op whose output length
+depends on the data. The reference models call them, the ONNX exporter lowers each call to one
+``pumer::PumerPrune`` / ``pumer::PumerMerge`` / ``pumer::PumerCompact`` node, and the TensorRT
+plugins implement the same nodes. The operator definitions (inputs, outputs, attributes) live in
 ``op_spec.json``; :func:`op_spec_hash` identifies them, and engine builds compare it with the
 hash compiled into the plugin library.
 """
@@ -88,6 +90,31 @@ def _merge_fake(x, metric, mask, r):
         mask.new_empty(batch, tokens - r),
         x.new_empty(batch, tokens, dtype=torch.int64),
     )
+
+
+@torch.library.custom_op("pumer::compact", mutates_args=())
+def compact(keep: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SmartTrim's stable compaction: each row's kept tokens of ``x`` [B, N, C] first, in their order, the batch
+    padded to its largest count ``n``. Returns (x_out [B, n, C], alive [B, n] bool, index [B, n] int64, count:
+    ``n`` as a 0-d int64). At least one token of the batch must be kept (SmartTrim keeps token 0 of every row)."""
+    from .methods.smarttrim.reference import compact_index, gather_tokens
+
+    if keep.shape != x.shape[:2] or keep.dtype != torch.bool:
+        raise ValueError(f"keep must be a bool [B, N] mask of x's tokens, got {keep.dtype} {list(keep.shape)} for x "
+                         f"{list(x.shape)}")
+    if not bool(keep.any()):
+        raise ValueError("pumer::compact keeps at least one token")
+    index, alive = compact_index(keep)
+    return gather_tokens(x, index), alive, index, torch.tensor(index.shape[1], dtype=torch.int64)
+
+
+@compact.register_fake
+def _compact_fake(keep, x):
+    tokens = keep.shape[1]  # a number, or the length an earlier compaction left (then bounded by a check)
+    count = torch.library.get_ctx().new_dynamic_size(min=1, max=tokens if isinstance(tokens, int) else None)
+    torch._check(count <= tokens)
+    return (x.new_empty(x.shape[0], count, x.shape[2]), keep.new_empty(keep.shape[0], count),
+            keep.new_empty(keep.shape[0], count, dtype=torch.int64), keep.new_empty((), dtype=torch.int64))
 
 
 # ------------------------------------------------------------------------ gradients

@@ -23,6 +23,7 @@ def plot_throughput(bench: dict[str, Any], path: str | Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, backend in zip(axes[0], backends):
         for d_index, dtype in enumerate(dtypes):
+            reduced = (bench.get("settings", {}).get("method") or {}).get("name", "pumer")
             for v_index, (variant, style, marker) in enumerate((("baseline", "--", "s"), ("pumer", "-", "o"))):
                 rows = sorted((r for r in results if r["backend"] == backend and r["dtype"] == dtype
                                and r["variant"] == variant), key=lambda r: r["batch_size"])
@@ -30,7 +31,7 @@ def plot_throughput(bench: dict[str, Any], path: str | Path) -> Path:
                     continue
                 color = colors[(2 * d_index + v_index) % len(colors)]
                 ax.plot([r["batch_size"] for r in rows], [r["throughput"] for r in rows], style, marker=marker,
-                        color=color, label=f"{variant} {dtype}")
+                        color=color, label=f"{reduced if variant == 'pumer' else variant} {dtype}")
                 if variant == "baseline" and ideal:  # where PuMer would be if it ran at the FLOP-ideal ratio
                     ax.plot([r["batch_size"] for r in rows], [r["throughput"] * ideal for r in rows], ":",
                             color=colors[(2 * d_index + 1) % len(colors)], alpha=0.7,

@@ -136,8 +136,8 @@ class TorchBackend(Backend):
 
     def __init__(self, checkpoint: str | Path, *, image_size: tuple[int, int] | None = None,
                  text_length: int | None = None, reduction: bool = True, device: str = "cpu", model=None):
-        """``model``: the checkpoint's model already loaded (shared by several backends: each runs it with its own
-        PuMer settings)."""
+        """``model``: the checkpoint's model already loaded (shared by several backends: each runs it with its
+        reduction on or off, ``reduction``)."""
         import torch
 
         from . import models
@@ -150,7 +150,7 @@ class TorchBackend(Backend):
             raise PumerExportError(f"{checkpoint} is an export folder; the torch backend runs the checkpoint: pass "
                                    "the pumer-export checkpoint directory")
         self.model = (model if model is not None else load_pumer_model(checkpoint)).to(device)
-        self.pumer = self.model.pumer_config if reduction else self.model.pumer_config.without_reduction()
+        self.reduction = reduction
         self.family = models.for_model(self.model)
         self.device = device
         config = self.model.config
@@ -170,13 +170,10 @@ class TorchBackend(Backend):
         inputs = {name: torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self.device)
                   for name in self.info.input_names}
         inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
-        previous = self.model.pumer_config
-        self.model.set_pumer_config(self.pumer)
-        try:
-            with torch.inference_mode():
-                out = self.family.reference_forward(self.model, inputs)
-        finally:
-            self.model.set_pumer_config(previous)
+        from .models import reduction_set
+
+        with reduction_set(self.model, self.reduction), torch.inference_mode():
+            out = self.family.reference_forward(self.model, inputs)
         result = {"logits": out.logits.float().cpu().numpy()}
         result.update({k: v.cpu().numpy() for k, v in out.reduction_indices.items()})
         return result

@@ -148,12 +148,13 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     backends, notes = resolve_backends(list(options.backends))
     cases = _cases(backends, list(options.dtypes), notes)
     model = load_pumer_model(checkpoint) if model is None else model
-    if methods.for_model(model).NAME != "pumer":  # the baseline of a trimmed model is not defined here yet
-        raise PumerExportError(f"eval measures PuMer against its baseline; evaluating {methods.for_model(model).TITLE} "
-                               "checkpoints is not implemented yet")
+    method = methods.for_model(model)
+    for backend in backends:
+        methods.require_backend(model, backend, "eval")
     family = models.for_model(model)
-    if not model.pumer_config.enabled:
-        raise PumerExportError("the checkpoint has no PuMer reduce layers, so there is no accuracy drop to measure")
+    if not method.settings(model.config).enabled:
+        raise PumerExportError(f"the checkpoint has no {method.TITLE} reduction configured, so there is no accuracy "
+                               "drop to measure")
     image_size, text_length = input_size(model.config)
     fingerprint = model_fingerprint(model)
     _check_given_exports(model, options, fingerprint)
@@ -239,7 +240,9 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
         "settings": {"backends": backends, "dtypes": list(options.dtypes), "image_size": list(image_size),
                      "text_length": text_length,
                      "batch_size": options.batch_size, "limit": options.limit,
-                     "pumer": model.pumer_config.to_dict()},
+                     "pumer": model.pumer_config.to_dict(),
+                     "method": {"name": method.NAME, "title": method.TITLE,
+                                "settings": method.settings(model.config).to_dict()}},
         "results": results, "agreement": agreement, "quantization_cost": quantization_cost, "notes": notes,
         "questions": [{"question_id": q.question_id, "image": str(q.image), "question": q.question}
                       for q in questions],
@@ -302,12 +305,19 @@ def _cases(backends: Sequence[str], dtypes: Sequence[str], notes: list[str]) -> 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
-    lines = ["# VQA accuracy: baseline vs PuMer", "",
+    method = s.get("method") or {"name": "pumer", "title": "PuMer"}
+    name = "PuMer" if method["name"] == "pumer" else method["name"]
+    if method["name"] == "pumer":
+        described = (f"- PuMer: layers {s['pumer']['reduce_layers']}, prune {s['pumer']['prune_ratio']}, merge "
+                     f"{s['pumer']['image_merge_ratio']}, text merge {s['pumer']['text_merge_ratio']}")
+    else:
+        described = f"- {method['title']}: " + ", ".join(f"{k} {v}" for k, v in method["settings"].items()
+                                                         if k != "format_version")
+    lines = [f"# VQA accuracy: baseline vs {name}", "",
              f"- model: `{report['model']}` ({report['family']}); {report['num_questions']} questions; image "
              f"{'x'.join(map(str, s['image_size']))}, text length {s['text_length']}, batch {s['batch_size']}",
-             f"- PuMer: layers {s['pumer']['reduce_layers']}, prune {s['pumer']['prune_ratio']}, merge "
-             f"{s['pumer']['image_merge_ratio']}, text merge {s['pumer']['text_merge_ratio']}", "",
-             "| backend | baseline accuracy | PuMer accuracy | drop (points) | baseline q/s | PuMer q/s | speedup |",
+             described, "",
+             f"| backend | baseline accuracy | {name} accuracy | drop (points) | baseline q/s | {name} q/s | speedup |",
              "|---|---|---|---|---|---|---|"]
     for backend, r in report["results"].items():
         b, p = r["baseline"], r["pumer"]
@@ -316,8 +326,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{b['throughput_qps']:.1f} | {p['throughput_qps']:.1f} | {speed} |")
     if report.get("quantization_cost"):
         lines += ["", "Accuracy lost to quantization (points, against the fp32 row of the same backend):", ""]
-        lines += [f"- {name}: baseline {cost['baseline']:+.2f}, PuMer {cost['pumer']:+.2f}"
-                  for name, cost in report["quantization_cost"].items()]
+        lines += [f"- {row}: baseline {cost['baseline']:+.2f}, {name} {cost['pumer']:+.2f}"
+                  for row, cost in report["quantization_cost"].items()]
     if report["agreement"]:
         lines += ["", "Top-1 answer agreement between backends:", ""]
         lines += [f"- {name}: {value:.1%}" for name, value in report["agreement"].items()]

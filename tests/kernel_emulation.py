@@ -189,7 +189,7 @@ class Buffer:
 
 
 class EmulatedKernels:
-    """The real launchers (``launchPrune`` / ``launchMerge``) running under the emulator."""
+    """The real launchers (``launchPrune`` / ``launchMerge`` / ``launchCompact``) running under the emulator."""
 
     def __init__(self, library: Path | str, redzones: bool = True):
         self.path = Path(library)
@@ -208,6 +208,9 @@ class EmulatedKernels:
         lib.pumerEmuMergeWorkspace.argtypes = [i64, i64, i64]
         lib.pumerEmuPrune.argtypes = [ctypes.c_int, ctypes.c_int] + [vp] * 9 + [i64] * 6 + [i32] * 5 + [vp, sz]
         lib.pumerEmuMerge.argtypes = [ctypes.c_int] + [vp] * 6 + [i64] * 4 + [i32, vp, sz]
+        lib.pumerEmuCompactWorkspace.restype = sz
+        lib.pumerEmuCompactWorkspace.argtypes = [i64, i64]
+        lib.pumerEmuCompact.argtypes = [ctypes.c_int] + [vp] * 6 + [i64] * 3 + [vp, sz]
         self.lib = lib
         self.max_shared_sort_keys = lib.pumerEmuMaxSharedSortKeys()
 
@@ -284,6 +287,31 @@ class EmulatedKernels:
         return self._run(policy, seed, call, [x, metric, mask], outputs, ws_bytes)
 
 
+    def compact(self, t_type, keep, x, *, policy, seed):
+        """PumerCompact with its outputs sized for the upper bound N (as TensorRT sizes a data-dependent output);
+        returns (x_out [B,n,C], alive [B,n], index [B,n], count) read at the n the kernels wrote."""
+        batch, tokens, channels = x.shape
+        assert x.dtype == STORAGE[t_type] and keep.shape == (batch, tokens)
+        keep = np.ascontiguousarray(keep, dtype=np.uint8)
+        outputs = [
+            (STORAGE[t_type], (batch, tokens, channels)),
+            (np.uint8, (batch, tokens)),
+            (np.int64, (batch, tokens)),
+            (np.int64, ()),
+        ]
+        ws_bytes = self.lib.pumerEmuCompactWorkspace(batch, tokens)
+
+        def call(ins, outs, ws):
+            return self.lib.pumerEmuCompact(t_type, *ins, *outs, batch, tokens, channels, ws.ptr, ws.nbytes)
+
+        x_out, alive, index, count = self._run(policy, seed, call, [keep, x], outputs, ws_bytes)
+        n = int(count)
+        assert 0 <= n <= tokens, n
+        return (x_out.reshape(-1)[:batch * n * channels].reshape(batch, n, channels),
+                alive.reshape(-1)[:batch * n].reshape(batch, n).astype(bool),
+                index.reshape(-1)[:batch * n].reshape(batch, n), count)
+
+
 # ---- child-process runner (AddressSanitizer build; no torch in this process) ----------------------------------------
 
 
@@ -309,6 +337,8 @@ def load_cases(path: Path) -> list[dict]:
 
 
 def run_case(kernels: EmulatedKernels, case: dict, policy: str, seed: int):
+    if case["op"] == "compact":
+        return kernels.compact(case["t_type"], case["keep"], case["x"], policy=policy, seed=seed)
     if case["op"] == "prune":
         return kernels.prune(
             case["t_type"], case["a_type"], case["x"], case["metric"], case["queries"], case["keys"],

@@ -181,11 +181,12 @@ def test_bad_settings_are_one_line(base, tmp_path, cli):
         SmartTrimConfig.from_dict({"cross_layer": [0]})
     model = attach(base, SmartTrimConfig(cross_layers=(0,)))
     model.save_pretrained(tmp_path / "st")
-    code, _, err = cli("onnx", tmp_path / "st", tmp_path / "ex")
-    one_line_error(code, err, "SmartTrim", "not implemented")
-    assert not (tmp_path / "ex").exists()
-    code, _, err = cli("bench", tmp_path / "st", "--backends", "ort", "--report", tmp_path / "b")
-    one_line_error(code, err, "SmartTrim", "not implemented")
+    code, _, err = cli("finetune", tmp_path / "st", tmp_path / "out", "--target-keep", "0.5", "--dataset", "easy-vqa")
+    one_line_error(code, err, "--target-keep", "--method smarttrim")
+    code, _, err = cli("finetune", tmp_path / "st", tmp_path / "out", "--method", "smarttrim", "--vit-layers", "0",
+                       "--jsonl", tmp_path / "none.jsonl")
+    one_line_error(code, err, "none.jsonl")
+    assert not (tmp_path / "out").exists()
     from pumer_export.errors import PumerExportError
     from pumer_export.sweep import SweepOptions, run_sweep
 
@@ -227,3 +228,71 @@ def test_realised_flops_count_as_the_family_counts(base, trimmed):
     assert stats["flop_ideal"]["per_sample"] >= stats["flop_ideal"]["padded"] > 1
     shares = stats["kept_share"]["cross0.image"]
     assert 0 < shares["mean"] < 1 and shares["std"] > 0
+
+
+# ----------------------------------------------------------------------------- the training surrogate
+def test_relaxed_forward_without_noise_is_the_reference(trimmed):
+    """The training surrogate (dropped tokens kept in place, keys weighed by the policy) with the reference's
+    decisions computes what removal computes, per sample at its own counts: logits and FLOPs."""
+    from pumer_export.methods.smarttrim.training import Relaxation
+    from pumer_export.models.meter.smarttrim import realised_flops
+
+    model, inputs = trimmed
+    settings = model.smarttrim_config  # tau sits on a margin there: off the tie, so rounding cannot flip it
+    model.set_smarttrim_config(settings.replace(tau=settings.tau + 1e-3, head_tau=settings.head_tau + 1e-3))
+    try:
+        with torch.no_grad():
+            relaxed = model.relaxed_forward(**inputs, relaxation=Relaxation(noise=False))
+            reference = model(**inputs, output_trim_records=True)
+    finally:
+        model.set_smarttrim_config(settings)
+    torch.testing.assert_close(relaxed.logits, reference.logits, atol=2e-5, rtol=1e-4)
+    text_tokens = inputs["input_ids"].shape[1]
+    untrimmed = model._untrimmed_flops(text_tokens)
+    expected = [realised_flops(model.config, reference.trim_counts, text_tokens, i) / untrimmed
+                for i in range(inputs["input_ids"].shape[0])]
+    torch.testing.assert_close(relaxed.flops_share, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+    assert relaxed.flops_share.max() < 1
+
+
+def test_decisions_carry_a_gradient_and_the_cost_lowers_the_share(base):
+    """The straight-through decisions pass the cost term's gradient to every token and head trimmer, and a few
+    steps on the cost alone lower the realised share of FLOPs (a trimmer that learns nothing would not)."""
+    from pumer_export.methods.smarttrim.training import Relaxation, cost_loss
+
+    model = attach(base, SmartTrimConfig(cross_layers=(0, 2), vit_layers=(1,), head_layers=(1,)))
+    inputs = random_inputs(base.config, 4, seed=7, min_text_length=40)  # no pads: an untrimmed share of 1
+    relaxation = Relaxation(noise=True, generator=torch.Generator().manual_seed(0))
+    out = model.relaxed_forward(**inputs, relaxation=relaxation)
+    (cost_loss(out.flops_share, 0.3) + cost_loss(out.head_share, 0.3)).backward()
+    for name, module in [("vit", model.smarttrim.vit["1"]), ("cross text", model.smarttrim.cross["0"]["text"]),
+                         ("cross image", model.smarttrim.cross["2"]["image"]),
+                         ("heads", model.smarttrim.heads["1"]["image_cross"])]:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), name
+    with torch.no_grad():
+        before = float(model.relaxed_forward(**inputs, relaxation=Relaxation(noise=False)).flops_share.mean())
+    optimizer = torch.optim.Adam(model.smarttrim.parameters(), lr=0.05)
+    for _ in range(15):
+        optimizer.zero_grad()
+        cost_loss(model.relaxed_forward(**inputs, relaxation=relaxation).flops_share, 0.3).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = float(model.relaxed_forward(**inputs, relaxation=Relaxation(noise=False)).flops_share.mean())
+    assert before == pytest.approx(1.0) and after < 0.8
+
+
+def test_curriculum_and_teacher():
+    """The target falls linearly from 1 to target_keep over the curriculum's share of the steps; the teacher is the
+    untrimmed model (every trimmer keeping everything)."""
+    from pumer_export.methods.smarttrim.training import TrainOptions, target_at
+
+    options = TrainOptions(target_keep=0.4, curriculum=0.5)
+    assert [target_at(s, 100, options) for s in (0, 25, 50, 90)] == pytest.approx([1.0, 0.7, 0.4, 0.4])
+    assert target_at(0, 100, TrainOptions(target_keep=0.4, curriculum=0.0)) == pytest.approx(0.4)
+
+
+def test_teacher_is_the_untrimmed_model(base, trimmed):
+    model, inputs = trimmed
+    with torch.no_grad():
+        torch.testing.assert_close(model.untrimmed_logits(**inputs), base(**inputs).logits, atol=1e-6, rtol=1e-6)

@@ -487,4 +487,16 @@ MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t /*met
     return w;
 }
 
+CompactWorkspace compactWorkspaceLayout(int64_t batch, int64_t tokens) noexcept
+{
+    CompactWorkspace w;
+    size_t const b = static_cast<size_t>(batch > 0 ? batch : 0);
+    size_t const t = static_cast<size_t>(tokens > 0 ? tokens : 0);
+    w.order = 0;
+    w.counts = alignUp(b * t * sizeof(int32_t));
+    w.nMax = w.counts + alignUp(b * sizeof(int32_t));
+    w.total = w.nMax + alignUp(sizeof(int32_t));
+    return w;
+}
+
 } // namespace pumer

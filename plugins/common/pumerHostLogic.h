@@ -21,6 +21,7 @@ constexpr char const* kPluginNamespace = "pumer";
 constexpr char const* kPluginVersion = "2"; //!< 2: PumerPrune reads queries and keys (op_spec.json domain 2)
 constexpr char const* kPruneName = "PumerPrune";
 constexpr char const* kMergeName = "PumerMerge";
+constexpr char const* kCompactName = "PumerCompact"; //!< SmartTrim's compaction (kernels only so far: no plugin yet)
 
 //! Tensor element types the kernels support (T and A in op_spec.json); masks are always kFLOAT, indices int64.
 enum class DType : int32_t
@@ -160,6 +161,17 @@ struct MergeWorkspace
     size_t total{0};
 };
 MergeWorkspace mergeWorkspaceLayout(int64_t batch, int64_t tokens, int64_t metricDim) noexcept;
+
+//! Compact scratch: every row's order (kept positions first, then the dropped ones) int32 [B, N], its kept count
+//! int32 [B], and the batch's largest count int32 [1].
+struct CompactWorkspace
+{
+    size_t order{0};
+    size_t counts{0};
+    size_t nMax{0};
+    size_t total{0};
+};
+CompactWorkspace compactWorkspaceLayout(int64_t batch, int64_t tokens) noexcept;
 
 //! Threshold between the shared-memory bitonic sort and the O(n^2 / threads) counting-rank fallback.
 //! A build define may lower it (the CPU emulation tests build with a small value to reach the fallback paths at

@@ -69,10 +69,31 @@ struct MergeParams
     int32_t r{0};
 };
 
+//! PumerCompact (SmartTrim's stable compaction): keep [B,N] bool (one byte each), x [B,N,C] (type T).
+//! Outputs, laid out for the batch's largest kept count n (known on the device only): x_out [B,n,C] (type T),
+//! alive [B,n] bool, index [B,n] int64, count: n as one int64. Buffers sized for the upper bound n = N are enough.
+struct CompactParams
+{
+    DType tType{DType::kFLOAT};
+    uint8_t const* keep{nullptr};
+    void const* x{nullptr};
+    void* xOut{nullptr};
+    uint8_t* alive{nullptr};
+    int64_t* index{nullptr};
+    int64_t* count{nullptr};
+    int64_t batch{0};
+    int64_t tokens{0};   //!< N
+    int64_t channels{0}; //!< C
+};
+
 //! Enqueue the prune kernels. Returns cudaErrorInvalidValue for inconsistent parameters or a too small workspace.
 PUMER_KERNEL_API cudaError_t launchPrune(PruneParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream);
 
 //! Enqueue the merge kernels (r == 0: identity copy, slots = arange).
 PUMER_KERNEL_API cudaError_t launchMerge(MergeParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream);
+
+//! Enqueue the compaction kernels (prefix sums per row, the largest count, the gather): no host synchronisation,
+//! scratch from the workspace (compactWorkspaceLayout). A batch that keeps no token gives n = 0.
+PUMER_KERNEL_API cudaError_t launchCompact(CompactParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream);
 
 } // namespace pumer

@@ -1,6 +1,6 @@
 /*
  * C entry points of the emulated kernel library (libpumer_kernels_emu.so) for the Python test harness
- * (tests/kernel_emulation.py): the real launchers (launchPrune / launchMerge, compiled from the unmodified kernel
+ * (tests/kernel_emulation.py): the real launchers (launchPrune / launchMerge / launchCompact, compiled from the unmodified kernel
  * sources through cu2cpp.py) plus the emulator's schedule, fault and statistics controls and exact-size
  * allocations for "device" buffers.
  */
@@ -123,4 +123,27 @@ PUMER_EMU_API int pumerEmuMerge(int tType, void const* x, void const* metric, fl
     p.metricDim = metricDim;
     p.r = r;
     return finish(pumer::launchMerge(p, workspace, workspaceBytes, nullptr));
+}
+
+PUMER_EMU_API size_t pumerEmuCompactWorkspace(int64_t batch, int64_t tokens)
+{
+    return pumer::compactWorkspaceLayout(batch, tokens).total;
+}
+
+PUMER_EMU_API int pumerEmuCompact(int tType, uint8_t const* keep, void const* x, void* xOut, uint8_t* alive,
+    int64_t* index, int64_t* count, int64_t batch, int64_t tokens, int64_t channels, void* workspace,
+    size_t workspaceBytes)
+{
+    pumer::CompactParams p;
+    p.tType = static_cast<pumer::DType>(tType);
+    p.keep = keep;
+    p.x = x;
+    p.xOut = xOut;
+    p.alive = alive;
+    p.index = index;
+    p.count = count;
+    p.batch = batch;
+    p.tokens = tokens;
+    p.channels = channels;
+    return finish(pumer::launchCompact(p, workspace, workspaceBytes, nullptr));
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends import BACKEND_DTYPES
-from ._common import batch_sizes, non_negative_int, parse_image_size, positive_int
+from ._common import add_data_arguments, batch_sizes, non_negative_int, parse_image_size, positive_int
 
 
 def _str_list(text: str) -> list[str]:
@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--memory", choices=("auto", "process", "off"), default="auto",
                         help="CPU memory: auto = each variant in a process of its own (its own peak), process = "
                              "this process's peak, off (default auto)")
+    add_data_arguments(parser, split="test", what="inputs (default: seeded random inputs; a batch of B is the first B "
+                       "questions of a seeded draw)")
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
     from ..console import info, out_console, table
-    from ._common import check_output_dir, check_report_dir
+    from ._common import check_output_dir, check_report_dir, questions_from_args
 
     check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, PLOT_FILE), args.force)
     if args.export_dir:
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         engine=Path(args.engine) if args.engine else None,
         engine_baseline=Path(args.engine_baseline) if args.engine_baseline else None,
         ort_provider=args.ort_provider, device=args.device, threads=args.threads, progress=not args.no_progress,
-        memory=args.memory,
+        memory=args.memory, questions=questions_from_args(args, required=False),
     )
     bench = run_bench(args.model, options)
     rows = []
@@ -84,10 +86,16 @@ def run(args: argparse.Namespace) -> int:
         rows.append((sp["backend"], sp["dtype"], sp["batch_size"], f"{cases['baseline']['latency_ms']['p50']:.2f}",
                      f"{cases['pumer']['latency_ms']['p50']:.2f}", f"{sp['speedup']:.2f}x", f"{sp['flop_ideal']:.2f}x",
                      f"{sp['fraction_of_ideal']:.0%}"))
-    out_console.print(table("PuMer vs baseline", ("backend", "dtype", "batch", "baseline p50 ms", "pumer p50 ms",
-                                                  "speedup", "FLOP-ideal", "of ideal"), rows))
+    method = bench["settings"]["method"]
+    out_console.print(table(f"{method['title']} vs baseline", ("backend", "dtype", "batch", "baseline p50 ms",
+                                                               f"{method['name']} p50 ms", "speedup", "FLOP-ideal",
+                                                               "of ideal"), rows))
+    for batch, realised in (bench["flops"].get("per_batch") or {}).items():
+        info(f"batch {batch}: realised counts give a FLOP-ideal of {realised['flop_ideal']:.2f}x for the padded batch, "
+             f"{realised['flop_ideal_per_sample']:.2f}x per sample; kept share "
+             + ", ".join(f"{where} {v['mean']:.2f}" for where, v in realised["kept_share"].items()))
     if bench["vs_torch_eager"]:
-        out_console.print(table("PuMer export vs PyTorch eager PuMer", ("backend", "dtype", "batch", "torch eager p50 ms",
+        out_console.print(table(f"{method['title']} export vs PyTorch eager {method['title']}", ("backend", "dtype", "batch", "torch eager p50 ms",
                                                                        "backend p50 ms", "speedup"),
                                 [(r["backend"], r["dtype"], r["batch_size"], f"{r['torch_eager_p50_ms']:.2f}",
                                   f"{r['backend_p50_ms']:.2f}", f"{r['speedup']:.2f}x") for r in bench["vs_torch_eager"]]))

@@ -1,4 +1,5 @@
-"""``pumer-export eval``: VQA accuracy of baseline and PuMer on the chosen backends (the accuracy drop)."""
+"""``pumer-export eval``: VQA accuracy of the baseline and the reduced model (PuMer or SmartTrim) on the chosen
+backends (the accuracy drop)."""
 
 from __future__ import annotations
 
@@ -71,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
         backends=backends, report_dir=Path(args.report), limit=args.limit, batch_size=args.batch_size,
         dtypes=dtypes, exports=exports or None,
         threads=args.threads, provider=args.ort_provider, force=args.force, progress=not args.no_progress))
+    reduced = report["settings"]["method"]["title"]
     for backend, result in report["results"].items():
-        info(f"{backend}: baseline {result['baseline']['accuracy']:.2f}, PuMer {result['pumer']['accuracy']:.2f} "
+        info(f"{backend}: baseline {result['baseline']['accuracy']:.2f}, {reduced} {result['pumer']['accuracy']:.2f} "
              f"(drop {result['accuracy_drop']:+.2f} points), speedup "
              f"{result['speedup']:.2f}x" if result["speedup"] else f"{backend}: no timing")
     for name, cost in report["quantization_cost"].items():
-        info(f"{name} vs fp32: baseline {cost['baseline']:+.2f}, PuMer {cost['pumer']:+.2f} points")
+        info(f"{name} vs fp32: baseline {cost['baseline']:+.2f}, {reduced} {cost['pumer']:+.2f} points")
     for name, value in report["agreement"].items():
         info(f"agreement {name}: {value:.1%}")
     info(f"wrote {Path(args.report) / 'report.json'} and report.md ({report['num_questions']} questions)")

@@ -25,10 +25,9 @@ Commands find a family with :func:`for_config` (a config.json's contents) or :fu
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from types import ModuleType
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from ..errors import CheckpointError
 
@@ -80,14 +79,9 @@ def example_inputs(config, batch: int, *, text_length: int, image_size: Sequence
     return inputs
 
 
-@contextlib.contextmanager
-def reduction_set(model, enabled: bool) -> Iterator[None]:
+def reduction_set(model, enabled: bool):
     """Run ``model`` with its reducers (``enabled``) or without them (the same weights: the baseline), and restore
-    its settings afterwards."""
-    original = model.pumer_config
-    if not enabled:
-        model.set_pumer_config(original.without_reduction())
-    try:
-        yield
-    finally:
-        model.set_pumer_config(original)
+    its settings afterwards (a context manager; each method says what "without" means)."""
+    from .. import methods
+
+    return methods.for_model(model).reduction_set(model, enabled)

@@ -58,6 +58,7 @@ METADATA_KEYS = (
     "pumer.format",  # METADATA_FORMAT
     "pumer.family",  # model family (pumer_export.models): "vilt", "meter"
     "pumer.config",  # PumerConfig.to_dict() of the exported model (reduce_layers [] with --no-reduction)
+    "pumer.method",  # {"name": the reduction method (pumer_export.methods), "settings": its settings}
     "pumer.reduction",  # true / false
     "pumer.schedule",  # TokenSchedule.to_dict() for the fixed text length and image size
     "pumer.image_size",  # [H, W]
@@ -184,6 +185,24 @@ def check_static_token_dims(model_proto: onnx.ModelProto) -> None:
             raise PumerExportError(f"{value.name!r} has a symbolic token dimension after shape inference: {dims}")
 
 
+def check_data_dependent_dims(model_proto: onnx.ModelProto) -> None:
+    """After shape inference, for a method whose counts depend on the input (SmartTrim): every compaction's token
+    dimension and every kept-positions output's is symbolic. A count frozen at export (the TorchScript exporter's
+    trap: a constant length that silently gives wrong results on other inputs) fails here."""
+    values = {v.name: v for v in list(model_proto.graph.value_info) + list(model_proto.graph.output)}
+    compactions = [n for n in model_proto.graph.node if n.domain == functions.DOMAIN and n.op_type == functions.COMPACT]
+    kept = [o.name for o in model_proto.graph.output if o.name.endswith(("image_kept", "text_kept"))]
+    if not compactions or len(kept) != len(compactions):
+        raise PumerExportError(f"the export holds {len(compactions)} compaction node(s) and {len(kept)} kept-positions "
+                               "output(s); they should match one to one (and be at least one)")
+    for name in [n.output[0] for n in compactions] + kept:
+        if name not in values:
+            raise PumerExportError(f"shape inference gave no shape for {name!r}")
+        dims = _dims(values[name])
+        if len(dims) < 2 or isinstance(dims[1], int):
+            raise PumerExportError(f"{name!r} has a fixed token dimension {dims}: the count was frozen at export")
+
+
 def _fold_constants(model_proto: onnx.ModelProto) -> onnx.ModelProto:
     """Constant folding and dead-node removal only.
 
@@ -303,6 +322,7 @@ def export_onnx(
 
     start = time.perf_counter()
     methods.require_backend(model, "ort", "ONNX export")
+    method = methods.for_model(model)
     family = models.for_model(model)
     input_names = family.INPUT_NAMES
     image_size, text_length = input_size(model.config, image_size, text_length)
@@ -357,7 +377,9 @@ def export_onnx(
         "pumer.format": METADATA_FORMAT,
         "pumer.family": family.NAME,
         "pumer.config": reduction_meta,
-        "pumer.reduction": bool(reduction and pumer.enabled),
+        "pumer.reduction": bool(reduction and (pumer.enabled if method.STATIC_COUNTS else
+                                               method.settings(config).enabled)),
+        "pumer.method": {"name": method.NAME, "settings": method.settings(config).to_dict()},
         "pumer.schedule": schedule.to_dict(),
         "pumer.image_size": list(image_size),
         "pumer.text_length": text_length,
@@ -376,7 +398,10 @@ def export_onnx(
                         **family.architecture(config)},
     })
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
-    check_static_token_dims(proto)
+    if method.STATIC_COUNTS or not (reduction and method.settings(model.config).enabled):
+        check_static_token_dims(proto)
+    else:
+        check_data_dependent_dims(proto)
     use_external = _weight_bytes(proto) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
 
     report = None

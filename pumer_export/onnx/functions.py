@@ -39,7 +39,8 @@ DOMAIN_VERSION = op_spec()["domain_version"]
 
 PRUNE = "PumerPrune"
 MERGE = "PumerMerge"
-OP_TYPES = (PRUNE, MERGE)
+COMPACT = "PumerCompact"
+OP_TYPES = (PRUNE, MERGE, COMPACT)
 
 #: Attributes every pumer node carries for TensorRT's plugin fallback (STRING attributes).
 PLUGIN_NAMESPACE_ATTR = "plugin_namespace"
@@ -317,9 +318,26 @@ def merge_function(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
     return _function(MERGE, opset, b, [x, metric, mask], ["x_out", "mask_out", "slots"], ["r"])
 
 
+def compact_function(opset: int = DEFAULT_OPSET) -> onnx.FunctionProto:
+    """``pumer::PumerCompact`` in standard ONNX at ``opset`` (see
+    :func:`pumer_export.methods.smarttrim.reference.compact_index`): a full-length TopK of the keep mask is the stable
+    kept-first order (TopK breaks ties by the lower index), cut to the largest count of a row."""
+    check_opset(opset)
+    b = _Builder(opset, itertools.count(), "compact")
+    keep, x = "keep", "x"
+    tokens = b.slice(b.op("Shape", keep), b.i64(1), b.i64(2), axis=0)
+    _, order = b.op("TopK", b.op("Cast", keep, to=TensorProto.FLOAT), tokens, n_out=2, axis=1, largest=1, sorted=1)
+    counts = b.reduce("ReduceSum", b.op("Cast", keep, to=TensorProto.INT64), axis=1, keepdims=0)
+    b.op("ReduceMax", counts, b.i64(0), keepdims=0, out=["count"])  # (opset >= 18: axes are an input)
+    b.op("Slice", order, b.i64(0), b.unsqueeze("count", 0), b.i64(1), out=["index"])
+    b.op("GatherElements", keep, "index", axis=1, out=["alive"])
+    b.op("GatherND", x, b.unsqueeze("index", 2), batch_dims=1, out=["x_out"])
+    return _function(COMPACT, opset, b, [keep, x], ["x_out", "alive", "index", "count"], [])
+
+
 def function_protos(opset: int = DEFAULT_OPSET) -> list[onnx.FunctionProto]:
-    """The model-local functions of both pumer ops at ``opset``."""
-    return [prune_function(opset), merge_function(opset)]
+    """The model-local functions of the pumer ops at ``opset``."""
+    return [prune_function(opset), merge_function(opset), compact_function(opset)]
 
 
 def add_functions(model: onnx.ModelProto, opset: int | None = None,
@@ -337,7 +355,7 @@ def add_functions(model: onnx.ModelProto, opset: int | None = None,
     if unknown:
         raise ValueError(f"unknown pumer op type(s) {unknown}; known: {list(OP_TYPES)}")
     strip_functions(model)
-    builders = {PRUNE: prune_function, MERGE: merge_function}
+    builders = {PRUNE: prune_function, MERGE: merge_function, COMPACT: compact_function}
     model.functions.extend(builders[op_type](opset) for op_type in OP_TYPES if op_type in op_types)
     if op_types and not any(imp.domain == DOMAIN for imp in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
@@ -386,7 +404,8 @@ def single_op_model(
     Used by the op tests and handy for plugin tests.
     """
     spec = op_spec()["ops"][op_type]
-    types = {"T": float_type, "A": attn_type or float_type, "M": TensorProto.FLOAT, "I": TensorProto.INT64}
+    types = {"T": float_type, "A": attn_type or float_type, "M": TensorProto.FLOAT, "I": TensorProto.INT64,
+             "K": TensorProto.BOOL}
 
     def values(entries):
         return [helper.make_tensor_value_info(e["name"], types[e["type"]], [d.replace(" ", "") for d in e["shape"]])

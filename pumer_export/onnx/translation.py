@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable, Tuple, TypeVar
 
 import onnxscript
-from onnxscript import INT64, opset18 as op
+from onnxscript import BOOL, INT64, opset18 as op
 from onnxscript.onnx_types import TensorType
 from onnxscript.values import Opset
 
@@ -60,6 +60,15 @@ def pumer_merge(x: T, metric: T, mask: M, r: int) -> Tuple[T, M, INT64]:
     return x_out, mask_out, slots
 
 
+@onnxscript.script(opset=_translations, default_opset=op)
+def pumer_compact(keep: BOOL, x: T) -> Tuple[T, BOOL, INT64, INT64]:
+    """torch.ops.pumer.compact -> one pumer::PumerCompact node (its output length depends on ``keep``)."""
+    x_out, alive, index, count = pumer.PumerCompact(
+        keep, x, plugin_namespace=_PLUGIN_NAMESPACE, plugin_version=_PLUGIN_VERSION
+    )
+    return x_out, alive, index, count
+
+
 def aten_sort_stable(self: T, stable: bool = False, dim: int = -1, descending: bool = False) -> Tuple[T, INT64]:
     """aten::sort.stable as a full-length TopK (ONNX TopK breaks ties by lower index: a stable sort)."""
     size = op.Reshape(op.Gather(op.Shape(self), dim, axis=0), op.Constant(value_ints=[1]))
@@ -76,5 +85,6 @@ def custom_translation_table() -> dict[Any, Callable]:
     return {
         torch.ops.pumer.prune.default: pumer_prune,
         torch.ops.pumer.merge.default: pumer_merge,
+        torch.ops.pumer.compact.default: pumer_compact,
         torch.ops.aten.sort.stable: aten_sort_stable,
     }

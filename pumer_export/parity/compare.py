@@ -104,14 +104,34 @@ def _merge_near_tie(sim: np.ndarray, r: int, ref: np.ndarray, got: np.ndarray, t
     return True
 
 
+def is_kept_output(name: str) -> bool:
+    """A SmartTrim kept-positions output (``cross0.image_kept``): [B, n] with -1 on a row's padding slots."""
+    return name.endswith(("image_kept", "text_kept"))
+
+
+def _trim_near_tie(margins: np.ndarray, tau: float, ref: np.ndarray, got: np.ndarray) -> bool:
+    """SmartTrim's rule: the kept sets may differ only in tokens whose reference margin ``keep - drop`` was within
+    :data:`pumer_export.methods.smarttrim.reference.NEAR_TIE_MARGIN` of tau (padding slots, -1, ignored)."""
+    from ..methods.smarttrim.reference import NEAR_TIE_MARGIN
+
+    differing = set(ref[ref >= 0].tolist()) ^ set(got[got >= 0].tolist())
+    if any(not 0 <= p < len(margins) or np.isnan(margins[p]) for p in differing):
+        return False  # a position that was not even alive before the decision
+    return all(abs(margins[p] - tau) < NEAR_TIE_MARGIN for p in differing)
+
+
 def judge_indices(key: str, detail: dict[str, Any] | None, ref: np.ndarray, got: np.ndarray, tie: float) -> str:
     """``exact``, ``near_tie`` or ``mismatch`` for one sample's index output ``key``."""
+    if is_kept_output(key):  # SmartTrim: the row's kept positions (its padding slots, -1, are the batch's business)
+        ref, got = ref[ref >= 0], got[got >= 0]
     if got.shape == ref.shape and np.array_equal(got, ref):
         return "exact"
     if detail is None:
         return "mismatch"
     if key.endswith("keep_idx"):
         return "near_tie" if _prune_near_tie(detail["scores"], ref, got, tie) else "mismatch"
+    if "margins" in detail:
+        return "near_tie" if _trim_near_tie(detail["margins"], detail["tau"], ref, got) else "mismatch"
     return "near_tie" if _merge_near_tie(detail["sim"], detail["r"], ref, got, tie) else "mismatch"
 
 
@@ -120,6 +140,8 @@ def _detail_row(details: dict[str, Any] | None, row: int) -> dict[str, Any] | No
         return None
     if "scores" in details:
         return {"scores": details["scores"][row]}
+    if "margins" in details:
+        return {"margins": details["margins"][row], "tau": details["tau"]}
     return {"sim": details["sim"][row], "r": details["r"]}
 
 
@@ -139,8 +161,8 @@ def judge_batch(index_names: Sequence[str], reference: dict[str, np.ndarray], ba
         if key not in backend:
             continue
         ref_b, got_b = np.asarray(reference[key]), np.asarray(backend[key])
-        if ref_b.shape != got_b.shape:
-            continue
+        if ref_b.shape != got_b.shape and not (is_kept_output(key) and ref_b.shape[0] == got_b.shape[0]):
+            continue  # (a SmartTrim batch's padded length follows its rows: judged row by row)
         c = counts[key] = {"exact": 0, "near_tie": 0, "mismatch": 0, "after_divergence": 0}
         for row in range(ref_b.shape[0]):
             if states[row] != "exact":

@@ -20,7 +20,8 @@ from ..errors import PumerExportError
 #: The inputs of a ViLT export, in the order the exporter declares them (other families: ``pumer.inputs``).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
 #: Outputs that hold indices (compared exactly) end with one of these.
-INDEX_SUFFIXES = (".keep_idx", ".image_slots", ".text_slots")
+#: PuMer's prune / merge outputs, and SmartTrim's kept positions per trimmer location (``cross0.image_kept``)
+INDEX_SUFFIXES = (".keep_idx", ".image_slots", ".text_slots", ".image_kept", ".text_kept")
 
 _ONNX_DTYPES = {
     1: np.float32, 10: np.float16, 16: "bfloat16", 11: np.float64, 7: np.int64, 6: np.int32, 9: np.bool_,
@@ -191,6 +192,25 @@ def read_onnx_info(path: str | Path) -> OnnxInfo:
 
 
 #: The PuMer settings an export must share with the checkpoint it is compared or timed with.
+def method_differences(model, info: "OnnxInfo") -> list[str]:
+    """How the export's recorded reduction method (``pumer.method``: name and settings) differs from the
+    checkpoint's: [] when they agree or the file records none (exports older than the method seam)."""
+    from .. import methods
+
+    stored = info.metadata.get("pumer.method")
+    if not isinstance(stored, dict):
+        return []
+    mine = methods.for_model(model)
+    if stored.get("name") != mine.NAME:
+        return [f"method {stored.get('name')} (export) vs {mine.NAME} (checkpoint)"]
+    if mine.STATIC_COUNTS:  # PuMer's settings are compared key by key below
+        return []
+    wanted = json.loads(json.dumps(mine.settings(model.config).to_dict()))
+    theirs = stored.get("settings") or {}
+    return [f"{key} {theirs.get(key)} (export) vs {value} (checkpoint)" for key, value in wanted.items()
+            if theirs.get(key) != value]
+
+
 SETTING_KEYS = ("reduce_layers", "prune_ratio", "image_merge_ratio", "text_merge_ratio", "score", "attention_masking")
 
 
@@ -211,6 +231,10 @@ def check_export_of(model, info: OnnxInfo, *, reduction: bool | None = None, fin
     if fingerprint and stored_weights and stored_weights != fingerprint:
         raise PumerExportError(f"{option} {info.path} was exported from another checkpoint (its weights differ); pass "
                                "an export of this checkpoint or leave the option out to export it")
+    method = method_differences(model, info)
+    if method:
+        raise PumerExportError(f"{option} {info.path} was exported with other reduction settings: {'; '.join(method)}; "
+                               "pass an export of this checkpoint")
     stored = info.pumer
     if reduction is None or stored is None:
         return

@@ -91,6 +91,7 @@ def reference_run(model, inputs: dict, *, keep_details: bool = True):
     details: dict[str, dict[str, Any]] = {}
     if keep_details:
         for record in out.reduction_records or []:
+            details.update(record.get("details", {}))  # methods that name their details (SmartTrim's margins)
             if "prune_scores" in record:
                 details[f"layer{record['layer']}.keep_idx"] = {"scores": record["prune_scores"].float().cpu().numpy()}
         slot_keys = [key for key in out.reduction_indices if key.endswith("_slots")]

@@ -51,7 +51,13 @@ def expected_output_names(schedule) -> list[str]:
 
 
 def settings_checks(model, info, backend: str) -> list[Check]:
-    """The export's stored PuMer settings against the checkpoint's (when the export stored them)."""
+    """The export's stored reduction settings against the checkpoint's (when the export stored them)."""
+    from .onnxinfo import method_differences
+
+    method = method_differences(model, info)
+    if method:
+        return [Check(backend, "settings", False, "the export was made with other reduction settings: "
+                      + "; ".join(method), "settings")]
     stored = info.pumer
     if stored is None:
         return [Check(backend, "settings", True, "the ONNX file stores no PuMer settings; compared outputs only",
@@ -71,7 +77,7 @@ def settings_checks(model, info, backend: str) -> list[Check]:
             hint = " (a baseline export made with --no-reduction? validate it with --baseline)"
         return [Check(backend, "settings", False, "the export was made with other PuMer settings: " + "; ".join(differing)
                       + hint, "settings")]
-    return [Check(backend, "settings", True, "the export's PuMer settings match the checkpoint's", "settings")]
+    return [Check(backend, "settings", True, "the export's reduction settings match the checkpoint's", "settings")]
 
 
 def _default_infos(names=INPUT_NAMES) -> list[TensorInfo]:

@@ -384,6 +384,9 @@ def check_pumer_nodes(model: onnx.ModelProto) -> None:
     for node in pumer_nodes(model):
         if node.op_type not in spec["ops"]:
             raise PumerExportError(f"node {node.name or node.op_type!r}: unknown pumer op {node.op_type!r}")
+        if not spec["ops"][node.op_type].get("tensorrt_plugin", True):
+            raise PumerExportError(f"the model holds {node.op_type} nodes (SmartTrim's data-dependent compaction), "
+                                   "which have no TensorRT plugin yet; run this export in ONNX Runtime")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         for key, value in expected.items():
             got = attrs.get(key)

@@ -84,6 +84,7 @@ def trtexec_recipe(
 
     path = resolve_onnx_path(onnx_path)
     model = load_onnx(path)  # one line for a file that is not ONNX
+    prepare.check_pumer_nodes(model)
     quantized = prepare.check_quantization(model, prepare.read_export_metadata(model), fp16)
     policy = prepare.function_policy(version)
     precision = prepare.precision_policy(version, prepare.model_dtype(model), fp16)
