@@ -296,3 +296,24 @@ def test_teacher_is_the_untrimmed_model(base, trimmed):
     model, inputs = trimmed
     with torch.no_grad():
         torch.testing.assert_close(model.untrimmed_logits(**inputs), base(**inputs).logits, atol=1e-6, rtol=1e-6)
+
+
+def test_bench_reports_realised_counts(trimmed, tmp_path, cli):
+    """bench on a SmartTrim checkpoint: the FLOP-ideal speedup comes from the counts each batch realises (padded and
+    per sample, the first never above the second), with the kept share per trimmer location, and a warning that
+    random inputs say little about a method whose counts depend on them."""
+    model, _ = trimmed
+    model.save_pretrained(tmp_path / "st")
+    code, out, err = cli("bench", tmp_path / "st", "--backends", "torch", "--batch-sizes", "1,4", "--iters", "1",
+                         "--warmup", "0", "--memory", "off", "--report", tmp_path / "b", "--no-progress")
+    assert code == 0, err
+    bench = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert bench["settings"]["method"]["name"] == "smarttrim"
+    per_batch = bench["flops"]["per_batch"]
+    assert set(per_batch) == {"1", "4"}
+    for realised in per_batch.values():
+        assert 1 < realised["flop_ideal"] <= realised["flop_ideal_per_sample"] + 1e-9
+        assert "cross0.image" in realised["kept_share"]
+    assert {s["flop_ideal"] for s in bench["speedups"]} == {v["flop_ideal"] for v in per_batch.values()}
+    assert "random inputs" in err and "SmartTrim" in out
+    assert "Kept share per trimmer location" in (tmp_path / "b" / "bench.md").read_text()

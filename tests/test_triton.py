@@ -288,3 +288,10 @@ def test_bounded_load_loses_nothing_and_batches(server, export, images, capsys):
               f"{len(ms) / wall:.1f} req/s, latency p50 {statistics.median(ms):.1f} ms, "
               f"p99 {ms[int(0.99 * (len(ms) - 1))]:.1f} ms, pumer_model average batch {batch:.2f}")
     assert batch is not None and batch >= 1.0
+
+
+def test_symbolic_output_dims_are_variable():
+    """A SmartTrim export's kept positions have a data-dependent length: Triton gets -1 (variable), not a crash."""
+    from pumer_export.triton.repository import _dims
+
+    assert _dims(["batch", 13]) == [13] and _dims(["batch", "u0"]) == [-1] and _dims(["batch", "7", "u3"]) == [7, -1]

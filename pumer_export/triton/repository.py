@@ -58,8 +58,9 @@ def _tensor(pb2, message, name: str, dtype: str, dims: list[int]):
 
 
 def _dims(shape: list) -> list[int]:
-    """Triton's dims without the batch dimension (it comes from max_batch_size)."""
-    return [int(d) for d in shape[1:]]
+    """Triton's dims without the batch dimension (it comes from max_batch_size); a symbolic dimension (SmartTrim's
+    kept positions: as many as the batch keeps) is Triton's variable -1."""
+    return [int(d) if isinstance(d, int) or str(d).isdigit() else -1 for d in shape[1:]]
 
 
 def _batching(config, max_batch_size: int, delay_us: int) -> None:

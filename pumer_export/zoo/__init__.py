@@ -24,6 +24,8 @@ class Entry:
     family: str  # a family of pumer_export.models
     preset: str  # the family's preset: the untrained architecture the recipe starts from
     description: str
+    #: the shipped checkpoint the recipe starts from instead of an untrained preset (a method trained onto it)
+    base: str | None = None
 
 
 ENTRIES = {e.name: e for e in (
@@ -33,6 +35,10 @@ ENTRIES = {e.name: e for e in (
     Entry("easy-vqa-meter", "meter", "easy-vqa",
           "METER on easy-VQA: 64x64 images in 8-pixel patches (65 image tokens), text 16, 2-layer CLIP and text "
           "towers and 3 co-attention blocks of width 128; PuMer at blocks 0 and 1 (0.2 / 0.2 / 0.2)"),
+    Entry("easy-vqa-meter-smarttrim", "meter", "easy-vqa",
+          "easy-vqa-meter with SmartTrim-style trimmers (pumer-export design): image tokens before both CLIP blocks, "
+          "both streams before every co-attention block, heads in every block; trained to keep 45 % of the FLOPs",
+          base="easy-vqa-meter"),
 )}
 
 
@@ -74,6 +80,9 @@ def untrained(name: str, seed: int = 0):
     from .. import models
 
     spec = entry(name)
+    if spec.base is not None:
+        raise PumerExportError(f"{name} is trained from {spec.base} (its card has the recipe), not from random weights: "
+                               f"start from `pumer-export pretrained {spec.base} OUT`")
     return models.get(spec.family).preset_model(spec.preset, seed=seed)
 
 
