@@ -295,9 +295,9 @@ class EmulatedKernels:
         keep = np.ascontiguousarray(keep, dtype=np.uint8)
         outputs = [
             (STORAGE[t_type], (batch, tokens, channels)),
-            (np.uint8, (batch, tokens)),
+            (np.int32, (batch, tokens)),  # alive 0/1 and count in int32, as the TensorRT plugin outputs them
             (np.int64, (batch, tokens)),
-            (np.int64, ()),
+            (np.int32, ()),
         ]
         ws_bytes = self.lib.pumerEmuCompactWorkspace(batch, tokens)
 

@@ -95,6 +95,7 @@ def _cuda_include(nvcc: str) -> Path | None:
     "common/pumerRegistration.cpp",
     "pumerPrunePlugin/pumerPrunePlugin.cpp",
     "pumerMergePlugin/pumerMergePlugin.cpp",
+    "pumerCompactPlugin/pumerCompactPlugin.cpp",
     "api/pumerPluginLibrary.cpp",
 ])  # fmt: skip
 def test_plugin_sources_compile_against_tensorrt_headers(source):
@@ -117,6 +118,7 @@ def test_plugin_sources_compile_against_tensorrt_headers(source):
             cxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
             "-isystem", str(include), "-isystem", str(cuda_include),
             f"-I{PLUGINS / 'common'}", f"-I{PLUGINS / 'pumerPrunePlugin'}", f"-I{PLUGINS / 'pumerMergePlugin'}",
+            f"-I{PLUGINS / 'pumerCompactPlugin'}",
             str(PLUGINS / source),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 
-from conftest import one_line_error
 from pumer_export.errors import PumerExportError
 from pumer_export.methods.smarttrim.config import SmartTrimConfig
 from pumer_export.methods.smarttrim.reference import compact_index
@@ -145,7 +144,7 @@ def test_metadata_names_the_method(exported):
 
 def test_validate_and_tensorrt_on_the_export(exported, cli, tmp_path):
     """validate passes on the checkpoint and its export; an export with other settings fails its settings check;
-    TensorRT is refused in one line (no compaction plugin yet)."""
+    the TensorRT preparation casts the compaction plugin's int32 alive / count back to the node's bool / int64."""
     model, folder, ck = exported
     code, out, err = cli("validate", ck, "--onnx", folder, "--num-samples", 4, "--batch-size", 2)
     assert code == 0, out + err
@@ -156,8 +155,20 @@ def test_validate_and_tensorrt_on_the_export(exported, cli, tmp_path):
     model.set_smarttrim_config(other.replace(tau=other.tau - 1.0))
     code, out, err = cli("validate", tmp_path / "other", "--onnx", folder, "--num-samples", 2)
     assert code != 0 and "tau" in out + err
-    code, _, err = cli("build", folder / "model.onnx", tmp_path / "engine.plan", "--print-trtexec", "--trt-version", "10.8")
-    one_line_error(code, err, "PumerCompact", "ONNX Runtime")
+    code, out, err = cli("build", folder / "model.onnx", tmp_path / "engine.plan", "--print-trtexec",
+                         "--trt-version", "10.8")
+    assert code == 0, err
+    prepared = onnx.load(folder / "model.plugins.onnx", load_external_data=False)
+    assert not [f for f in prepared.functions if f.domain == "pumer"]
+    compactions = [n for n in prepared.graph.node if n.op_type == "PumerCompact"]
+    casts = {n.input[0]: n for n in prepared.graph.node if n.op_type == "Cast"}
+    for node in compactions:
+        for position, to in ((1, onnx.TensorProto.BOOL), (3, onnx.TensorProto.INT64)):
+            cast = casts[node.output[position]]
+            assert onnx.helper.get_attribute_value(cast.attribute[0]) == to
+            assert node.output[position].endswith(".plugin")
+    order = [n.name for n in prepared.graph.node]
+    assert all(order.index(casts[n.output[1]].name) == order.index(n.name) + 1 for n in compactions)
 
 
 def test_baseline_export_has_no_trimmer(exported, tmp_path):

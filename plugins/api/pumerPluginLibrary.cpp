@@ -20,6 +20,7 @@
 #include "NvInferRuntime.h"
 
 #include "pumerHostLogic.h"
+#include "pumerCompactPlugin.h"
 #include "pumerMergePlugin.h"
 #include "pumerPluginUtils.h"
 #include "pumerPrunePlugin.h"
@@ -40,17 +41,23 @@
 namespace
 {
 
+using pumer::plugin::PumerCompactPluginCreator;
 using pumer::plugin::PumerMergePluginCreator;
 using pumer::plugin::PumerPrunePluginCreator;
 
-constexpr int32_t kNbCreators = 2;
+constexpr int32_t kNbCreators = 3;
 
 nvinfer1::IPluginCreatorV3One* creatorAt(int32_t i)
 {
     static PumerPrunePluginCreator prune;
     static PumerMergePluginCreator merge;
-    return i == 0 ? static_cast<nvinfer1::IPluginCreatorV3One*>(&prune)
-                  : static_cast<nvinfer1::IPluginCreatorV3One*>(&merge);
+    static PumerCompactPluginCreator compact;
+    switch (i)
+    {
+    case 0: return &prune;
+    case 1: return &merge;
+    default: return &compact;
+    }
 }
 
 nvinfer1::IPluginRegistry* registry()

@@ -380,6 +380,34 @@ int64_t mergeMaxR(int64_t tokens) noexcept
     return tokens <= 2 ? 0 : (tokens - 1) / 2;
 }
 
+Status parseCompactFields(FieldView const* fields, int32_t nbFields, CompactAttrs& out)
+{
+    for (int32_t i = 0; i < nbFields; ++i)
+    {
+        if (!isIgnoredField(fields[i]))
+        {
+            return unknownField(fields[i], kCompactName, "(none)");
+        }
+    }
+    out = CompactAttrs{};
+    return Status{};
+}
+
+Status validateCompactShapes(Shape const& keep, Shape const& x)
+{
+    if (keep.nbDims != 2) return rankError(kCompactName, "keep", 2, keep);
+    if (x.nbDims != 3) return rankError(kCompactName, "x", 3, x);
+    if (Status const s = batchLimitError(kCompactName, {&keep, &x}); !s.ok) return s;
+    if (differ(keep.d[0], x.d[0]) || differ(keep.d[1], x.d[1]))
+    {
+        std::ostringstream msg;
+        msg << kCompactName << ": keep " << shapeStr(keep) << " does not match x " << shapeStr(x)
+            << " (expected [B, N] and [B, N, C])";
+        return Status::error(msg.str());
+    }
+    return Status{};
+}
+
 Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& metric, Shape const& mask)
 {
     if (x.nbDims != 3) return rankError(kMergeName, "x", 3, x);

@@ -21,7 +21,7 @@ constexpr char const* kPluginNamespace = "pumer";
 constexpr char const* kPluginVersion = "2"; //!< 2: PumerPrune reads queries and keys (op_spec.json domain 2)
 constexpr char const* kPruneName = "PumerPrune";
 constexpr char const* kMergeName = "PumerMerge";
-constexpr char const* kCompactName = "PumerCompact"; //!< SmartTrim's compaction (kernels only so far: no plugin yet)
+constexpr char const* kCompactName = "PumerCompact"; //!< SmartTrim's data-dependent compaction
 
 //! Tensor element types the kernels support (T and A in op_spec.json); masks are always kFLOAT, indices int64.
 enum class DType : int32_t
@@ -92,6 +92,12 @@ struct MergeAttrs
 Status parsePruneFields(FieldView const* fields, int32_t nbFields, PruneAttrs& out);
 Status parseMergeFields(FieldView const* fields, int32_t nbFields, MergeAttrs& out);
 
+//! PumerCompact has no attributes (plugin_namespace / plugin_version are accepted and ignored).
+struct CompactAttrs
+{
+};
+Status parseCompactFields(FieldView const* fields, int32_t nbFields, CompactAttrs& out);
+
 //! Attribute ranges that do not depend on shapes.
 Status validatePruneAttrs(PruneAttrs const& a);
 Status validateMergeAttrs(MergeAttrs const& a);
@@ -115,6 +121,9 @@ Status validatePruneShapes(PruneAttrs const& a, Shape const& x, Shape const& met
     Shape const& keys, Shape const& keyMask, Shape const& textMask);
 //! Merge inputs: x [B,t,C], metric [B,t,D], mask [B,t].
 Status validateMergeShapes(MergeAttrs const& a, Shape const& x, Shape const& metric, Shape const& mask);
+
+//! Compact inputs: keep [B,N], x [B,N,C].
+Status validateCompactShapes(Shape const& keep, Shape const& x);
 
 //! Output shapes (wildcards propagate): prune -> [B,keep,C], [B,keep,D], [B,keep];
 //! merge -> [B,t-r,C], [B,t-r], [B,t].

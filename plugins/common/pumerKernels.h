@@ -71,16 +71,18 @@ struct MergeParams
 
 //! PumerCompact (SmartTrim's stable compaction): keep [B,N] bool (one byte each), x [B,N,C] (type T).
 //! Outputs, laid out for the batch's largest kept count n (known on the device only): x_out [B,n,C] (type T),
-//! alive [B,n] bool, index [B,n] int64, count: n as one int64. Buffers sized for the upper bound n = N are enough.
+//! alive [B,n] int32 0/1, index [B,n] int64, count: n as one int32 (TensorRT's size tensors are int32 and a plugin
+//! output cannot be bool; the ONNX node's alive / count are bool / int64, cast around the plugin). Buffers sized for
+//! the upper bound n = N are enough.
 struct CompactParams
 {
     DType tType{DType::kFLOAT};
     uint8_t const* keep{nullptr};
     void const* x{nullptr};
     void* xOut{nullptr};
-    uint8_t* alive{nullptr};
+    int32_t* alive{nullptr};
     int64_t* index{nullptr};
-    int64_t* count{nullptr};
+    int32_t* count{nullptr};
     int64_t batch{0};
     int64_t tokens{0};   //!< N
     int64_t channels{0}; //!< C

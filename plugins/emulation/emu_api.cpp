@@ -130,8 +130,8 @@ PUMER_EMU_API size_t pumerEmuCompactWorkspace(int64_t batch, int64_t tokens)
     return pumer::compactWorkspaceLayout(batch, tokens).total;
 }
 
-PUMER_EMU_API int pumerEmuCompact(int tType, uint8_t const* keep, void const* x, void* xOut, uint8_t* alive,
-    int64_t* index, int64_t* count, int64_t batch, int64_t tokens, int64_t channels, void* workspace,
+PUMER_EMU_API int pumerEmuCompact(int tType, uint8_t const* keep, void const* x, void* xOut, int32_t* alive,
+    int64_t* index, int32_t* count, int64_t batch, int64_t tokens, int64_t channels, void* workspace,
     size_t workspaceBytes)
 {
     pumer::CompactParams p;

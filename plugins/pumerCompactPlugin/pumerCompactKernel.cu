@@ -53,7 +53,7 @@ __global__ void compactOrderKernel(uint8_t const* keep, int32_t tokens, int32_t*
     }
 }
 
-__global__ void compactCountKernel(int32_t const* counts, int64_t batch, int64_t* count, int32_t* nMax)
+__global__ void compactCountKernel(int32_t const* counts, int64_t batch, int32_t* count, int32_t* nMax)
 {
     __shared__ int32_t best[kCompactThreads];
     int32_t m = 0;
@@ -80,7 +80,7 @@ __global__ void compactCountKernel(int32_t const* counts, int64_t batch, int64_t
 
 template <typename Word>
 __global__ void compactGatherKernel(Word const* x, int32_t const* order, int32_t const* counts, int32_t const* nMax,
-    int32_t tokens, int64_t channels, Word* xOut, uint8_t* alive, int64_t* index)
+    int32_t tokens, int64_t channels, Word* xOut, int32_t* alive, int64_t* index)
 {
     int32_t const n = *nMax;
     int32_t const slot = blockIdx.x;
@@ -120,7 +120,7 @@ cudaError_t launchCompact(CompactParams const& p, void* workspace, size_t worksp
     }
     if (p.batch == 0)
     {
-        return cudaMemsetAsync(p.count, 0, sizeof(int64_t), stream);
+        return cudaMemsetAsync(p.count, 0, sizeof(int32_t), stream);
     }
     auto* base = static_cast<char*>(workspace);
     auto* order = reinterpret_cast<int32_t*>(base + w.order);

@@ -449,6 +449,29 @@ void testBatchLimit()
 
 } // namespace
 
+void testCompact()
+{
+    char const ns[] = "pumer";
+    int32_t r = 1;
+    CompactAttrs a;
+    std::vector<FieldView> f = {{"plugin_namespace", ns, kChr, 5}};
+    CHECK(parseCompactFields(f.data(), 1, a).ok);
+    CHECK(parseCompactFields(nullptr, 0, a).ok);
+    std::vector<FieldView> u = {{"r", &r, kI32, 1}};
+    Status s = parseCompactFields(u.data(), 1, a);
+    CHECK(!s.ok && contains(s.message, "unknown attribute 'r'"));
+    CHECK(validateCompactShapes(makeShape({2, 65}), makeShape({2, 65, 128})).ok);
+    CHECK(validateCompactShapes(makeShape({-1, -1}), makeShape({-1, 65, 128})).ok); // build time: wildcards
+    s = validateCompactShapes(makeShape({2, 64}), makeShape({2, 65, 128}));
+    CHECK(!s.ok && contains(s.message, "does not match"));
+    CHECK(!validateCompactShapes(makeShape({2, 65, 1}), makeShape({2, 65, 128})).ok);
+    CHECK(!validateCompactShapes(makeShape({70000, 5}), makeShape({70000, 5, 8})).ok); // the grid's y limit
+    CompactWorkspace const w = compactWorkspaceLayout(3, 100);
+    CHECK(w.counts >= 3 * 100 * sizeof(int32_t) && w.nMax >= w.counts + 3 * sizeof(int32_t));
+    CHECK(w.total >= w.nMax + sizeof(int32_t) && w.counts % kWorkspaceAlign == 0 && w.nMax % kWorkspaceAlign == 0);
+    CHECK_EQ(compactWorkspaceLayout(0, 0).total, alignUp(sizeof(int32_t)));
+}
+
 int main()
 {
     testPruneParsing();
@@ -460,6 +483,7 @@ int main()
     testIdentity();
     testRegistration();
     testBatchLimit();
+    testCompact();
     std::printf("%d checks, %d failures\n", gChecks, gFailures);
     return gFailures == 0 ? 0 : 1;
 }

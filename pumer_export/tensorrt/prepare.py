@@ -384,9 +384,6 @@ def check_pumer_nodes(model: onnx.ModelProto) -> None:
     for node in pumer_nodes(model):
         if node.op_type not in spec["ops"]:
             raise PumerExportError(f"node {node.name or node.op_type!r}: unknown pumer op {node.op_type!r}")
-        if not spec["ops"][node.op_type].get("tensorrt_plugin", True):
-            raise PumerExportError(f"the model holds {node.op_type} nodes (SmartTrim's data-dependent compaction), "
-                                   "which have no TensorRT plugin yet; run this export in ONNX Runtime")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         for key, value in expected.items():
             got = attrs.get(key)
@@ -411,6 +408,33 @@ class PreparedOnnx:
     op_types: list[str]
 
 
+#: PumerCompact outputs whose ONNX type a TensorRT plugin cannot have: (output position, the plugin's type, the
+#: node's type). TensorRT plugin outputs cannot be bool, and a size tensor (the count) must be int32.
+COMPACT_CASTS = ((1, onnx.TensorProto.INT32, onnx.TensorProto.BOOL), (3, onnx.TensorProto.INT32, onnx.TensorProto.INT64))
+
+
+def cast_around_plugins(model: onnx.ModelProto) -> int:
+    """Rename the PumerCompact outputs the plugin produces in another type (:data:`COMPACT_CASTS`) and cast them back
+    to the node's types right after it, in place (only for TensorRT: the function bodies are stripped, so no body
+    sees the changed types). Returns the number of casts added."""
+    nodes, added = [], 0
+    for node in model.graph.node:
+        nodes.append(node)
+        if node.domain != DOMAIN or node.op_type != "PumerCompact":
+            continue
+        for position, _, to in COMPACT_CASTS:
+            if position >= len(node.output) or not node.output[position]:
+                continue
+            original = node.output[position]
+            node.output[position] = f"{original}.plugin"
+            nodes.append(onnx.helper.make_node("Cast", [node.output[position]], [original], to=to,
+                                               name=f"{node.name or 'PumerCompact'}.cast{position}"))
+            added += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return added
+
+
 def strip_pumer_functions(model: onnx.ModelProto) -> list[str]:
     """Remove the pumer-domain functions in place; return their names. Nodes are not touched."""
     removed = [f.name for f in model.functions if f.domain == DOMAIN]
@@ -432,6 +456,7 @@ def prepare_onnx_for_tensorrt(
     policy = function_policy(version)
     model = load_onnx(path) if model is None else model
     stripped = strip_pumer_functions(model) if policy.strip_functions else []
+    cast_around_plugins(model)
     nodes = pumer_nodes(model)
     try:
         data = model.SerializeToString()

@@ -59,10 +59,12 @@ def plugins_for_recipe(plugins: str | os.PathLike | None) -> tuple[str, str | No
 
 
 def write_prepared(model: onnx.ModelProto, path: Path) -> Path:
-    """``model.plugins.onnx`` beside ``path``: the same graph without the pumer function bodies (weights stay in the
-    external data file, which the copy references by the same relative name)."""
+    """``model.plugins.onnx`` beside ``path``: the same graph without the pumer function bodies and with the casts
+    the plugins need (weights stay in the external data file, which the copy references by the same relative
+    name)."""
     out = path.with_name(path.stem + ".plugins.onnx")
     prepare.strip_pumer_functions(model)
+    prepare.cast_around_plugins(model)
     with atomic_output_file(out) as tmp:
         onnx.save_model(model, str(tmp))
     return out
