@@ -5,7 +5,8 @@
 Steps (each recorded, a failing step does not stop the later ones):
 
 1. build the PyTorch extension over the kernel launchers (the same sources the TensorRT plugins use);
-2. run the GPU harness ``tests/test_kernels_cuda.py`` (every kernel against ``pumer_export.reduce``);
+2. run the GPU harness ``tests/test_kernels_cuda.py`` (every kernel against ``pumer_export.reduce``, SmartTrim's
+   compaction against the ``pumer::compact`` op);
 3. run the kernels under ``compute-sanitizer`` (memcheck, racecheck, synccheck, initcheck) on the sort fallbacks,
    r at its cap, t = 3, fp16 and bf16;
 4. time each kernel at ViLT-B/32 shapes (384x384: 145 image + 40 text tokens, hidden 768, 12 heads, PuMer at

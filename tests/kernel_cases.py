@@ -34,6 +34,7 @@ def load_extension(build_dir: Path, name: str = "pumer_kernels_ext"):
             str(PLUGINS / "tests" / "torch_binding.cpp"),
             str(PLUGINS / "pumerPrunePlugin" / "pumerPruneKernel.cu"),
             str(PLUGINS / "pumerMergePlugin" / "pumerMergeKernel.cu"),
+            str(PLUGINS / "pumerCompactPlugin" / "pumerCompactKernel.cu"),
             str(PLUGINS / "common" / "pumerHostLogic.cpp"),
             str(PLUGINS / "common" / "pumerVersion.cpp"),
         ],

@@ -1,4 +1,5 @@
-"""GPU harness: every PuMer kernel against the PyTorch reference ops (``pumer_export.reduce``).
+"""GPU harness: every kernel against the PyTorch reference ops (PuMer's ``pumer_export.reduce``, SmartTrim's
+``pumer::compact``).
 
 Builds a PyTorch C++/CUDA extension from the same kernel sources the TensorRT plugins use
 (``plugins/tests/torch_binding.cpp`` + ``plugins/*/pumer*Kernel.cu``) and compares, on random and
@@ -260,3 +261,31 @@ def test_kernel_timings(ext, batch, dtype):
         f"prune(N=185, keep={keep}) kernel {t_prune:.3f} ms vs torch {r_prune:.3f} ms; "
         f"merge(t={keep}, r={r}) kernel {t_merge:.3f} ms vs torch {r_merge:.3f} ms (median of 50)"
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PumerCompact (SmartTrim)
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["random", "all kept", "only token 0", "rows with different counts", "long rows"])
+def test_compact_matches_the_op(ext, dtype, case):
+    """The compaction kernels against the pumer::compact op: positions, alive and count exactly, values bit for
+    bit."""
+    from pumer_export import ops  # noqa: F401  (defines torch.ops.pumer.compact)
+
+    generator = torch.Generator().manual_seed(len(case))
+    keep = {
+        "random": torch.rand(4, 65, generator=generator) < 0.4,
+        "all kept": torch.ones(2, 33, dtype=torch.bool),
+        "only token 0": torch.zeros(3, 50, dtype=torch.bool),
+        "rows with different counts": torch.arange(16)[None, :] < torch.tensor([[1], [16], [7]]),
+        "long rows": torch.rand(2, 1200, generator=generator) < 0.3,
+    }[case]
+    keep[:, 0] = True
+    x = torch.randn(*keep.shape, 96, generator=generator).to(dtype)
+    want = torch.ops.pumer.compact(keep, x)
+    x_out, alive, index, count = ext.compact(keep.cuda(), x.cuda())
+    assert count == int(want[3])
+    assert torch.equal(index.cpu(), want[2]) and torch.equal(alive.cpu().bool(), want[1])
+    assert torch.equal(x_out.cpu().view(torch.int16 if dtype != torch.float32 else torch.int32),
+                       want[0].view(torch.int16 if dtype != torch.float32 else torch.int32))

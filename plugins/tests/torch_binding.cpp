@@ -152,6 +152,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> merge(at::Tensor x, at::Tensor me
     return {xOut, mOut, slots};
 }
 
+//! PumerCompact: outputs sized for the upper bound N (as TensorRT sizes them), returned cut to the count the kernels
+//! wrote (read back after the launch: a test harness may synchronise, the kernels do not).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, int64_t> compact(at::Tensor keep, at::Tensor x)
+{
+    checkInput(x, "x", 3);
+    TORCH_CHECK(keep.is_cuda() && keep.is_contiguous() && keep.dim() == 2 && keep.scalar_type() == at::kBool,
+        "keep must be a contiguous CUDA bool [B, N] tensor");
+    pumer::Shape sk, sx;
+    sk.nbDims = 2;
+    sx.nbDims = 3;
+    for (int i = 0; i < 2; ++i) sk.d[i] = keep.size(i);
+    for (int i = 0; i < 3; ++i) sx.d[i] = x.size(i);
+    pumer::Status const st = pumer::validateCompactShapes(sk, sx);
+    TORCH_CHECK(st.ok, st.message);
+    int64_t const b = x.size(0);
+    int64_t const n = x.size(1);
+    auto xOut = at::empty({b * n * x.size(2)}, x.options());
+    auto alive = at::empty({b * n}, x.options().dtype(at::kInt));
+    auto index = at::empty({b * n}, x.options().dtype(at::kLong));
+    auto count = at::empty({1}, x.options().dtype(at::kInt));
+    pumer::CompactParams p;
+    p.tType = toDType(x.scalar_type());
+    p.keep = reinterpret_cast<uint8_t const*>(keep.data_ptr<bool>());
+    p.x = x.data_ptr();
+    p.xOut = xOut.data_ptr();
+    p.alive = alive.data_ptr<int32_t>();
+    p.index = index.data_ptr<int64_t>();
+    p.count = count.data_ptr<int32_t>();
+    p.batch = b;
+    p.tokens = n;
+    p.channels = x.size(2);
+    size_t const bytes = pumer::compactWorkspaceLayout(b, n).total;
+    auto ws = workspace(bytes, x);
+    cudaError_t err = pumer::launchCompact(p, ws.data_ptr(), bytes, c10::cuda::getCurrentCUDAStream().stream());
+    TORCH_CHECK(err == cudaSuccess, "launchCompact failed: ", cudaGetErrorString(err));
+    int64_t const k = count.item<int32_t>();
+    return {xOut.narrow(0, 0, b * k * x.size(2)).view({b, k, x.size(2)}), alive.narrow(0, 0, b * k).view({b, k}),
+        index.narrow(0, 0, b * k).view({b, k}), k};
+}
+
 std::string specHash()
 {
     return pumer::opSpecSha256();
@@ -161,5 +201,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
     m.def("prune", &prune, "PumerPrune kernels");
     m.def("merge", &merge, "PumerMerge kernels");
+    m.def("compact", &compact, "PumerCompact kernels");
     m.def("spec_hash", &specHash, "op_spec.json SHA-256 compiled in");
 }
