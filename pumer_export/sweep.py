@@ -1,6 +1,9 @@
-"""``pumer-export sweep``: the accuracy / speed trade-off of a grid of PuMer settings, to pick settings from.
+"""``pumer-export sweep``: the accuracy / speed trade-off of a grid of settings, to pick settings from.
 
-For every grid point (reduce layers x prune x image merge x text merge; score and masking stay the checkpoint's):
+PuMer checkpoints: the grid is reduce layers x prune x image merge x text merge (score and masking stay the
+checkpoint's). SmartTrim checkpoints: the grid is the deployment knob ``tau`` (``--tau``; the trimmers' weights stay),
+the FLOP-ideal speedup is the per-sample mean of the counts the questions realise, and the speed is measured on the
+first questions (their counts). For every grid point:
 
 1. the model with those settings, optionally fine-tuned for a few steps with them in place (``finetune_steps``,
    through :func:`pumer_export.finetune.run_finetune`);
@@ -45,6 +48,8 @@ class SweepOptions:
     #: precisions of the ONNX Runtime export per point: ("fp32",) or ("fp32", "int8") (dynamic quantization,
     #: `pumer-export quantize --mode dynamic`); each int8 point is a row of its own, timed against the fp32 baseline
     precisions: Sequence[str] = ("fp32",)
+    #: SmartTrim checkpoints: the values of tau to sweep (empty: the checkpoint's)
+    tau: Sequence[float] = ()
     report_dir: Path = Path("sweep-report")
     progress: bool = True
 
@@ -106,18 +111,25 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     if options.threads:
         torch.set_num_threads(options.threads)
     model = load_pumer_model(checkpoint)
-    if methods.for_model(model).NAME != "pumer":
-        raise PumerExportError(f"sweep varies PuMer's settings; {checkpoint} is a {methods.for_model(model).TITLE} "
-                               "checkpoint")
+    method = methods.for_model(model)
+    trimmed = not method.STATIC_COUNTS  # SmartTrim: a tau axis on the checkpoint's trimmers
+    if trimmed and options.finetune_steps:
+        raise PumerExportError("--finetune-steps fine-tunes PuMer points; a SmartTrim sweep varies tau on the trained "
+                               "trimmers (retrain with `finetune --method smarttrim` for another target)")
+    if not trimmed and options.tau:
+        raise PumerExportError(f"--tau is SmartTrim's knob; {checkpoint} is a {method.TITLE} checkpoint")
     family = models.for_model(model)
     base = model.pumer_config
-    points = grid(base, options, model.config.num_hidden_layers)
+    if trimmed:
+        points = [model.smarttrim_config.replace(tau=float(t)) for t in (options.tau or [model.smarttrim_config.tau])]
+    else:
+        points = grid(base, options, model.config.num_hidden_layers)
     image_size, text_length = input_size(model.config)
     processor = load_processor(checkpoint)
     labels = {int(k): v for k, v in model.config.id2label.items()}
     report_dir = Path(options.report_dir)
-    feed = family.example_inputs(model.config, options.batch_size, text_length=text_length, image_size=image_size)
-    feed = {k: v.numpy() for k, v in feed.items()}
+    if len(questions) < options.batch_size:
+        raise PumerExportError(f"the data holds {len(questions)} questions, fewer than --batch-size {options.batch_size}")
 
     def accuracy_of(net) -> dict[str, Any]:
         predictions = [labels[int(i)] for i in predict(net, encoded, 64, "cpu")]
@@ -138,6 +150,12 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
         latencies = time_interleaved(variants, prepared, warmup=options.warmup, iters=options.iters)
         return {name: _percentiles(values)["p50"] for name, values in latencies.items()}
 
+    def realised(net, batches) -> dict[str, Any]:
+        """SmartTrim: the FLOP-ideal speedups the counts of ``batches`` realise."""
+        stats = net.trim_statistics([{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+                                     for b in batches])
+        return stats["flop_ideal"]
+
     def flops_of(settings: PumerConfig) -> int:
         from .schedule import token_schedule
 
@@ -150,9 +168,12 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         encoded = encode_questions(family, processor, questions, image_size=image_size, text_length=text_length,
                                    progress=progress)
+        feed = encoded.batch(slice(0, options.batch_size))  # the first questions: real counts for SmartTrim
         task = progress.add_task("sweep", total=len(points) + 1) if progress else None
-        model.set_pumer_config(base.without_reduction())
-        baseline = {"accuracy": accuracy_of(model), "flops": flops_of(base.without_reduction())}
+        with models.reduction_set(model, False):
+            baseline = {"accuracy": accuracy_of(model), "flops": flops_of(base.without_reduction())}
+        if not trimmed:
+            model.set_pumer_config(base.without_reduction())
         baseline_exports = {}
         if "ort" in backends:
             baseline_exports["ort"] = ensure_export(model, report_dir / "exports" / "baseline", dtype="fp32",
@@ -161,25 +182,37 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
         if progress:
             progress.advance(task)
         for number, point in enumerate(points):
-            label = (f"layers {','.join(map(str, point.reduce_layers))} prune {point.prune_ratio:g} merge "
-                     f"{point.image_merge_ratio:g} text {point.text_merge_ratio:g}")
+            if trimmed:
+                label = f"tau {point.tau:g}"
+            else:
+                label = (f"layers {','.join(map(str, point.reduce_layers))} prune {point.prune_ratio:g} merge "
+                         f"{point.image_merge_ratio:g} text {point.text_merge_ratio:g}")
             if progress:
                 progress.update(task, description=f"sweep: {label}")
-            if flops_of(point) >= baseline["flops"]:
+            if trimmed:
+                net = _point_model(checkpoint, model, point, number, tuning, options, report_dir)
+                ideal = realised(net, [encoded.batch(slice(i, i + 64)) for i in range(0, len(questions), 64)])
+                timed_ideal = realised(net, [feed])["padded"]
+                row = {"point": number, "label": label, "precision": "fp32", "smarttrim": point.to_dict(),
+                       "flops": baseline["flops"] / ideal["per_sample"], "accuracy": accuracy_of(net),
+                       "accuracy_backend": "torch", "finetune_steps": 0, "speed": {},
+                       "flop_ideal": ideal["per_sample"], "flop_ideal_timed_batch": timed_ideal}
+            elif flops_of(point) >= baseline["flops"]:
                 notes.append(f"{label}: reduces no token on this model (skipped)"
                              + ("; a ViLT layer whose prune count is 0 does nothing (the official rule)"
                                 if family.SCHEDULE_RULES == "vilt" else ""))
                 continue
-            net = _point_model(checkpoint, model, point, number, tuning, options, report_dir)
-            row = {"point": number, "label": label, "precision": "fp32", "pumer": point.to_dict(),
-                   "flops": flops_of(point), "accuracy": accuracy_of(net), "accuracy_backend": "torch",
-                   "finetune_steps": options.finetune_steps, "speed": {}}
-            row["flop_ideal"] = baseline["flops"] / row["flops"]
+            else:
+                net = _point_model(checkpoint, model, point, number, tuning, options, report_dir)
+                row = {"point": number, "label": label, "precision": "fp32", "pumer": point.to_dict(),
+                       "flops": flops_of(point), "accuracy": accuracy_of(net), "accuracy_backend": "torch",
+                       "finetune_steps": options.finetune_steps, "speed": {}}
+                row["flop_ideal"] = baseline["flops"] / row["flops"]
             row["accuracy_drop"] = baseline["accuracy"]["accuracy"] - row["accuracy"]["accuracy"]
             for backend in backends:
                 if backend == "torch":
-                    variants = {"baseline": _TorchVariant(model, base.without_reduction(), "cpu", "fp32"),
-                                "pumer": _TorchVariant(net, point, "cpu", "fp32")}
+                    variants = {"baseline": _TorchVariant(model, False, "cpu", "fp32"),
+                                "pumer": _TorchVariant(net, True, "cpu", "fp32")}
                 else:
                     path = ensure_export(net, report_dir / "exports" / f"point{number}", dtype="fp32",
                                          reduction=True, image_size=image_size, text_length=text_length,
@@ -187,7 +220,7 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                     variants = {"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
                                 "pumer": _OrtVariant(path, "cpu", options.threads)}
                 p50 = timed(variants)
-                row["speed"][backend] = _speed(p50, row["flop_ideal"])
+                row["speed"][backend] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
             rows.append(row)
             if "int8" in options.precisions:  # the same point, its ONNX Runtime export quantized
                 quantized = ensure_quantized(path, report_dir / "exports" / f"point{number}-int8")
@@ -196,11 +229,12 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                 int8["accuracy_drop"] = baseline["accuracy"]["accuracy"] - int8["accuracy"]["accuracy"]
                 p50 = timed({"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
                              "pumer": _OrtVariant(quantized, "cpu", options.threads)})
-                int8["speed"]["ort"] = _speed(p50, row["flop_ideal"])
+                int8["speed"]["ort"] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
                 rows.append(int8)
             if progress:
                 progress.advance(task)
-    model.set_pumer_config(base)
+    if not trimmed:
+        model.set_pumer_config(base)
     if not rows:
         raise PumerExportError("no point of the sweep grid reduces any token on this model; " + "; ".join(notes))
     front_backend = "ort" if "ort" in backends else backends[0]
@@ -208,7 +242,8 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
                            r["accuracy"]["accuracy"]) for r in rows])
     for index, row in enumerate(rows):
         row["pareto"] = index in front
-    sweep = {"model": str(checkpoint), "family": family.NAME, "num_questions": len(questions),
+    sweep = {"model": str(checkpoint), "family": family.NAME, "method": {"name": method.NAME, "title": method.TITLE},
+             "num_questions": len(questions),
              "settings": {"backends": backends, "batch_size": options.batch_size, "warmup": options.warmup,
                           "iters": options.iters, "threads": options.threads, "image_size": list(image_size),
                           "text_length": text_length, "finetune_steps": options.finetune_steps,
@@ -226,12 +261,16 @@ def _speed(p50: dict[str, float], flop_ideal: float) -> dict[str, float]:
 
 def _point_model(checkpoint: Path, model, point: PumerConfig, number: int, tuning, options: SweepOptions,
                  report_dir: Path):
-    """The model of one grid point: the checkpoint with ``point``'s settings, fine-tuned for the given steps."""
+    """The model of one grid point: the checkpoint with ``point``'s settings (PuMer's, or SmartTrim's tau),
+    fine-tuned for the given steps (PuMer)."""
     if not options.finetune_steps:
         import copy
 
         net = copy.deepcopy(model)
-        net.set_pumer_config(point)
+        if isinstance(point, PumerConfig):
+            net.set_pumer_config(point)
+        else:
+            net.set_smarttrim_config(point)
         return net
     from .checkpoints import load_pumer_model
     from .finetune import FinetuneOptions, run_finetune
@@ -256,7 +295,8 @@ def to_markdown(sweep: dict[str, Any]) -> str:
     s = sweep["settings"]
     base = sweep["baseline"]["accuracy"]["accuracy"]
     backends = s["backends"]
-    lines = ["# PuMer settings sweep: accuracy against speed", "",
+    title = (sweep.get("method") or {}).get("title", "PuMer")
+    lines = [f"# {title} settings sweep: accuracy against speed", "",
              f"- model: `{sweep['model']}` ({sweep['family']}); {sweep['num_questions']} questions; image "
              f"{'x'.join(map(str, s['image_size']))}, text {s['text_length']}; speed at batch {s['batch_size']}, "
              f"{s['warmup']} warm-up + {s['iters']} timed runs interleaved with the baseline"
@@ -270,7 +310,9 @@ def to_markdown(sweep: dict[str, Any]) -> str:
                      f"{row['accuracy_drop']:+.2f} | {row['flop_ideal']:.2f}x | {speed} |")
     lines += ["", "Accuracy: standard VQA accuracy in percent with the PyTorch reference (int8 rows: the quantized "
               "ONNX Runtime export); drop = the float32 baseline minus the point, in points. Speedup: float32 "
-              "baseline p50 / the point's p50 on the same backend and input (int8 rows: PuMer and int8 together).", "",
+              "baseline p50 / the point's p50 on the same backend and input (int8 rows: the reduction and int8 "
+              "together). SmartTrim: FLOP-ideal = the per-sample mean over the questions' realised counts; the speed "
+              "runs on the first questions, whose padded batch may realise less.", "",
               "![sweep](sweep.png)", ""]
     lines += [f"- note: {n}" for n in sweep["notes"]]
     return "\n".join(lines) + "\n"

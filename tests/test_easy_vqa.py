@@ -284,6 +284,24 @@ def test_finetune_smarttrim_reaches_its_target(cli, tiny_meter_init, tmp_path):
     one_line_error(code, err, "already has trimmers")
 
 
+def test_sweep_over_smarttrim_tau(cli, tmp_path):
+    """sweep on a SmartTrim checkpoint varies tau: a larger tau keeps fewer tokens (a larger realised FLOP-ideal
+    speedup), each point's speed is measured against the untrimmed baseline, and its accuracy is reported."""
+    code, _, err = cli("pretrained", "easy-vqa-meter-smarttrim", tmp_path / "st")
+    assert code == 0, err
+    code, out, err = cli("sweep", tmp_path / "st", "--dataset", "easy-vqa", "--limit", "120", "--tau=-4,0,4",
+                         "--backends", "torch", "--iters", "2", "--warmup", "0", "--threads", "2",
+                         "--report", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    sweep = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert sweep["method"]["name"] == "smarttrim" and [r["label"] for r in sweep["points"]] == ["tau -4", "tau 0",
+                                                                                              "tau 4"]
+    ideals = [r["flop_ideal"] for r in sweep["points"]]
+    assert 1 <= ideals[0] < ideals[1] < ideals[2], ideals
+    assert all(r["speed"]["torch"]["speedup"] > 0 and 0 <= r["accuracy"]["accuracy"] <= 100 for r in sweep["points"])
+    assert "SmartTrim" in (tmp_path / "s" / "sweep.md").read_text()
+
+
 # ---------------------------------------------------------------- shipped models
 def test_pretrained_list_and_untrained(cli, tmp_path):
     code, out, err = cli("pretrained", "--list")

@@ -190,8 +190,11 @@ def test_bad_settings_are_one_line(base, tmp_path, cli):
     from pumer_export.errors import PumerExportError
     from pumer_export.sweep import SweepOptions, run_sweep
 
-    with pytest.raises(PumerExportError, match="sweep varies PuMer's settings"):
-        run_sweep(tmp_path / "st", [], SweepOptions(report_dir=tmp_path / "s", progress=False))
+    with pytest.raises(PumerExportError, match="tau on the trained trimmers"):
+        run_sweep(tmp_path / "st", [], SweepOptions(report_dir=tmp_path / "s", progress=False, finetune_steps=5))
+    base.save_pretrained(tmp_path / "plain")
+    with pytest.raises(PumerExportError, match="--tau is SmartTrim's knob"):
+        run_sweep(tmp_path / "plain", [], SweepOptions(report_dir=tmp_path / "s", progress=False, tau=(0.0,)))
 
 
 def test_info_names_the_method(base, tmp_path, cli):

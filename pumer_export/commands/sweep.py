@@ -1,4 +1,5 @@
-"""``pumer-export sweep``: accuracy and measured speed for a grid of PuMer settings (the trade-off to pick from)."""
+"""``pumer-export sweep``: accuracy and measured speed for a grid of PuMer settings, or of SmartTrim's tau (the
+trade-off to pick from)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prune", type=_ratios, default=(0.1, 0.3), metavar="LIST", help="default 0.1,0.3")
     parser.add_argument("--merge", type=_ratios, default=(0.1, 0.3, 0.5), metavar="LIST", help="default 0.1,0.3,0.5")
     parser.add_argument("--text-merge", type=_ratios, default=(0.2,), metavar="LIST", help="default 0.2")
+    parser.add_argument("--tau", type=_floats, default=(), metavar="LIST",
+                        help="SmartTrim checkpoints: the values of the token decision's tau to sweep, e.g. --tau=-2,0,2 "
+                             "(default: the checkpoint's); the PuMer grid options do not apply to them")
     parser.add_argument("--backends", default="torch,ort", metavar="LIST", help="torch and/or ort (default both)")
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="speed batch (default 8)")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="default 2")
@@ -66,6 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as -2,0,2, got {text!r}") from None
+    if not values or any(v != v for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as -2,0,2, got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         layers=args.layers, prune=args.prune, merge=args.merge, text_merge=args.text_merge,
         backends=[b.strip() for b in args.backends.split(",") if b.strip()], batch_size=args.batch_size,
         warmup=args.warmup, iters=args.iters, threads=args.threads, finetune_steps=args.finetune_steps,
-        precisions=("fp32", "int8") if args.int8 else ("fp32",), report_dir=Path(args.report),
+        precisions=("fp32", "int8") if args.int8 else ("fp32",), report_dir=Path(args.report), tau=args.tau,
         progress=not args.no_progress), tuning=tuning)
     best = [r for r in sweep["points"] if r["pareto"]]
     info(f"baseline accuracy {sweep['baseline']['accuracy']['accuracy']:.2f}; Pareto front: "
