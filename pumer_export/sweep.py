@@ -296,18 +296,22 @@ def to_markdown(sweep: dict[str, Any]) -> str:
     base = sweep["baseline"]["accuracy"]["accuracy"]
     backends = s["backends"]
     title = (sweep.get("method") or {}).get("title", "PuMer")
+    timed_batch = any("flop_ideal_timed_batch" in row for row in sweep["points"])  # counts that depend on the input
     lines = [f"# {title} settings sweep: accuracy against speed", "",
              f"- model: `{sweep['model']}` ({sweep['family']}); {sweep['num_questions']} questions; image "
              f"{'x'.join(map(str, s['image_size']))}, text {s['text_length']}; speed at batch {s['batch_size']}, "
              f"{s['warmup']} warm-up + {s['iters']} timed runs interleaved with the baseline"
              + (f"; each point fine-tuned {s['finetune_steps']} steps" if s["finetune_steps"] else ""),
              f"- baseline accuracy {base:.2f} (PyTorch reference); Pareto front (*) on {s['pareto_backend']}", "",
-             "| settings | accuracy | drop | FLOP-ideal | " + " | ".join(f"{b} speedup" for b in backends) + " |",
-             "|---|---|---|---|" + "---|" * len(backends)]
+             "| settings | accuracy | drop | FLOP-ideal | "
+             + ("FLOP-ideal of the timed batch | " if timed_batch else "")
+             + " | ".join(f"{b} speedup" for b in backends) + " |",
+             "|---|---|---|---|" + ("---|" if timed_batch else "") + "---|" * len(backends)]
     for row in sweep["points"]:
         speed = " | ".join(f"{row['speed'][b]['speedup']:.2f}x" if b in row["speed"] else "-" for b in backends)
+        timed = f"{row['flop_ideal_timed_batch']:.2f}x | " if timed_batch else ""
         lines.append(f"| {'*' if row['pareto'] else ''}{row['label']} | {row['accuracy']['accuracy']:.2f} | "
-                     f"{row['accuracy_drop']:+.2f} | {row['flop_ideal']:.2f}x | {speed} |")
+                     f"{row['accuracy_drop']:+.2f} | {row['flop_ideal']:.2f}x | {timed}{speed} |")
     lines += ["", "Accuracy: standard VQA accuracy in percent with the PyTorch reference (int8 rows: the quantized "
               "ONNX Runtime export); drop = the float32 baseline minus the point, in points. Speedup: float32 "
               "baseline p50 / the point's p50 on the same backend and input (int8 rows: the reduction and int8 "
