@@ -9,8 +9,12 @@ What it does, in the order a reader follows:
 4. the loop: the family's usual VQA loss (binary cross-entropy on soft answer scores, times the label count as ViLT
    and METER train it), AdamW with linear warm-up and cosine decay (transformers' schedule), PuMer active or not
    (default: as the checkpoint is configured; the official PuMer fine-tunes with its reducers in place, the
-   ``pumer`` ops carry the gradient of their reference), a progress bar with the running loss;
-5. after every epoch (and at ``max_steps``): validation accuracy; the best checkpoint so far is written atomically
+   ``pumer`` ops carry the gradient of their reference), a progress bar with the running loss; a method that
+   learns (SmartTrim, ``--method smarttrim``) brings its own objective
+   (:class:`pumer_export.methods.smarttrim.training.Objective`: relaxed decisions, self-distillation, a cost on the
+   FLOPs kept) and may scale its modules' learning rate;
+5. after every epoch (and at ``max_steps``): validation accuracy (and what the method realises: SmartTrim's FLOPs
+   share; an epoch short of its target cannot become the best); the best checkpoint so far is written atomically
    to OUT (config with labels and PuMer settings, weights, processor files) with ``training_state.pt`` and
    ``training.json`` beside it, so ``--resume`` continues where a run stopped.
 
