@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     with step(f"loading {args.model}"):
         model = load_pumer_model(args.model)
     height, width = image_size
-    what = "baseline (no reduction)" if args.no_reduction else "PuMer"
+    method = methods.for_model(model)
+    what = "baseline (no reduction)" if args.no_reduction else method.TITLE
     with step(f"exporting {what} model to ONNX (opset {args.opset}, {args.dtype}, {height}x{width}, "
               f"text {text_length})"):
         result = export_onnx(
@@ -98,8 +99,14 @@ def run(args: argparse.Namespace) -> int:
             fused_official_attention=args.fused_official_attention, processor_dir=args.model,
         )
     layers = result.schedule.layers
-    tokens = (f"tokens {result.schedule.text_tokens}+{result.schedule.image_tokens} -> "
-              f"{result.schedule.final_text_tokens}+{result.schedule.final_image_tokens}") if layers else "no reduction"
+    if args.no_reduction:
+        tokens = "no reduction"
+    elif not method.STATIC_COUNTS:
+        tokens = f"token counts depend on the input: {len(result.output_names) - 1} compactions"
+    else:
+        tokens = (f"tokens {result.schedule.text_tokens}+{result.schedule.image_tokens} -> "
+                  f"{result.schedule.final_text_tokens}+{result.schedule.final_image_tokens}") if layers else \
+            "no reduction"
     validated = "validated" if result.validation is not None else "not validated"
     info(f"wrote {result.path} ({tokens}; {validated}; {result.seconds:.1f}s)")
     return 0

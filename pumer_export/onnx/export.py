@@ -222,9 +222,18 @@ _NODE_NAMES = {"keep_idx": "prune", "image_slots": "image_merge", "text_slots": 
 
 
 def name_pumer_nodes(model_proto: onnx.ModelProto) -> None:
-    """Name each pumer node after the index output it produces (``layer1.prune``, ``layer1.image_merge``, ...)."""
+    """Name each pumer node after the index output it produces (``layer1.prune``, ``layer1.image_merge``, ...; a
+    compaction after its kept-positions output, in order: ``cross0.image.compact``)."""
     outputs = {o.name for o in model_proto.graph.output}
     used = {n.name for n in model_proto.graph.node}
+    kept = [o.name for o in model_proto.graph.output if o.name.endswith(("image_kept", "text_kept"))]
+    compactions = [n for n in model_proto.graph.node if n.domain == functions.DOMAIN and n.op_type == functions.COMPACT]
+    if len(kept) == len(compactions):  # the exporter emits both in forward order
+        for node, output in zip(compactions, kept):
+            name = output[: -len("_kept")] + ".compact"
+            if name not in used:
+                used.add(name)
+                node.name = name
     for node in model_proto.graph.node:
         if node.domain != functions.DOMAIN:
             continue

@@ -119,7 +119,8 @@ def render(summary: dict[str, Any]) -> list:
         [op, "yes" if body else "no", ", ".join(f"{k} {v}" for k, v in body["opset"].items()) if body else "-",
          body["nodes"] if body else "-"] for op, body in summary["function_bodies"].items()]))
     schedule = meta.get("pumer.schedule")
-    if schedule:
+    if schedule and any(c.get("active", True) and (c["prune"] or c["image_merge"] or c["text_merge"])
+                        for c in schedule["layers"]):  # (a SmartTrim export's counts depend on the input)
         layer_rows = [[c["layer"], f"{c['text_in']}+{c['image_in']}", c["prune"], c["image_merge"], c["text_merge"],
                        f"{c['text_out']}+{c['image_out']}"] for c in schedule["layers"]]
         out.append(table(f"token schedule (text+image tokens; {schedule['text_tokens']}+{schedule['image_tokens']} in)",
