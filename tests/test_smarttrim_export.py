@@ -187,3 +187,21 @@ def test_baseline_export_has_no_trimmer(exported, tmp_path):
         untrimmed = model.untrimmed_logits(**inputs)
     np.testing.assert_allclose(got, untrimmed.numpy(), atol=1e-4, rtol=1e-3)
     assert not math.isclose(float(np.abs(got).sum()), 0.0)
+
+
+def test_near_tie_rule_for_kept_positions():
+    """A kept set may differ from the reference only in tokens whose reference margin lay within 1e-3 of tau; other
+    differences, and tokens that were not alive before the decision, are mismatches. Padding slots (-1) do not
+    count."""
+    from pumer_export.parity.compare import judge_indices
+
+    margins = np.array([5.0, 0.2 + 4e-4, -3.0, np.nan, 0.9])  # tau 0.2; position 3 was dropped earlier
+    detail = {"margins": margins, "tau": 0.2}
+    ref = np.array([0, 1, 4, -1])
+    def judge(got):
+        return judge_indices("cross0.image_kept", detail, ref, np.array(got), 1e-6)
+
+    assert judge([0, 1, 4]) == "exact"
+    assert judge([0, 4, -1]) == "near_tie"  # 1 flipped: its margin lay 4e-4 from tau
+    assert judge([0, 1, -1]) == "mismatch"  # 4 dropped: its margin lay 0.7 from tau
+    assert judge([0, 1, 3, 4]) == "mismatch"  # 3 was not alive before the decision
