@@ -129,7 +129,8 @@ def run_sweep(checkpoint: str | Path, questions, options: SweepOptions, tuning=N
     labels = {int(k): v for k, v in model.config.id2label.items()}
     report_dir = Path(options.report_dir)
     if len(questions) < options.batch_size:
-        raise PumerExportError(f"the data holds {len(questions)} questions, fewer than --batch-size {options.batch_size}")
+        raise PumerExportError(f"the data holds {len(questions)} questions, fewer than --batch-size "
+                               f"{options.batch_size}")
 
     def accuracy_of(net) -> dict[str, Any]:
         predictions = [labels[int(i)] for i in predict(net, encoded, 64, "cpu")]
