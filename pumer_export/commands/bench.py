@@ -15,7 +15,8 @@ def _str_list(text: str) -> list[str]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark PuMer against the baseline (same weights) on PyTorch, ONNX Runtime and TensorRT",
+        help="benchmark the reduced model (PuMer, SmartTrim) against the baseline (same weights) on PyTorch, ONNX "
+             "Runtime and TensorRT",
         description=(
             "For every backend x batch size x dtype, measure the baseline (no reducers) and PuMer interleaved in one "
             "process: latency p50/p90/p99, throughput, peak memory, and the PuMer speedup next to the FLOP-ideal "

@@ -11,7 +11,8 @@ from ._common import add_data_arguments, positive_int
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="VQA accuracy of baseline and PuMer per backend: accuracy drop, backend agreement, throughput",
+        help="VQA accuracy of baseline and reduced model (PuMer, SmartTrim) per backend: accuracy drop, backend "
+             "agreement, throughput",
         description=(
             "Run the baseline and the PuMer model of a checkpoint on a VQA set (a named dataset such as easy-vqa, "
             "VQAv2 question and annotation files with an image folder, or JSON lines of {image, question, answers}) "

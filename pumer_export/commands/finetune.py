@@ -22,7 +22,8 @@ def keep_share(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a checkpoint for VQA on a dataset (e.g. easy-vqa), with or without PuMer active",
+        help="fine-tune a checkpoint for VQA on a dataset (e.g. easy-vqa), with or without PuMer active, or train "
+             "SmartTrim-style trimmers (--method smarttrim)",
         description=(
             "Fine-tune a pumer-export checkpoint (ViLT or METER) for VQA: binary cross-entropy on soft answer "
             "scores, AdamW with linear warm-up and cosine decay, PuMer's reducers in place during training unless "

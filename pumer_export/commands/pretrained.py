@@ -8,7 +8,8 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrained",
-        help="write a small trained checkpoint that ships with pumer-export (easy-vqa-vilt, easy-vqa-meter)",
+        help="write a small trained checkpoint that ships with pumer-export (easy-vqa-vilt, easy-vqa-meter, "
+             "easy-vqa-meter-smarttrim)",
         description=(
             "Write one of the small checkpoints trained on easy-VQA that ship with the package as an ordinary "
             "pumer-export checkpoint folder (config, float32 weights, processor files), ready for info, run, eval, "

@@ -31,7 +31,7 @@ def _layer_sets(text: str) -> tuple[tuple[int, ...], ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep",
-        help="accuracy and measured speedup for a grid of PuMer settings (Pareto front, plot)",
+        help="accuracy and measured speedup for a grid of PuMer settings or SmartTrim taus (Pareto front, plot)",
         description=(
             "For every combination of --layers, --prune, --merge and --text-merge (score and masking stay the "
             "checkpoint's): the VQA accuracy with the PyTorch reference (optionally after --finetune-steps of "
