@@ -46,6 +46,7 @@ from ..schedule import TokenSchedule, input_size
 from . import functions
 from .files import MODEL_FILE  # noqa: F401  (re-exported)
 from .metadata import read_metadata, set_metadata  # noqa: F401  (read_metadata re-exported)
+from ..parity.onnxinfo import is_kept_output
 from .translation import custom_translation_table
 DATA_FILE = "model.onnx.data"
 #: Weights above this many bytes are written as external data (``model.onnx.data``).
@@ -191,7 +192,7 @@ def check_data_dependent_dims(model_proto: onnx.ModelProto) -> None:
     trap: a constant length that silently gives wrong results on other inputs) fails here."""
     values = {v.name: v for v in list(model_proto.graph.value_info) + list(model_proto.graph.output)}
     compactions = [n for n in model_proto.graph.node if n.domain == functions.DOMAIN and n.op_type == functions.COMPACT]
-    kept = [o.name for o in model_proto.graph.output if o.name.endswith(("image_kept", "text_kept"))]
+    kept = [o.name for o in model_proto.graph.output if is_kept_output(o.name)]
     if not compactions or len(kept) != len(compactions):
         raise PumerExportError(f"the export holds {len(compactions)} compaction node(s) and {len(kept)} kept-positions "
                                "output(s); they should match one to one (and be at least one)")
@@ -226,7 +227,7 @@ def name_pumer_nodes(model_proto: onnx.ModelProto) -> None:
     compaction after its kept-positions output, in order: ``cross0.image.compact``)."""
     outputs = {o.name for o in model_proto.graph.output}
     used = {n.name for n in model_proto.graph.node}
-    kept = [o.name for o in model_proto.graph.output if o.name.endswith(("image_kept", "text_kept"))]
+    kept = [o.name for o in model_proto.graph.output if is_kept_output(o.name)]
     compactions = [n for n in model_proto.graph.node if n.domain == functions.DOMAIN and n.op_type == functions.COMPACT]
     if len(kept) == len(compactions):  # the exporter emits both in forward order
         for node, output in zip(compactions, kept):

@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ParityError, PumerExportError
-from ..parity.compare import is_kept_output, judge_batch
-from ..parity.onnxinfo import is_index_output
+from ..parity.compare import judge_batch
+from ..parity.onnxinfo import is_index_output, is_kept_output
 from ..parity.runners import reference_run
 from ..parity.tolerances import DEFAULTS
 

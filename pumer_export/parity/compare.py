@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .onnxinfo import is_index_output
+from .onnxinfo import is_index_output, is_kept_output
 from .tolerances import Tolerances
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -102,11 +102,6 @@ def _merge_near_tie(sim: np.ndarray, r: int, ref: np.ndarray, got: np.ndarray, t
         if not sim[a, got_dst[a]] >= sim[a, ref_dst[a]] - tie:
             return False
     return True
-
-
-def is_kept_output(name: str) -> bool:
-    """A SmartTrim kept-positions output (``cross0.image_kept``): [B, n] with -1 on a row's padding slots."""
-    return name.endswith(("image_kept", "text_kept"))
 
 
 def _trim_near_tie(margins: np.ndarray, tau: float, ref: np.ndarray, got: np.ndarray) -> bool:

@@ -34,6 +34,11 @@ def is_index_output(name: str) -> bool:
     return name.endswith(INDEX_SUFFIXES)
 
 
+def is_kept_output(name: str) -> bool:
+    """A SmartTrim kept-positions output (``cross0.image_kept``): [B, n] with -1 on a row's padding slots."""
+    return name.endswith(INDEX_SUFFIXES[3:])
+
+
 def canonical_dtype(name: str | None) -> str | None:
     """``fp32`` / ``fp16`` / ``bf16`` for the spellings the tools use, None for None."""
     if name is None:

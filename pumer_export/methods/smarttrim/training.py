@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .reference import keep_margin
 
@@ -90,7 +89,9 @@ def cost_loss(flops_share: torch.Tensor, target: float) -> torch.Tensor:
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """The VQA loss of the student's logits against the teacher's answer scores."""
-    return F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher)) * student.shape[1]
+    from ...finetune import task_loss
+
+    return task_loss(student, torch.sigmoid(teacher))
 
 
 class Objective:
@@ -113,7 +114,9 @@ class Objective:
         options, model = self.options, self.model
         relaxation = Relaxation(options.temperature, noise=True, generator=self.generator)
         out = model.relaxed_forward(**feeds, relaxation=relaxation)
-        task = F.binary_cross_entropy_with_logits(out.logits, targets) * targets.shape[1]
+        from ...finetune import task_loss
+
+        task = task_loss(out.logits, targets)
         with torch.no_grad():
             teacher = model.untrimmed_logits(**feeds)
         target = target_at(step, self.total_steps, options)

@@ -335,15 +335,11 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         return trim_statistics(self, batches)
 
     def _untrimmed_flops(self, text_tokens: int) -> int:
-        """The untrimmed model's FLOPs for one sample with ``text_tokens`` text positions."""
+        """The untrimmed model's FLOPs for one sample with ``text_tokens`` text positions (the family's count; this
+        model's PuMer settings reduce nothing, checked at construction)."""
         from . import encoder_flops
-        from ...schedule import token_schedule
 
-        config = self.config
-        schedule = token_schedule(self.pumer_config.without_reduction(), num_layers=config.num_hidden_layers,
-                                  text_tokens=text_tokens, image_tokens=(config.image_size // config.patch_size) ** 2
-                                  + 1, rules="meter")
-        return encoder_flops(config, schedule)
+        return encoder_flops(self.config, self.token_schedule(text_tokens))
 
 
 def realised_flops(config: MeterConfig, counts: dict[str, list], text_tokens: int, sample: int | None = None) -> int:
