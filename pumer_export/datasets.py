@@ -138,6 +138,18 @@ def load_dataset(name: str, split: str) -> list[Question]:
     return load_easy_vqa(split)
 
 
+def of_answer_types(questions: Sequence[Question], types: Sequence[str]) -> list[Question]:
+    """The questions whose answer type is one of ``types`` (easy-VQA: yes/no, color, shape; VQAv2: yes/no, number,
+    other), in their order; a type no question has is an error naming the types present."""
+    present = sorted({q.answer_type for q in questions})
+    unknown = [t for t in types if t not in present]
+    if unknown:
+        raise PumerExportError(f"no question has the answer type {', '.join(map(repr, unknown))}; this data has "
+                               f"{', '.join(present)}")
+    wanted = set(types)
+    return [q for q in questions if q.answer_type in wanted]
+
+
 def subset(questions: Sequence[Question], limit: int | None, seed: int | None = None) -> list[Question]:
     """The first ``limit`` questions, or ``limit`` drawn without replacement with ``seed`` (in their order)."""
     questions = list(questions)

@@ -76,6 +76,33 @@ def test_one_data_reader_for_every_command(cli, tmp_path):
     one_line_error(code, err, "one data source")
 
 
+def test_answer_types_select_questions(cli, tiny_init, train_questions, tmp_path):
+    """--answer-types keeps the questions of the named types only (a staged recipe trains on shape questions
+    first); a type the data lacks, or the option without data, is one line."""
+    import argparse
+
+    from pumer_export.commands._common import add_data_arguments, questions_from_args
+    from pumer_export.datasets import of_answer_types
+
+    shape = of_answer_types(train_questions, ["shape"])
+    assert shape and {q.answers[0] for q in shape} == {"circle", "rectangle", "triangle"}
+    both = of_answer_types(train_questions, ["shape", "color"])
+    assert len(both) == len(shape) + sum(q.answer_type == "color" for q in train_questions)
+    assert [q.question_id for q in both] == sorted(q.question_id for q in both)  # order kept
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser, split="train")
+    args = parser.parse_args(["--dataset", "easy-vqa", "--answer-types", "shape"])
+    assert [q.question_id for q in questions_from_args(args)] == [q.question_id for q in shape]
+    code, _, err = cli("eval", tiny_init, "--dataset", "easy-vqa", "--answer-types", "number",
+                       "--report", tmp_path / "r")
+    one_line_error(code, err, "'number'", "color, shape, yes/no")
+    code, _, err = cli("eval", tiny_init, "--dataset", "easy-vqa", "--answer-types", ",", "--report", tmp_path / "r")
+    assert code == 2 and "comma-separated names" in err
+    code, _, err = cli("finetune", tiny_init, tmp_path / "o", "--answer-types", "shape")
+    one_line_error(code, err, "--answer-types selects from data")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
 def test_missing_extra_is_one_line(cli, tiny_init, tmp_path, monkeypatch):
     import sys
 

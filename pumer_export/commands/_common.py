@@ -82,6 +82,14 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     return values
 
 
+def names(text: str) -> tuple[str, ...]:
+    """``"shape,color"`` to ("shape", "color"): comma-separated names, at least one."""
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as shape,color, got {text!r}")
+    return values
+
+
 def check_input_lengths(config, image_size: tuple[int, int], text_length: int) -> None:
     """Raise a one-line error when an image size or text length does not fit the model (the family's rule)."""
     from .. import models
@@ -144,12 +152,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split: str = "test", 
                        help="image folder of the VQAv2 files (COCO-style names ending in the image id)")
     group.add_argument(f"--{prefix}jsonl", dest=f"{dest}jsonl", metavar="FILE",
                        help="JSON lines of {image, question, answers}")
+    group.add_argument(f"--{prefix}answer-types", dest=f"{dest}answer_types", metavar="LIST",
+                       type=names,
+                       help="only questions of these comma-separated answer types (easy-VQA: yes/no, color, shape)")
 
 
 def questions_from_args(args: argparse.Namespace, prefix: str = "", required: bool = True):
     """The :class:`~pumer_export.datasets.Question` list the data options name (None when none is given and
     ``required`` is false); one-line errors for a mix of sources or an incomplete one."""
-    from ..datasets import load_dataset, load_jsonl, load_vqav2
+    from ..datasets import load_dataset, load_jsonl, load_vqav2, of_answer_types
 
     dest = prefix.replace("-", "_")
     get = lambda name: getattr(args, f"{dest}{name}", None)  # noqa: E731
@@ -159,14 +170,21 @@ def questions_from_args(args: argparse.Namespace, prefix: str = "", required: bo
     if len(given) > 1:
         raise PumerExportError(f"pass one data source, not {' and '.join(given)}")
     if get("dataset"):
-        return load_dataset(get("dataset"), get("split"))
-    if get("jsonl"):
-        return load_jsonl(get("jsonl"))
-    if any(vqav2):
+        questions = load_dataset(get("dataset"), get("split"))
+    elif get("jsonl"):
+        questions = load_jsonl(get("jsonl"))
+    elif any(vqav2):
         if not all(vqav2):
             raise PumerExportError(f"VQAv2 data needs all three of --{prefix}questions FILE --{prefix}annotations "
                                    f"FILE --{prefix}images DIR")
-        return load_vqav2(*vqav2)
+        questions = load_vqav2(*vqav2)
+    else:
+        questions = None
+    if questions is not None:
+        return of_answer_types(questions, get("answer_types")) if get("answer_types") else questions
+    if get("answer_types"):
+        raise PumerExportError(f"--{prefix}answer-types selects from data: name it too (e.g. --{prefix}dataset "
+                               "easy-vqa)")
     if required:
         raise PumerExportError(f"name the data: --{prefix}dataset easy-vqa, --{prefix}jsonl FILE, or "
                                f"--{prefix}questions FILE --{prefix}annotations FILE --{prefix}images DIR")

@@ -1,0 +1,39 @@
+"""Built-in LLaVA configurations (random weights): small enough for tests and this CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: name -> (vision tower, language model) settings.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # 32x32 images in 8-px patches: 16 visual tokens; 4 decoder layers with grouped-query attention
+    "tiny": {
+        "vision": dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2),
+        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=256),
+    },
+}
+
+
+def llava_config(name: str = "tiny", *, vocab_size: int = 96, image_token_id: int = 4, **text: Any):
+    """The transformers ``LlavaConfig`` of preset ``name`` (``text`` overrides language-model settings)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    preset = PRESETS[name]
+    vision = CLIPVisionConfig(**preset["vision"])
+    language = LlamaConfig(**{**preset["text"], "vocab_size": vocab_size, **text})
+    grid = (vision.image_size // vision.patch_size) ** 2
+    return LlavaConfig(vision_config=vision, text_config=language, image_token_id=image_token_id,
+                       image_seq_length=grid, projector_hidden_act="gelu")
+
+
+def llava_model(name: str = "tiny", seed: int = 0, **kwargs: Any):
+    """A seeded random stock ``LlavaForConditionalGeneration`` of preset ``name``."""
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(llava_config(name, **kwargs))
+    return model.eval()
