@@ -254,3 +254,164 @@ class VqaPipeline:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[{"answer": self.info.id2label.get(int(i), str(int(i))), "score": float(row[i])} for i in idx]
                 for row, idx in zip(scores, order)]
+
+
+# ----------------------------------------------------------------------------- generation (Victor LLaVA)
+class GenerationBackend:
+    """The three steps of a generative export, on numpy arrays: ``image_features(pixel_values)``, ``prefill(input_ids,
+    attention_mask, image_features) -> (logits [B, 1, V], presents)`` and ``decode(input_ids, position_ids,
+    attention_mask_full, attention_mask_short, pasts) -> (logits, presents)`` (presents: keys and values per layer,
+    layer-major). ``meta`` is the export's ``generation.json``. :func:`generate` is the one loop over them."""
+
+    name = "backend"
+    meta: dict[str, Any]
+
+    def check_pasts(self, pasts: Sequence[np.ndarray], mask_full: np.ndarray, mask_short: np.ndarray) -> None:
+        """One line when a past cache does not have the lengths the decode graph needs: ``P`` for the layers before
+        the drop, ``P - N`` after it (ONNX cannot state the relation, so it is checked here)."""
+        k, n = self.meta["drop_layer"], self.meta["image_tokens"]
+        full, short = mask_full.shape[1] - 1, mask_short.shape[1] - 1
+        if full - short != n:
+            raise PumerExportError(f"the short attention mask must be {n} (the image tokens) shorter than the full "
+                                   f"one; got past lengths {full} and {short}")
+        for i in range(self.meta["layers"]):
+            want = full if i < k else short
+            got = pasts[2 * i].shape[2]
+            if got != want:
+                raise PumerExportError(f"past.{i}.key holds {got} positions; layer {i} needs {want} ("
+                                       f"{'the full' if i < k else 'the short'} length: layers < {k} keep the image)")
+
+
+class OrtGeneration(GenerationBackend):
+    """A Victor export folder (``generation.json`` and the three graphs) on ONNX Runtime."""
+
+    name = "ort"
+
+    def __init__(self, folder: str | Path, provider: str = "cpu", threads: int | None = None):
+        import json
+
+        folder = Path(folder)
+        manifest = folder / "generation.json"
+        if not manifest.is_file():
+            raise PumerExportError(f"{folder} is not a generative export (no generation.json): export a Victor "
+                                   "LLaVA checkpoint with pumer_export.onnx.generation.export_generation")
+        self.meta = json.loads(manifest.read_text())
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("ONNX Runtime is not installed: pip install onnxruntime") from None
+        from .parity.runners import ORT_PROVIDERS
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"), options,
+                                                    providers=[ORT_PROVIDERS[provider]])
+                         for name in self.meta["graphs"]}
+
+    def image_features(self, pixel_values):
+        return self.sessions["vision"].run(None, {"pixel_values": pixel_values.astype(np.float32)})[0]
+
+    def prefill(self, input_ids, attention_mask, image_features):
+        outputs = self.sessions["prefill"].run(None, {"input_ids": input_ids.astype(np.int64),
+                                                      "attention_mask": attention_mask.astype(np.int64),
+                                                      "image_features": image_features})
+        return outputs[0], outputs[1:]
+
+    def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
+        self.check_pasts(pasts, attention_mask_full, attention_mask_short)
+        session = self.sessions["decode"]
+        names = [i.name for i in session.get_inputs()]
+        feeds = dict(zip(names, [input_ids.astype(np.int64), position_ids.astype(np.int64),
+                                 attention_mask_full.astype(np.int64), attention_mask_short.astype(np.int64),
+                                 *pasts]))
+        outputs = session.run(None, feeds)
+        return outputs[0], outputs[1:]
+
+
+class TorchGeneration(GenerationBackend):
+    """The PyTorch reference of a Victor LLaVA model behind the same three steps."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        from .models.llava import image_tokens
+
+        self.model = model.eval()
+        config = model.config
+        self.meta = {"image_tokens": image_tokens(config), "drop_layer": model.victor.drop_layer,
+                     "layers": config.text_config.num_hidden_layers, "image_token_id": config.image_token_id,
+                     "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id}
+
+    def image_features(self, pixel_values):
+        import torch
+
+        from .methods.victor import reference
+
+        with torch.no_grad():
+            return reference.image_features(self.model, torch.from_numpy(pixel_values)).numpy()
+
+    def prefill(self, input_ids, attention_mask, image_features):
+        import torch
+
+        from .methods.victor import reference
+
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        with torch.no_grad():
+            where = self.model.layout(ids)
+            embeds = reference.embed(self.model, ids, torch.from_numpy(image_features), self.model.victor_registers,
+                                     where)
+            logits, state = reference.prefill(self.model, self.meta["drop_layer"], ids, mask, embeds, where)
+        return logits[:, -1:].numpy(), [t.numpy() for cache in state.caches for t in cache]
+
+    def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
+        import torch
+
+        from .methods.victor import reference
+
+        self.check_pasts(pasts, attention_mask_full, attention_mask_short)
+        caches = [(torch.from_numpy(pasts[2 * i]), torch.from_numpy(pasts[2 * i + 1])) for i in range(len(pasts) // 2)]
+        state = reference.State(caches, torch.from_numpy(attention_mask_full[:, :-1]),
+                                torch.from_numpy(attention_mask_short[:, :-1]), torch.from_numpy(position_ids[:, 0]))
+        with torch.no_grad():
+            logits, state = reference.decode(self.model, self.meta["drop_layer"], torch.from_numpy(input_ids), state)
+        return logits.numpy(), [t.numpy() for cache in state.caches for t in cache]
+
+
+def generate(backend: GenerationBackend, input_ids: np.ndarray, attention_mask: np.ndarray,
+             pixel_values: np.ndarray, max_new_tokens: int, sampling=None) -> np.ndarray:
+    """[B, max_new_tokens] token ids from any :class:`GenerationBackend`: prefill, then one decode step per token
+    with the two masks and positions kept as the reference keeps them (the next token's choice is the reference's
+    :class:`~pumer_export.methods.victor.reference.Sampling`, greedy by default); rows that reach end-of-sequence
+    are padded."""
+    import torch
+
+    from .methods.victor.reference import Sampling
+
+    sampling = sampling or Sampling()
+    meta = backend.meta
+    n = meta["image_tokens"]
+    eos, pad = meta.get("eos_token_id"), meta.get("pad_token_id") or 0
+    generator = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
+    start = (input_ids == meta["image_token_id"]).argmax(axis=1)
+    j = np.arange(input_ids.shape[1] - n)[None, :]
+    keep = j + n * (j >= start[:, None])
+    mask_full = attention_mask.astype(np.int64)
+    mask_short = np.take_along_axis(mask_full, keep, axis=1)
+    position = np.maximum(mask_full.cumsum(axis=1) - 1, 0)[:, -1] + 1
+    logits, pasts = backend.prefill(input_ids, mask_full, backend.image_features(pixel_values))
+    finished = np.zeros(input_ids.shape[0], dtype=bool)
+    out = np.full((input_ids.shape[0], max_new_tokens), pad, dtype=np.int64)
+    for step in range(max_new_tokens):
+        token = sampling.choose(torch.from_numpy(np.ascontiguousarray(logits[:, -1])), generator).numpy()
+        token = np.where(finished, pad, token)
+        out[:, step] = token
+        if eos is not None:
+            finished |= token == eos
+        if step + 1 == max_new_tokens or finished.all():
+            break
+        one = np.ones((input_ids.shape[0], 1), dtype=np.int64)
+        mask_full, mask_short = np.concatenate([mask_full, one], 1), np.concatenate([mask_short, one], 1)
+        logits, pasts = backend.decode(token[:, None], position[:, None], mask_full, mask_short, pasts)
+        position = position + 1
+    return out

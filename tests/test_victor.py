@@ -172,3 +172,79 @@ def test_bad_settings_and_prompts_are_one_line(stock):
     split[0, 5], split[0, 0] = 7, IMAGE  # one image token moved into the prefix
     with pytest.raises(PumerExportError, match="one contiguous span"):
         model.layout(split)
+
+
+# ------------------------------------------------------------------------- export and runtime
+@pytest.fixture(scope="module")
+def exported(stock, tmp_path_factory):
+    """One Victor export (three graphs) of the tiny model, k = 2 of 4 layers, M = 3."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
+    from pumer_export.onnx.generation import export_generation
+
+    model = victor_of(stock)
+    folder = export_generation(model, tmp_path_factory.mktemp("victor") / "export")
+    return model, folder
+
+
+def test_export_has_three_graphs_of_standard_ops_and_two_past_lengths(exported):
+    import onnx
+
+    from pumer_export.onnx.generation import GRAPHS
+
+    model, folder = exported
+    for name in GRAPHS:
+        proto = onnx.load(folder / f"{name}.onnx")
+        assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}, name  # standard operators only
+    decode = onnx.load(folder / "decode.onnx")
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in decode.graph.input}
+    full, short = dims["past.0.key"][2], dims["past.3.key"][2]
+    assert isinstance(full, str) and isinstance(short, str) and full != short
+    assert dims["past.1.key"][2] == full and dims["past.2.key"][2] == short  # k = 2: layers 0, 1 full
+
+
+def test_ort_prefill_and_greedy_tokens_equal_the_reference(exported):
+    """On a batch of another size and other prefix lengths than the export's example: prefill logits, present lengths
+    L and L - N, and the greedy tokens of ONNX Runtime's loop equal PyTorch's (the reference's own loop and the
+    runtime loop over the reference's steps)."""
+    from pumer_export.runtime import OrtGeneration, TorchGeneration, generate
+
+    model, folder = exported
+    ids, mask, pixels = prompts(model, [0, 3, 1], [6, 2, 4], registers=3, seed=11)
+    ort_backend = OrtGeneration(folder, threads=1)
+    features = ort_backend.image_features(pixels.numpy())
+    logits, presents = ort_backend.prefill(ids.numpy(), mask.numpy(), features)
+    with torch.no_grad():
+        reference_logits, state = model.prefill(ids, mask, pixels)
+    assert abs(logits - reference_logits[:, -1:].numpy()).max() < 1e-4
+    n = image_tokens(model.config)
+    assert [p.shape[2] for p in presents[::2]] == [ids.shape[1]] * 2 + [ids.shape[1] - n] * 2
+    expected = model.generate_tokens(ids, mask, pixels, max_new_tokens=8).numpy()
+    assert (generate(TorchGeneration(model), ids.numpy(), mask.numpy(), pixels.numpy(), 8) == expected).all()
+    assert (generate(ort_backend, ids.numpy(), mask.numpy(), pixels.numpy(), 8) == expected).all()
+    sampling = reference.Sampling(temperature=0.8, top_k=10, seed=3)
+    assert (generate(ort_backend, ids.numpy(), mask.numpy(), pixels.numpy(), 5, sampling)
+            == model.generate_tokens(ids, mask, pixels, 5, sampling).numpy()).all()
+
+
+def test_decode_refuses_a_past_of_the_wrong_length(exported):
+    import numpy as np
+
+    from pumer_export.runtime import OrtGeneration
+
+    model, folder = exported
+    backend = OrtGeneration(folder, threads=1)
+    ids, mask, pixels = prompts(model, [1], [3], registers=3)
+    _, presents = backend.prefill(ids.numpy(), mask.numpy(), backend.image_features(pixels.numpy()))
+    n = image_tokens(model.config)
+    one = np.ones((1, 1), dtype=np.int64)
+    full = np.concatenate([mask.numpy(), one], 1)
+    short = full[:, n:]
+    token, position = np.zeros((1, 1), dtype=np.int64), np.full((1, 1), ids.shape[1], dtype=np.int64)
+    swapped = list(presents)
+    swapped[0], swapped[6] = presents[6], presents[0]  # a short cache where layer 0 needs the full one
+    with pytest.raises(PumerExportError, match="past.0.key holds"):
+        backend.decode(token, position, full, short, swapped)
+    with pytest.raises(PumerExportError, match="must be 16"):
+        backend.decode(token, position, full, full, presents)
+    logits, _ = backend.decode(token, position, full, short, presents)
+    assert logits.shape[:2] == (1, 1)
