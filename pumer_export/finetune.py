@@ -58,6 +58,9 @@ class FinetuneOptions:
     #: image augmentation: "" none; "flip": random left-right and top-bottom flips; "dihedral": the flips and a
     #: random transpose (square images), i.e. the 8 rotations and reflections (label-preserving on easy-VQA)
     augment: str = ""
+    #: answer type -> K: the training questions of that type appear K times an epoch (after the validation
+    #: hold-out), e.g. {"shape": 4} for easy-VQA, whose shape questions a small model otherwise learns last
+    oversample: dict[str, int] = dataclasses.field(default_factory=dict)
     val_fraction: float = 0.05
     val_limit: int | None = 2000
     resume: bool = False
@@ -143,6 +146,19 @@ def hold_out(questions: Sequence[Question], fraction: float, seed: int) -> tuple
         raise PumerExportError("too few images to hold out a validation share; pass validation data")
     held = set(np.random.default_rng(seed).permutation(images)[:count].tolist())
     return [q for q in questions if str(q.image) not in held], [q for q in questions if str(q.image) in held]
+
+
+def oversampled(questions: Sequence[Question], repeats: dict[str, int]) -> list[Question]:
+    """``questions`` with those of each answer type in ``repeats`` appearing that many times (the copies follow the
+    originals; the batch order is drawn anew each epoch). An answer type the data lacks is one line."""
+    questions = list(questions)
+    present = {q.answer_type for q in questions}
+    missing = sorted(set(repeats) - present)
+    if missing:
+        raise PumerExportError(f"--oversample: no training question has the answer type {', '.join(missing)}; "
+                               f"this data has {', '.join(sorted(present))}")
+    extra = [q for q in questions if repeats.get(q.answer_type, 1) > 1 for _ in range(repeats[q.answer_type] - 1)]
+    return questions + extra
 
 
 def flip_images(feeds: dict[str, np.ndarray], rng: np.random.Generator, *, transpose: bool = False
@@ -275,6 +291,7 @@ class _Run:
         if validation is None:
             train, validation = hold_out(train, options.val_fraction, options.seed)
         self.validation = subset(validation, options.val_limit, seed=options.seed)
+        train = oversampled(train, options.oversample)
         check_labels(model, train, options.relabel)
         self.pumer = model.pumer_config
         if options.reduction == "on" and not self.pumer.enabled:
@@ -410,6 +427,7 @@ def _resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
         raise PumerExportError(f"--resume: cannot read {out / STATE_FILE} ({type(exc).__name__})") from None
     saved, current = state["log"]["options"], _options_dict(options)
     changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel", "augment",
+                           "oversample",
                            "method", "trim_settings", "trim_training") if saved.get(k) != current.get(k)]
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)

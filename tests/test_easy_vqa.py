@@ -103,6 +103,26 @@ def test_answer_types_select_questions(cli, tiny_init, train_questions, tmp_path
     assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
 
 
+def test_oversample_repeats_one_answer_type(cli, tiny_init, train_questions, tmp_path):
+    from pumer_export.finetune import oversampled
+
+    questions = train_questions[:400]
+    shape = [q for q in questions if q.answer_type == "shape"]
+    out = oversampled(questions, {"shape": 3})
+    assert len(out) == len(questions) + 2 * len(shape) and out[:len(questions)] == questions
+    assert sorted(q.question_id for q in out if q.answer_type == "shape") == sorted(
+        q.question_id for q in shape for _ in range(3))
+    assert oversampled(questions, {}) == questions
+    with pytest.raises(Exception, match="no training question has the answer type number"):
+        oversampled(questions, {"number": 2})
+    code, _, err = cli("finetune", tiny_init, tmp_path / "o", "--dataset", "easy-vqa", "--oversample", "shape=0")
+    assert code == 2 and "TYPE=K" in err
+    code, _, err = cli("finetune", tiny_init, tmp_path / "o", "--dataset", "easy-vqa", "--limit", "60",
+                       "--oversample", "number=2", "--no-progress")
+    one_line_error(code, err, "--oversample", "number")
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_extra_is_one_line(cli, tiny_init, tmp_path, monkeypatch):
     import sys
 

@@ -248,3 +248,22 @@ def test_decode_refuses_a_past_of_the_wrong_length(exported):
         backend.decode(token, position, full, full, presents)
     logits, _ = backend.decode(token, position, full, short, presents)
     assert logits.shape[:2] == (1, 1)
+
+
+def test_costs_follow_the_layout(stock):
+    """KV bytes of the layers from the drop on are exactly (L - N) / L of the stock model's; prefill FLOPs shrink as
+    the drop comes earlier and equal the stock count at k = n; a decode step's attention reads L - N + 1 keys after
+    the drop (counted independently here: projections and MLP do not depend on the length)."""
+    from pumer_export.models import llava
+
+    config = stock.config
+    n, length = image_tokens(config), 40
+    victor = VictorConfig(registers=3, drop_layer=2)
+    stock_kv, victor_kv = llava.kv_cache_bytes(config, length), llava.kv_cache_bytes(config, length, victor)
+    assert victor_kv[:2] == stock_kv[:2]
+    assert all(v * length == s * (length - n) for v, s in zip(victor_kv[2:], stock_kv[2:]))
+    flops = [llava.prefill_flops(config, length, VictorConfig(registers=3, drop_layer=k)) for k in range(5)]
+    assert flops == sorted(flops) and flops[4] == llava.prefill_flops(config, length)
+    text = config.text_config
+    saved = llava.decode_flops(config, length) - llava.decode_flops(config, length, victor)
+    assert saved == 2 * (4 - 2) * (2 * 1 * n * text.num_attention_heads * (text.hidden_size // text.num_attention_heads))

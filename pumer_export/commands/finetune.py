@@ -19,6 +19,19 @@ def keep_share(text: str) -> float:
     return value
 
 
+def repeats(text: str) -> dict[str, int]:
+    """``"shape=4"`` / ``"shape=4,color=2"`` to {answer type: K}, K >= 1."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, count = part.rpartition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected TYPE=K with K a positive integer (e.g. shape=4), got {part!r}")
+        out[name] = int(count)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected TYPE=K (e.g. shape=4), got {text!r}")
+    return out
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "finetune",
@@ -62,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="flip images left-right and top-bottom at random (--augment or --augment flip), or also "
                              "transpose square ones (--augment dihedral: the 8 rotations and reflections); for data "
                              "whose answers do not depend on orientation, such as easy-VQA")
+    parser.add_argument("--oversample", type=repeats, default={}, metavar="TYPE=K",
+                        help="the training questions of answer type TYPE appear K times an epoch (comma-separated "
+                             "for several; e.g. shape=4 for easy-VQA); validation is not oversampled")
     trim = parser.add_argument_group("SmartTrim-style training (--method smarttrim)")
     trim.add_argument("--method", choices=("pumer", "smarttrim"), default=None,
                       help="the reduction method to train (default: the checkpoint's own)")
@@ -115,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     log = run_finetune(args.model, args.out, train, FinetuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, max_steps=args.max_steps, seed=args.seed, device=args.device,
-        reduction=args.pumer, relabel=args.relabel, augment=args.augment, val_fraction=args.val_fraction,
+        reduction=args.pumer, relabel=args.relabel, augment=args.augment, oversample=args.oversample,
+        val_fraction=args.val_fraction,
         val_limit=args.val_limit,
         resume=args.resume, force=args.force, threads=args.threads, progress=not args.no_progress,
         method=method, trim_settings=trim_settings, trim_training=trim_training),
