@@ -267,3 +267,27 @@ def test_costs_follow_the_layout(stock):
     text = config.text_config
     saved = llava.decode_flops(config, length) - llava.decode_flops(config, length, victor)
     assert saved == 2 * (4 - 2) * (2 * 1 * n * text.num_attention_heads * (text.hidden_size // text.num_attention_heads))
+
+
+def test_processor_gives_the_victor_layout(stock):
+    """The built-in processor expands the image placeholder to N tokens and puts the M register tokens right after
+    it, left-padded; the Victor model reads that layout and generates from it."""
+    from PIL import Image
+
+    from pumer_export.models.llava import processing
+
+    model = victor_of(stock)
+    processor = processing.tiny_processor(model.config)
+    images = [Image.new("RGB", (48, 48), "red"), Image.new("RGB", (64, 40), "blue")]
+    batch = processing.encode(processor, images, ["what color is the shape?", "what shape?"], registers=3)
+    ids = torch.from_numpy(batch["input_ids"])
+    assert (ids == processing.IMAGE_TOKEN_ID).sum(1).tolist() == [image_tokens(model.config)] * 2
+    assert (ids == processing.REGISTER_TOKEN_ID).sum(1).tolist() == [3, 3]
+    assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][:, -1].tolist() == [1, 1]  # left padding
+    tokens = processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    assert tokens[-2:] == ["assistant", ":"] and "<unk>" not in tokens
+    where = model.layout(ids)
+    assert where.start.tolist() == [3, 6]  # <s> user : ...; the shorter question pads its row by 3
+    out = model.generate_tokens(ids, torch.from_numpy(batch["attention_mask"]),
+                                torch.from_numpy(batch["pixel_values"]), max_new_tokens=3)
+    assert out.shape == (2, 3)
