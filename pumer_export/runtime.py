@@ -259,7 +259,7 @@ class VqaPipeline:
 # ----------------------------------------------------------------------------- generation (Victor LLaVA)
 class GenerationBackend:
     """The three steps of a generative export, on numpy arrays: ``image_features(pixel_values)``, ``prefill(input_ids,
-    attention_mask, image_features) -> (logits [B, 1, V], presents)`` and ``decode(input_ids, position_ids,
+    attention_mask, image_features) -> (logits [B, 1, V], attention_mask_short, presents)`` and ``decode(input_ids, position_ids,
     attention_mask_full, attention_mask_short, pasts) -> (logits, presents)`` (presents: keys and values per layer,
     layer-major). ``meta`` is the export's ``generation.json``. :func:`generate` is the one loop over them."""
 
@@ -316,7 +316,7 @@ class OrtGeneration(GenerationBackend):
         outputs = self.sessions["prefill"].run(None, {"input_ids": input_ids.astype(np.int64),
                                                       "attention_mask": attention_mask.astype(np.int64),
                                                       "image_features": image_features})
-        return outputs[0], outputs[1:]
+        return outputs[0], outputs[1], outputs[2:]
 
     def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
         self.check_pasts(pasts, attention_mask_full, attention_mask_short)
@@ -339,42 +339,41 @@ class TorchGeneration(GenerationBackend):
 
         self.model = model.eval()
         config = model.config
-        self.meta = {"image_tokens": image_tokens(config), "drop_layer": model.victor.drop_layer,
+        self.meta = {"image_tokens": image_tokens(config), "drop_layer": model.drop_layer,
                      "layers": config.text_config.num_hidden_layers, "image_token_id": config.image_token_id,
                      "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id}
 
     def image_features(self, pixel_values):
         import torch
 
-        from .methods.victor import reference
+        from .models.llava import decoding
 
         with torch.no_grad():
-            return reference.image_features(self.model, torch.from_numpy(pixel_values)).numpy()
+            return decoding.image_features(self.model, torch.from_numpy(pixel_values)).numpy()
 
     def prefill(self, input_ids, attention_mask, image_features):
         import torch
 
-        from .methods.victor import reference
+        from .models.llava import decoding
 
-        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
         with torch.no_grad():
-            where = self.model.layout(ids)
-            embeds = reference.embed(self.model, ids, torch.from_numpy(image_features), self.model.victor_registers,
-                                     where)
-            logits, state = reference.prefill(self.model, self.meta["drop_layer"], ids, mask, embeds, where)
-        return logits[:, -1:].numpy(), [t.numpy() for cache in state.caches for t in cache]
+            embeds, select = self.model.prepare(torch.from_numpy(input_ids), torch.from_numpy(image_features))
+            logits, state = decoding.prefill(self.model, self.meta["drop_layer"], torch.from_numpy(attention_mask),
+                                             embeds, select)
+        return (logits[:, -1:].numpy(), state.mask_short.numpy(),
+                [t.numpy() for cache in state.caches for t in cache])
 
     def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
         import torch
 
-        from .methods.victor import reference
+        from .models.llava import decoding
 
         self.check_pasts(pasts, attention_mask_full, attention_mask_short)
         caches = [(torch.from_numpy(pasts[2 * i]), torch.from_numpy(pasts[2 * i + 1])) for i in range(len(pasts) // 2)]
-        state = reference.State(caches, torch.from_numpy(attention_mask_full[:, :-1]),
-                                torch.from_numpy(attention_mask_short[:, :-1]), torch.from_numpy(position_ids[:, 0]))
+        state = decoding.State(caches, torch.from_numpy(attention_mask_full[:, :-1]),
+                               torch.from_numpy(attention_mask_short[:, :-1]), torch.from_numpy(position_ids[:, 0]))
         with torch.no_grad():
-            logits, state = reference.decode(self.model, self.meta["drop_layer"], torch.from_numpy(input_ids), state)
+            logits, state = decoding.decode(self.model, self.meta["drop_layer"], torch.from_numpy(input_ids), state)
         return logits.numpy(), [t.numpy() for cache in state.caches for t in cache]
 
 
@@ -382,24 +381,20 @@ def generate(backend: GenerationBackend, input_ids: np.ndarray, attention_mask: 
              pixel_values: np.ndarray, max_new_tokens: int, sampling=None) -> np.ndarray:
     """[B, max_new_tokens] token ids from any :class:`GenerationBackend`: prefill, then one decode step per token
     with the two masks and positions kept as the reference keeps them (the next token's choice is the reference's
-    :class:`~pumer_export.methods.victor.reference.Sampling`, greedy by default); rows that reach end-of-sequence
+    :class:`~pumer_export.models.llava.decoding.Sampling`, greedy by default); rows that reach end-of-sequence
     are padded."""
     import torch
 
-    from .methods.victor.reference import Sampling
+    from .models.llava.decoding import Sampling
 
     sampling = sampling or Sampling()
     meta = backend.meta
-    n = meta["image_tokens"]
     eos, pad = meta.get("eos_token_id"), meta.get("pad_token_id") or 0
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
-    start = (input_ids == meta["image_token_id"]).argmax(axis=1)
-    j = np.arange(input_ids.shape[1] - n)[None, :]
-    keep = j + n * (j >= start[:, None])
     mask_full = attention_mask.astype(np.int64)
-    mask_short = np.take_along_axis(mask_full, keep, axis=1)
     position = np.maximum(mask_full.cumsum(axis=1) - 1, 0)[:, -1] + 1
-    logits, pasts = backend.prefill(input_ids, mask_full, backend.image_features(pixel_values))
+    logits, mask_short, pasts = backend.prefill(input_ids, mask_full, backend.image_features(pixel_values))
+    mask_short = mask_short.astype(np.int64)
     finished = np.zeros(input_ids.shape[0], dtype=bool)
     out = np.full((input_ids.shape[0], max_new_tokens), pad, dtype=np.int64)
     for step in range(max_new_tokens):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pumer_export.errors import PumerExportError
-from pumer_export.methods.victor import reference
+from pumer_export.models.llava import decoding as reference
 from pumer_export.methods.victor.config import VictorConfig
 from pumer_export.models.llava import image_tokens
 from pumer_export.models.llava.presets import llava_model
@@ -54,7 +54,7 @@ def test_no_registers_and_no_drop_is_stock_llava(stock):
         theirs = stock(input_ids=ids, attention_mask=mask, pixel_values=pixels,
                        position_ids=reference.positions(mask)).logits
     where = model.layout(ids)
-    keep = where.keep_index(ids.shape[1])
+    keep = where.without_image(ids.shape[1])
     theirs = theirs.gather(1, keep[..., None].expand(-1, -1, theirs.shape[-1]))
     real = mask.gather(1, keep).bool()
     assert logits.shape == theirs.shape
@@ -68,7 +68,7 @@ def test_drop_removes_the_image_span_only(stock):
     ids, mask, _ = prompts(model, [2, 0, 4], [3, 6, 1], registers=3)
     where = model.layout(ids)
     n = image_tokens(model.config)
-    keep = where.keep_index(ids.shape[1])
+    keep = where.without_image(ids.shape[1])
     kept_ids = ids.gather(1, keep)
     for row in range(ids.shape[0]):
         expected = [int(t) for t in ids[row] if int(t) != IMAGE]
@@ -212,10 +212,11 @@ def test_ort_prefill_and_greedy_tokens_equal_the_reference(exported):
     ids, mask, pixels = prompts(model, [0, 3, 1], [6, 2, 4], registers=3, seed=11)
     ort_backend = OrtGeneration(folder, threads=1)
     features = ort_backend.image_features(pixels.numpy())
-    logits, presents = ort_backend.prefill(ids.numpy(), mask.numpy(), features)
+    logits, short_mask, presents = ort_backend.prefill(ids.numpy(), mask.numpy(), features)
     with torch.no_grad():
         reference_logits, state = model.prefill(ids, mask, pixels)
     assert abs(logits - reference_logits[:, -1:].numpy()).max() < 1e-4
+    assert (short_mask == state.mask_short.numpy()).all()
     n = image_tokens(model.config)
     assert [p.shape[2] for p in presents[::2]] == [ids.shape[1]] * 2 + [ids.shape[1] - n] * 2
     expected = model.generate_tokens(ids, mask, pixels, max_new_tokens=8).numpy()
@@ -234,7 +235,7 @@ def test_decode_refuses_a_past_of_the_wrong_length(exported):
     model, folder = exported
     backend = OrtGeneration(folder, threads=1)
     ids, mask, pixels = prompts(model, [1], [3], registers=3)
-    _, presents = backend.prefill(ids.numpy(), mask.numpy(), backend.image_features(pixels.numpy()))
+    _, _, presents = backend.prefill(ids.numpy(), mask.numpy(), backend.image_features(pixels.numpy()))
     n = image_tokens(model.config)
     one = np.ones((1, 1), dtype=np.int64)
     full = np.concatenate([mask.numpy(), one], 1)

@@ -3,7 +3,8 @@ explicit inputs and outputs per layer and two symbolic past lengths.
 
 * ``vision.onnx``: ``pixel_values [B, 3, H, W]`` -> ``image_features [B, N, d]``;
 * ``prefill.onnx``: ``input_ids [B, L]``, ``attention_mask [B, L]``, ``image_features [B, N, d]`` -> ``logits [B,
-  1, V]`` (the last position) and ``present.{i}.key`` / ``.value``: ``[B, H_kv, L, d_h]`` for layers ``i < k``,
+  1, V]`` (the last position), ``attention_mask_short [B, L - N]`` (the mask of the positions that stayed, which
+  the decode loop extends) and ``present.{i}.key`` / ``.value``: ``[B, H_kv, L, d_h]`` for layers ``i < k``,
   ``[B, H_kv, L - N, d_h]`` for ``i >= k``; the registers are a constant of the graph; the drop is a gather on an
   index computed from the image's start (no data-dependent shape);
 * ``decode.onnx``: ``input_ids [B, 1]``, ``position_ids [B, 1]``, ``attention_mask_full [B, P + 1]``,
@@ -27,8 +28,7 @@ from torch import nn
 
 from ..errors import PumerExportError
 from ..fsutil import atomic_output_dir
-from ..methods.victor import reference
-from ..models.llava import image_tokens
+from ..models.llava import decoding, image_tokens
 
 GRAPHS = ("vision", "prefill", "decode")
 MANIFEST = "generation.json"
@@ -45,7 +45,7 @@ class _Vision(nn.Module):
         self.model = model
 
     def forward(self, pixel_values):
-        return reference.image_features(self.model, pixel_values)
+        return decoding.image_features(self.model, pixel_values)
 
 
 class _Prefill(nn.Module):
@@ -55,10 +55,9 @@ class _Prefill(nn.Module):
 
     def forward(self, input_ids, attention_mask, image_features):
         model = self.model
-        where = model.layout(input_ids)
-        embeds = reference.embed(model, input_ids, image_features, model.victor_registers, where)
-        logits, state = reference.prefill(model, model.victor.drop_layer, input_ids, attention_mask, embeds, where)
-        return (logits[:, -1:], *[t for cache in state.caches for t in cache])
+        embeds, select = model.prepare(input_ids, image_features)
+        logits, state = decoding.prefill(model, model.drop_layer, attention_mask, embeds, select)
+        return (logits[:, -1:], state.mask_short, *[t for cache in state.caches for t in cache])
 
 
 class _Decode(nn.Module):
@@ -68,8 +67,8 @@ class _Decode(nn.Module):
 
     def forward(self, input_ids, position_ids, attention_mask_full, attention_mask_short, past):
         caches = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        state = reference.State(caches, attention_mask_full[:, :-1], attention_mask_short[:, :-1], position_ids[:, 0])
-        logits, state = reference.decode(self.model, self.model.victor.drop_layer, input_ids, state)
+        state = decoding.State(caches, attention_mask_full[:, :-1], attention_mask_short[:, :-1], position_ids[:, 0])
+        logits, state = decoding.decode(self.model, self.model.drop_layer, input_ids, state)
         return (logits, *[t for cache in state.caches for t in cache])
 
 
@@ -122,7 +121,7 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
     past_full = torch.export.Dim("past_full", min=n + 1, max=config.text_config.max_position_embeddings)
     past_short = torch.export.Dim("past_short", min=1, max=config.text_config.max_position_embeddings)
     with torch.no_grad():
-        features = reference.image_features(model, example["pixel_values"])
+        features = decoding.image_features(model, example["pixel_values"])
         _, state = model.prefill(example["input_ids"], example["attention_mask"], example["pixel_values"])
     past = [t for cache in state.caches for t in cache]
     b = example["input_ids"].shape[0]
@@ -135,7 +134,8 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
         _export(_Vision(model), (example["pixel_values"],), tmp / "vision.onnx", ["pixel_values"],
                 ["image_features"], ({0: batch},), opset)
         _export(_Prefill(model), (example["input_ids"], example["attention_mask"], features), tmp / "prefill.onnx",
-                ["input_ids", "attention_mask", "image_features"], ["logits", *cache_names("present", layers)],
+                ["input_ids", "attention_mask", "image_features"],
+                ["logits", "attention_mask_short", *cache_names("present", layers)],
                 ({0: batch, 1: sequence}, {0: batch, 1: sequence}, {0: batch}), opset)
         _export(_Decode(model), decode_args, tmp / "decode.onnx",
                 ["input_ids", "position_ids", "attention_mask_full", "attention_mask_short",

@@ -1,6 +1,6 @@
 """Victor on LLaVA: the model class with its registers, and ``attach`` for a stock checkpoint.
 
-The computation is :mod:`pumer_export.methods.victor.reference`'s; this module holds the weights (the stock LLaVA's
+The computation is :mod:`pumer_export.methods.victor.reference`'s (run by :mod:`.decoding`); this module holds the weights (the stock LLaVA's
 plus the registers ``[M, d]``, cast to the embeddings' dtype where they are placed) and the settings
 (config.json ``"victor"`` with ``register_token_id``), and gives the reference's functions the model's own layout.
 """
@@ -13,7 +13,7 @@ from torch import nn
 from ...errors import PumerExportError
 from ...methods.victor import reference
 from ...methods.victor.config import CONFIG_KEY, VictorConfig
-from . import image_tokens, num_layers
+from . import decoding, image_tokens, num_layers
 
 
 def _llava_class():
@@ -40,32 +40,38 @@ class VictorLlavaForConditionalGeneration(_llava_class()):
     def victor(self) -> VictorConfig:
         return victor_settings(self.config)
 
-    def layout(self, input_ids: torch.Tensor) -> reference.Layout:
-        return reference.layout(input_ids, self.config.image_token_id, image_tokens(self.config),
-                                getattr(self.config, "register_token_id", None), self.victor.registers)
+    @property
+    def drop_layer(self) -> int:
+        return self.victor.drop_layer
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> tuple[torch.Tensor, reference.Layout]:
+    def layout(self, input_ids: torch.Tensor) -> decoding.Layout:
+        return decoding.layout(input_ids, self.config.image_token_id, image_tokens(self.config),
+                               getattr(self.config, "register_token_id", None), self.victor.registers)
+
+    def prepare(self, input_ids: torch.Tensor, image_features: torch.Tensor
+                ) -> tuple[torch.Tensor, decoding.Select]:
+        """The input embeddings (image features and registers in their slots) and Victor's drop for them."""
         where = self.layout(input_ids)
-        features = reference.image_features(self, pixel_values)
-        return reference.embed(self, input_ids, features, self.victor_registers, where), where
+        embeds = decoding.embed(self, input_ids, image_features, self.victor_registers, where)
+        return embeds, reference.select(where, input_ids.shape[1])
 
     def prefill(self, input_ids, attention_mask, pixel_values):
         """Logits [B, L - N, V] (every position but the image's) and the two-length cache state."""
-        embeds, where = self.embed(input_ids, pixel_values)
-        return reference.prefill(self, self.victor.drop_layer, input_ids, attention_mask, embeds, where)
+        embeds, select = self.prepare(input_ids, decoding.image_features(self, pixel_values))
+        return decoding.prefill(self, self.drop_layer, attention_mask, embeds, select)
 
     def decode(self, token_ids, state):
-        return reference.decode(self, self.victor.drop_layer, token_ids, state)
+        return decoding.decode(self, self.drop_layer, token_ids, state)
 
     @torch.no_grad()
     def generate_tokens(self, input_ids, attention_mask, pixel_values, max_new_tokens: int,
-                        sampling: reference.Sampling = reference.Sampling()) -> torch.Tensor:
+                        sampling: decoding.Sampling = decoding.Sampling()) -> torch.Tensor:
         """[B, max_new_tokens] token ids (greedy by default), the reference's cached loop."""
-        embeds, where = self.embed(input_ids, pixel_values)
+        embeds, select = self.prepare(input_ids, decoding.image_features(self, pixel_values))
         text = self.config.text_config
         pad = text.pad_token_id if text.pad_token_id is not None else 0
-        return reference.generate(self, self.victor.drop_layer, input_ids, attention_mask, embeds, where,
-                                  max_new_tokens, text.eos_token_id, pad, sampling)
+        return decoding.generate(self, self.drop_layer, attention_mask, embeds, select, max_new_tokens,
+                                 text.eos_token_id, pad, sampling)
 
 
 def victor_settings(config) -> VictorConfig | None:
