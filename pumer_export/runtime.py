@@ -256,7 +256,7 @@ class VqaPipeline:
                 for row, idx in zip(scores, order)]
 
 
-# ----------------------------------------------------------------------------- generation (Victor LLaVA)
+# ----------------------------------------------------------------------------- generation (LLaVA: Victor, FastV)
 class GenerationBackend:
     """The three steps of a generative export, on numpy arrays: ``image_features(pixel_values)``, ``prefill(input_ids,
     attention_mask, image_features) -> (logits [B, 1, V], attention_mask_short, presents)`` and ``decode(input_ids, position_ids,
@@ -268,12 +268,13 @@ class GenerationBackend:
 
     def check_pasts(self, pasts: Sequence[np.ndarray], mask_full: np.ndarray, mask_short: np.ndarray) -> None:
         """One line when a past cache does not have the lengths the decode graph needs: ``P`` for the layers before
-        the drop, ``P - N`` after it (ONNX cannot state the relation, so it is checked here)."""
-        k, n = self.meta["drop_layer"], self.meta["image_tokens"]
+        the drop, ``P - D`` after it (D: the positions dropped; ONNX cannot state the relation, so it is checked
+        here)."""
+        k, n = self.meta["drop_layer"], self.meta["dropped_tokens"]
         full, short = mask_full.shape[1] - 1, mask_short.shape[1] - 1
         if full - short != n:
-            raise PumerExportError(f"the short attention mask must be {n} (the image tokens) shorter than the full "
-                                   f"one; got past lengths {full} and {short}")
+            raise PumerExportError(f"the short attention mask must be {n} (the dropped positions) shorter than the "
+                                   f"full one; got past lengths {full} and {short}")
         for i in range(self.meta["layers"]):
             want = full if i < k else short
             got = pasts[2 * i].shape[2]
@@ -283,7 +284,7 @@ class GenerationBackend:
 
 
 class OrtGeneration(GenerationBackend):
-    """A Victor export folder (``generation.json`` and the three graphs) on ONNX Runtime."""
+    """A generative export folder (``generation.json`` and the three graphs: Victor, FastV) on ONNX Runtime."""
 
     name = "ort"
 
@@ -293,8 +294,8 @@ class OrtGeneration(GenerationBackend):
         folder = Path(folder)
         manifest = folder / "generation.json"
         if not manifest.is_file():
-            raise PumerExportError(f"{folder} is not a generative export (no generation.json): export a Victor "
-                                   "LLaVA checkpoint with pumer_export.onnx.generation.export_generation")
+            raise PumerExportError(f"{folder} is not a generative export (no generation.json): export a Victor or "
+                                   "FastV LLaVA with pumer_export.onnx.generation.export_generation")
         self.meta = json.loads(manifest.read_text())
         try:
             import onnxruntime as ort
@@ -330,7 +331,7 @@ class OrtGeneration(GenerationBackend):
 
 
 class TorchGeneration(GenerationBackend):
-    """The PyTorch reference of a Victor LLaVA model behind the same three steps."""
+    """The PyTorch reference of a LLaVA model with a decoder method behind the same three steps."""
 
     name = "torch"
 
@@ -339,7 +340,8 @@ class TorchGeneration(GenerationBackend):
 
         self.model = model.eval()
         config = model.config
-        self.meta = {"image_tokens": image_tokens(config), "drop_layer": model.drop_layer,
+        self.meta = {"image_tokens": image_tokens(config), "dropped_tokens": model.dropped_tokens,
+                     "drop_layer": model.drop_layer,
                      "layers": config.text_config.num_hidden_layers, "image_token_id": config.image_token_id,
                      "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id}
 

@@ -1,20 +1,22 @@
-"""ONNX export of a Victor LLaVA as three graphs: vision (+ projector), prefill, decode, with the KV cache as
-explicit inputs and outputs per layer and two symbolic past lengths.
+"""ONNX export of a LLaVA with a decoder method (Victor, FastV) as three graphs: vision (+ projector), prefill,
+decode, with the KV cache as explicit inputs and outputs per layer and two symbolic past lengths. D below is how many
+prompt positions leave before layer k (Victor: the N image tokens; FastV: N - R).
 
 * ``vision.onnx``: ``pixel_values [B, 3, H, W]`` -> ``image_features [B, N, d]``;
 * ``prefill.onnx``: ``input_ids [B, L]``, ``attention_mask [B, L]``, ``image_features [B, N, d]`` -> ``logits [B,
-  1, V]`` (the last position), ``attention_mask_short [B, L - N]`` (the mask of the positions that stayed, which
+  1, V]`` (the last position), ``attention_mask_short [B, L - D]`` (the mask of the positions that stayed, which
   the decode loop extends) and ``present.{i}.key`` / ``.value``: ``[B, H_kv, L, d_h]`` for layers ``i < k``,
-  ``[B, H_kv, L - N, d_h]`` for ``i >= k``; the registers are a constant of the graph; the drop is a gather on an
-  index computed from the image's start (no data-dependent shape);
+  ``[B, H_kv, L - D, d_h]`` for ``i >= k``; Victor's registers are a constant of the graph; the drop is a gather
+  on an index computed in the graph (from the image's start; FastV: a TopK-style sort of attention), with a fixed
+  count, so no shape depends on the data;
 * ``decode.onnx``: ``input_ids [B, 1]``, ``position_ids [B, 1]``, ``attention_mask_full [B, P + 1]``,
-  ``attention_mask_short [B, P - N + 1]`` (the new token included, as Hugging Face passes masks) and
-  ``past.{i}.key`` / ``.value`` (``P`` for ``i < k``, ``P - N`` for ``i >= k``) -> ``logits [B, 1, V]`` and the
-  presents one token longer. ONNX cannot state ``past_short = past_full - N``: the two are separate symbols
-  (``past_full``, ``past_short``) and ``generation.json`` records N.
+  ``attention_mask_short [B, P - D + 1]`` (the new token included, as Hugging Face passes masks) and
+  ``past.{i}.key`` / ``.value`` (``P`` for ``i < k``, ``P - D`` for ``i >= k``) -> ``logits [B, 1, V]`` and the
+  presents one token longer. ONNX cannot state ``past_short = past_full - D``: the two are separate symbols
+  (``past_full``, ``past_short``) and ``generation.json`` records D.
 
-Every graph runs the reference's own functions (:mod:`pumer_export.methods.victor.reference`) and uses standard ONNX
-operators only. Exported with batch 2 examples (a batch-1 example fixes the batch dimension).
+Every graph runs the reference's own functions (:mod:`pumer_export.models.llava.decoding` with the method's rule)
+and uses standard ONNX operators only. Exported with batch 2 examples (a batch-1 example fixes the batch dimension).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_shapes,
 def example_prompt(model, batch: int = 2, text_length: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded example inputs of the prompt layout (rows of different prefix lengths, left padded)."""
     config = model.config
-    n, m = image_tokens(config), model.victor.registers
+    n, m = image_tokens(config), model.registers
     generator = torch.Generator().manual_seed(seed)
     vocab = config.text_config.vocab_size
     special = {config.image_token_id, getattr(config, "register_token_id", None)}
@@ -95,7 +97,7 @@ def example_prompt(model, batch: int = 2, text_length: int = 4, seed: int = 0) -
         prefix = words[torch.randint(len(words), (1 + b % 2,), generator=generator)]
         text = words[torch.randint(len(words), (text_length,), generator=generator)]
         rows.append(torch.cat([prefix, torch.full((n,), config.image_token_id),
-                               torch.full((m,), config.register_token_id or 0), text]))
+                               torch.full((m,), getattr(config, "register_token_id", None) or 0), text]))
     length = max(len(r) for r in rows)
     ids = torch.zeros(batch, length, dtype=torch.long)
     mask = torch.zeros(batch, length, dtype=torch.long)
@@ -108,16 +110,19 @@ def example_prompt(model, batch: int = 2, text_length: int = 4, seed: int = 0) -
 
 def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, force: bool = False) -> Path:
     """Write the three graphs and ``generation.json`` into ``outdir`` (atomically)."""
-    if not hasattr(model, "victor_registers"):
-        raise PumerExportError("export_generation takes a Victor LLaVA model (see pumer_export.models.llava.victor)")
+    from ..models.llava.reduced import ReducedLlavaMixin
+
+    if not isinstance(model, ReducedLlavaMixin):
+        raise PumerExportError("export_generation takes a LLaVA model with a decoder method (Victor: "
+                               "pumer_export.models.llava.victor.attach; FastV: pumer_export.models.llava.fastv.attach)")
     model = model.eval()
     config = model.config
     layers = config.text_config.num_hidden_layers
-    settings = model.victor
+    drop_layer = model.drop_layer
     n = image_tokens(config)
     example = example_prompt(model)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    sequence = torch.export.Dim("sequence", min=n + settings.registers + 1, max=config.text_config.max_position_embeddings)
+    sequence = torch.export.Dim("sequence", min=n + model.registers + 1, max=config.text_config.max_position_embeddings)
     past_full = torch.export.Dim("past_full", min=n + 1, max=config.text_config.max_position_embeddings)
     past_short = torch.export.Dim("past_short", min=1, max=config.text_config.max_position_embeddings)
     with torch.no_grad():
@@ -128,7 +133,7 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
     decode_args = (torch.zeros(b, 1, dtype=torch.long), state.next_position[:, None],
                    torch.cat([state.mask_full, torch.ones(b, 1, dtype=torch.long)], 1),
                    torch.cat([state.mask_short, torch.ones(b, 1, dtype=torch.long)], 1), past)
-    past_dims = [{0: batch, 2: past_full if i < settings.drop_layer else past_short}
+    past_dims = [{0: batch, 2: past_full if i < drop_layer else past_short}
                  for i in range(layers) for _ in ("key", "value")]
     with atomic_output_dir(outdir, force=force) as tmp:
         _export(_Vision(model), (example["pixel_values"],), tmp / "vision.onnx", ["pixel_values"],
@@ -144,8 +149,8 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
                 ({0: batch}, {0: batch}, {0: batch, 1: past_full + 1}, {0: batch, 1: past_short + 1}, past_dims),
                 opset)
         manifest: dict[str, Any] = {
-            "format": 1, "method": {"name": "victor", "settings": settings.to_dict()}, "graphs": list(GRAPHS),
-            "image_tokens": n, "layers": layers, "drop_layer": settings.drop_layer,
+            "format": 1, "method": {"name": model.METHOD, "settings": model.method_settings()}, "graphs": list(GRAPHS),
+            "image_tokens": n, "dropped_tokens": model.dropped_tokens, "layers": layers, "drop_layer": drop_layer,
             "image_token_id": config.image_token_id, "register_token_id": getattr(config, "register_token_id", None),
             "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id,
             "opset": opset,

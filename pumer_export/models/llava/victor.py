@@ -14,15 +14,10 @@ from ...errors import PumerExportError
 from ...methods.victor import reference
 from ...methods.victor.config import CONFIG_KEY, VictorConfig
 from . import decoding, image_tokens, num_layers
+from .reduced import ReducedLlavaMixin, llava_class
 
 
-def _llava_class():
-    from transformers import LlavaForConditionalGeneration
-
-    return LlavaForConditionalGeneration
-
-
-class VictorLlavaForConditionalGeneration(_llava_class()):
+class VictorLlavaForConditionalGeneration(ReducedLlavaMixin, llava_class()):
     """A stock ``LlavaForConditionalGeneration`` with ``victor_registers`` [M, d]; its config carries the settings
     (``victor``) and the register placeholder's id (``register_token_id``)."""
 
@@ -40,9 +35,15 @@ class VictorLlavaForConditionalGeneration(_llava_class()):
     def victor(self) -> VictorConfig:
         return victor_settings(self.config)
 
+    METHOD = CONFIG_KEY
+
     @property
     def drop_layer(self) -> int:
         return self.victor.drop_layer
+
+    @property
+    def registers(self) -> int:
+        return self.victor.registers
 
     def layout(self, input_ids: torch.Tensor) -> decoding.Layout:
         return decoding.layout(input_ids, self.config.image_token_id, image_tokens(self.config),
@@ -54,24 +55,6 @@ class VictorLlavaForConditionalGeneration(_llava_class()):
         where = self.layout(input_ids)
         embeds = decoding.embed(self, input_ids, image_features, self.victor_registers, where)
         return embeds, reference.select(where, input_ids.shape[1])
-
-    def prefill(self, input_ids, attention_mask, pixel_values):
-        """Logits [B, L - N, V] (every position but the image's) and the two-length cache state."""
-        embeds, select = self.prepare(input_ids, decoding.image_features(self, pixel_values))
-        return decoding.prefill(self, self.drop_layer, attention_mask, embeds, select)
-
-    def decode(self, token_ids, state):
-        return decoding.decode(self, self.drop_layer, token_ids, state)
-
-    @torch.no_grad()
-    def generate_tokens(self, input_ids, attention_mask, pixel_values, max_new_tokens: int,
-                        sampling: decoding.Sampling = decoding.Sampling()) -> torch.Tensor:
-        """[B, max_new_tokens] token ids (greedy by default), the reference's cached loop."""
-        embeds, select = self.prepare(input_ids, decoding.image_features(self, pixel_values))
-        text = self.config.text_config
-        pad = text.pad_token_id if text.pad_token_id is not None else 0
-        return decoding.generate(self, self.drop_layer, attention_mask, embeds, select, max_new_tokens,
-                                 text.eos_token_id, pad, sampling)
 
 
 def victor_settings(config) -> VictorConfig | None:

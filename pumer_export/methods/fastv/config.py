@@ -1,0 +1,52 @@
+"""FastV settings, stored in a checkpoint's config.json under ``"fastv"``.
+
+* ``drop_layer`` (k): the first decoder layer that runs on the kept tokens only (at least 1: the ranking reads layer
+  k-1's attention; FastV's default 2);
+* ``keep_tokens`` (R): how many visual tokens stay (a fixed count, at most N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from ...errors import ConfigError
+
+CONFIG_KEY = "fastv"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FastVConfig:
+    keep_tokens: int
+    drop_layer: int = 2
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("keep_tokens", 0), ("drop_layer", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"fastv {name} must be an integer of at least {minimum}, got {value!r}")
+
+    def check_against(self, num_layers: int, image_tokens: int) -> None:
+        if self.drop_layer > num_layers:
+            raise ConfigError(f"fastv drop layer {self.drop_layer} is past the language model's {num_layers} "
+                              f"layers: choose 1..{num_layers} (--drop-layer)")
+        if self.keep_tokens > image_tokens:
+            raise ConfigError(f"fastv keeps {self.keep_tokens} visual tokens but an image has {image_tokens}: "
+                              f"choose 0..{image_tokens} (--keep-tokens)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FastVConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"fastv settings must be a mapping, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"fastv settings format_version {version!r} is not supported (this version reads "
+                              f"{FORMAT_VERSION}); upgrade pumer-export")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {"format_version"})
+        if unknown:
+            raise ConfigError(f"unknown fastv settings: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k != "format_version"})
