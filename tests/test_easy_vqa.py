@@ -77,8 +77,8 @@ def test_one_data_reader_for_every_command(cli, tmp_path):
 
 
 def test_answer_types_select_questions(cli, tiny_init, train_questions, tmp_path):
-    """--answer-types keeps the questions of the named types only (a staged recipe trains on shape questions
-    first); a type the data lacks, or the option without data, is one line."""
+    """--answer-types keeps the questions of the named types only (e.g. to measure the shape questions alone); a
+    type the data lacks, or the option without data, is one line."""
     import argparse
 
     from pumer_export.commands._common import add_data_arguments, questions_from_args
