@@ -292,3 +292,43 @@ def test_processor_gives_the_victor_layout(stock):
     out = model.generate_tokens(ids, torch.from_numpy(batch["attention_mask"]),
                                 torch.from_numpy(batch["pixel_values"]), max_new_tokens=3)
     assert out.shape == (2, 3)
+
+
+def test_answer_loss_is_the_next_token_loss_and_trains_the_registers(stock):
+    """The loss equals the cross-entropy read off an independent full prefill at the positions before each answer
+    token (padding in the answers not counted); stage 1 trains the registers and the projector only; a few stage-2
+    steps halve the loss and leave the frozen vision tower as it was."""
+    import copy
+
+    from pumer_export.methods.victor.training import answer_loss, trainable, with_answers
+
+    model = copy.deepcopy(victor_of(stock))
+    ids, mask, pixels = prompts(model, [1, 0, 2, 1], [3, 4, 2, 3], registers=3, seed=21)
+    answers = torch.tensor([[40, 2], [41, 2], [42, 2], [43, 0]])
+    answer_mask = torch.tensor([[1, 1], [1, 1], [1, 1], [1, 0]])  # the last answer has no EOS: padding
+    loss = answer_loss(model, ids, mask, pixels, answers, answer_mask)
+    with torch.no_grad():
+        full_ids, full_mask = with_answers(ids, mask, answers, answer_mask)
+        logits, _ = model.prefill(full_ids, full_mask, pixels)  # short layout: the last 3 positions are L-1, L, L+1
+        log_probs = logits.log_softmax(-1)
+        terms = [-log_probs[b, -3 + a, answers[b, a]] for b in range(4) for a in range(2) if answer_mask[b, a]]
+    torch.testing.assert_close(loss.detach(), torch.stack(terms).mean())
+
+    stage1 = {name for name, p in model.named_parameters() if p in set(trainable(model))}
+    assert "victor_registers" in stage1 and all(n.startswith("model.multi_modal_projector") or n == "victor_registers"
+                                                for n in stage1)
+    parameters = trainable(model, language_model=True)  # stage 2: the decoder too, the vision tower frozen
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    registers = model.victor_registers.detach().clone()
+    optimizer = torch.optim.AdamW(parameters, lr=1e-2, weight_decay=0.0)
+    first = None
+    for _ in range(25):
+        optimizer.zero_grad()
+        step_loss = answer_loss(model, ids, mask, pixels, answers, answer_mask)
+        first = float(step_loss.detach()) if first is None else first
+        step_loss.backward()
+        optimizer.step()
+    assert float(answer_loss(model, ids, mask, pixels, answers, answer_mask).detach()) < 0.5 * first
+    assert not torch.equal(model.victor_registers.detach(), registers)
+    assert all(torch.equal(p, frozen[name]) for name, p in model.named_parameters() if name in frozen)
+    assert frozen and all(name.startswith("model.vision_tower") for name in frozen)
