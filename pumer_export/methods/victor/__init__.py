@@ -5,10 +5,13 @@ No official code or checkpoint exists; the paper fixes the method, this project 
 choice is named where it is made): the sequence layout and the positions after the drop (:mod:`.config`,
 :mod:`.reference`), the register initialisation (:mod:`pumer_export.models.llava.victor`).
 
-Where it lives: settings :class:`.config.VictorConfig` (config.json key ``"victor"``); the reference (prefill,
-decode with a KV cache of two lengths, generation) :mod:`.reference`, the one definition every backend will be held
-to; the LLaVA model class with the registers :mod:`pumer_export.models.llava.victor`.
+Where it lives: settings :class:`.config.VictorConfig` (config.json key ``"victor"``); the drop rule
+:mod:`.reference`, run by the LLaVA decoder machinery it shares with FastV
+(:mod:`pumer_export.models.llava.decoding`: prefill, decode with a KV cache of two lengths, generation), the one
+definition every backend is held to; the training objective and the stages' parameters :mod:`.training`; the LLaVA
+model class with the registers :mod:`pumer_export.models.llava.victor`.
 
-Built so far: the reference on PyTorch. Not yet: the method registry entry and the commands (``apply``,
-``finetune``, ``onnx``, ``run``, ``eval``, ``bench``), the three ONNX graphs and the runtime's generation loop.
+Built so far: the reference on PyTorch, the answer loss, the three ONNX graphs (:mod:`pumer_export.onnx.generation`)
+and the runtime's loop (:func:`pumer_export.runtime.generate`). Not yet: the method registry entry and the commands
+(``apply``, ``finetune``, ``onnx``, ``run``, ``eval``, ``bench``, ``validate``), trained checkpoints, TensorRT.
 """
