@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ...errors import ConfigError
+from ..settings import from_mapping, to_mapping
 
 CONFIG_KEY = "fastv"
 FORMAT_VERSION = 1
@@ -36,17 +37,8 @@ class FastVConfig:
                               f"choose 0..{image_tokens} (--keep-tokens)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        return to_mapping(self, FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FastVConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"fastv settings must be a mapping, got {type(data).__name__}")
-        version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"fastv settings format_version {version!r} is not supported (this version reads "
-                              f"{FORMAT_VERSION}); upgrade pumer-export")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {"format_version"})
-        if unknown:
-            raise ConfigError(f"unknown fastv settings: {', '.join(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k != "format_version"})
+        return from_mapping(cls, data, CONFIG_KEY, FORMAT_VERSION)

@@ -20,6 +20,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 from ...errors import ConfigError
+from ..settings import from_mapping, to_mapping
 
 CONFIG_KEY = "smarttrim"
 FORMAT_VERSION = 1
@@ -77,23 +78,11 @@ class SmartTrimConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name in ("cross_layers", "vit_layers", "head_layers"):
-            data[name] = list(data[name])
-        return {**data, "format_version": FORMAT_VERSION}
+        return to_mapping(self, FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SmartTrimConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"the smarttrim settings must be a JSON object, got {type(data).__name__}")
-        version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"smarttrim settings format {version}; this pumer-export reads {FORMAT_VERSION}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields - {"format_version"})
-        if unknown:
-            raise ConfigError(f"unknown smarttrim setting(s) {unknown}; known: {sorted(fields)}")
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        return from_mapping(cls, data, CONFIG_KEY, FORMAT_VERSION)
 
 
 def get_smarttrim_config(model_config: Any) -> SmartTrimConfig | None:

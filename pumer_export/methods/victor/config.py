@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from ...errors import ConfigError
+from ..settings import from_mapping, to_mapping
 
 CONFIG_KEY = "victor"
 FORMAT_VERSION = 1
@@ -56,17 +57,8 @@ class VictorConfig:
                               f"{num_layers})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        return to_mapping(self, FORMAT_VERSION)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "VictorConfig":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"victor settings must be a mapping, got {type(data).__name__}")
-        version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ConfigError(f"victor settings format_version {version!r} is not supported (this version reads "
-                              f"{FORMAT_VERSION}); upgrade pumer-export")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)} - {"format_version"})
-        if unknown:
-            raise ConfigError(f"unknown victor settings: {', '.join(unknown)}")
-        return cls(**{k: v for k, v in data.items() if k != "format_version"})
+        return from_mapping(cls, data, CONFIG_KEY, FORMAT_VERSION)
