@@ -426,9 +426,10 @@ def _resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
     except Exception as exc:
         raise PumerExportError(f"--resume: cannot read {out / STATE_FILE} ({type(exc).__name__})") from None
     saved, current = state["log"]["options"], _options_dict(options)
+    defaults = _options_dict(FinetuneOptions())  # a setting a run from an earlier version did not record
     changed = [k for k in ("batch_size", "epochs", "lr", "seed", "max_steps", "reduction", "relabel", "augment",
-                           "oversample",
-                           "method", "trim_settings", "trim_training") if saved.get(k) != current.get(k)]
+                           "oversample", "method", "trim_settings", "trim_training")
+               if saved.get(k, defaults.get(k)) != current.get(k)]
     if changed:
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise PumerExportError(f"--resume: {flags} differ(s) from "
