@@ -258,10 +258,11 @@ class VqaPipeline:
 
 # ----------------------------------------------------------------------------- generation (LLaVA: Victor, FastV)
 class GenerationBackend:
-    """The three steps of a generative export, on numpy arrays: ``image_features(pixel_values)``, ``prefill(input_ids,
-    attention_mask, image_features) -> (logits [B, 1, V], attention_mask_short, presents)`` and ``decode(input_ids, position_ids,
-    attention_mask_full, attention_mask_short, pasts) -> (logits, presents)`` (presents: keys and values per layer,
-    layer-major). ``meta`` is the export's ``generation.json``. :func:`generate` is the one loop over them."""
+    """The three steps of a generative export, on numpy arrays: ``image_features(pixel_values)``,
+    ``prefill(input_ids, attention_mask, image_features) -> (logits [B, 1, V], attention_mask_short, presents)`` and
+    ``decode(input_ids, position_ids, attention_mask_full, attention_mask_short, pasts) -> (logits, presents)``
+    (presents: keys and values per layer, layer-major). ``meta`` is the export's ``generation.json``.
+    :func:`generate` is the one loop over them."""
 
     name = "backend"
     meta: dict[str, Any]

@@ -114,7 +114,8 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
 
     if not isinstance(model, ReducedLlavaMixin):
         raise PumerExportError("export_generation takes a LLaVA model with a decoder method (Victor: "
-                               "pumer_export.models.llava.victor.attach; FastV: pumer_export.models.llava.fastv.attach)")
+                               "pumer_export.models.llava.victor.attach; FastV: "
+                               "pumer_export.models.llava.fastv.attach)")
     model = model.eval()
     config = model.config
     layers = config.text_config.num_hidden_layers

@@ -1,8 +1,8 @@
 """Victor on LLaVA: the model class with its registers, and ``attach`` for a stock checkpoint.
 
-The computation is :mod:`pumer_export.methods.victor.reference`'s (run by :mod:`.decoding`); this module holds the weights (the stock LLaVA's
-plus the registers ``[M, d]``, cast to the embeddings' dtype where they are placed) and the settings
-(config.json ``"victor"`` with ``register_token_id``), and gives the reference's functions the model's own layout.
+The computation is :mod:`pumer_export.methods.victor.reference`'s (run by :mod:`.decoding`); this module holds the
+weights (the stock LLaVA's plus the registers ``[M, d]``, cast to the embeddings' dtype where they are placed) and
+the settings (config.json ``"victor"`` with ``register_token_id``), and gives the reference the model's own layout.
 """
 
 from __future__ import annotations
