@@ -333,3 +333,16 @@ def test_answer_loss_is_the_next_token_loss_and_trains_the_registers(stock):
     assert not torch.equal(model.victor_registers.detach(), registers)
     assert all(torch.equal(p, frozen[name]) for name, p in model.named_parameters() if name in frozen)
     assert frozen and all(name.startswith("model.vision_tower") for name in frozen)
+
+
+def test_fastv_costs_count_the_tokens_it_keeps(stock):
+    """FastV's layers after the drop hold L - N + R positions: its KV bytes there are (L - N + R) / L of stock."""
+    from pumer_export.methods.fastv.config import FastVConfig
+    from pumer_export.models import llava
+
+    config = stock.config
+    n, length = image_tokens(config), 40
+    stock_kv = llava.kv_cache_bytes(config, length)
+    fastv_kv = llava.kv_cache_bytes(config, length, FastVConfig(keep_tokens=4, drop_layer=2))
+    assert fastv_kv[:2] == stock_kv[:2]
+    assert all(f * length == s * (length - n + 4) for f, s in zip(fastv_kv[2:], stock_kv[2:]))

@@ -1,9 +1,10 @@
 """LLaVA (Hugging Face ``LlavaForConditionalGeneration``, llava-hf layout: CLIP vision tower, projector, Llama-style
 language model): the project's first decoder family, the one Victor runs on.
 
-So far: the built-in presets (random weights, for tests and benchmarks) and the model class with Victor's registers
-(:mod:`.modeling`). The commands (``info``, ``onnx``, ``run``, ...) take classification families only until the
-generation path lands; see :mod:`pumer_export.methods.victor` for what is built.
+So far: the built-in presets (random weights, :mod:`.presets`), the processor (:mod:`.processing`), the two-group
+decoder the decoder methods share (:mod:`.decoding`, :mod:`.reduced`) and their model classes (:mod:`.victor`,
+:mod:`.fastv`), and the costs below. The commands (``info``, ``onnx``, ``run``, ...) take classification families
+only until the generation path lands; see :mod:`pumer_export.methods.victor` for what is built.
 """
 
 from __future__ import annotations
@@ -40,32 +41,36 @@ def _layer_flops(text, queries: int, keys: int) -> int:
     return 2 * (projections + attention + mlp)
 
 
-def _drop_layer(config, victor) -> int:
-    return num_layers(config) if victor is None else victor.drop_layer
+def _drop(config, method) -> tuple[int, int]:
+    """(k, D) of a method's settings (Victor's or FastV's): the drop layer and the positions dropped there (N, or
+    N - R for FastV's ``keep_tokens``); no method: nothing dropped."""
+    if method is None or method.drop_layer >= num_layers(config):
+        return num_layers(config), 0
+    return method.drop_layer, image_tokens(config) - getattr(method, "keep_tokens", 0)
 
 
-def prefill_flops(config, prompt_length: int, victor=None) -> int:
+def prefill_flops(config, prompt_length: int, method=None) -> int:
     """Decoder FLOPs of the prompt pass (``prompt_length`` = L, image and registers included; the head on the last
-    position only): layers before the drop over L tokens, the others over L - N (none dropped without ``victor``)."""
-    text, n, k = config.text_config, image_tokens(config), _drop_layer(config, victor)
-    short = prompt_length - (n if k < num_layers(config) else 0)
+    position only): layers before the drop over L tokens, the others over L - D (``method``: Victor's or FastV's
+    settings; none: the stock model)."""
+    text, (k, dropped) = config.text_config, _drop(config, method)
+    short = prompt_length - dropped
     return (k * _layer_flops(text, prompt_length, prompt_length)
             + (num_layers(config) - k) * _layer_flops(text, short, short) + 2 * text.hidden_size * text.vocab_size)
 
 
-def decode_flops(config, past_length: int, victor=None) -> int:
+def decode_flops(config, past_length: int, method=None) -> int:
     """Decoder FLOPs of one generated token after ``past_length`` positions (full length)."""
-    text, n, k = config.text_config, image_tokens(config), _drop_layer(config, victor)
-    short = past_length - (n if k < num_layers(config) else 0)
+    text, (k, dropped) = config.text_config, _drop(config, method)
+    short = past_length - dropped
     return (k * _layer_flops(text, 1, past_length + 1) + (num_layers(config) - k) * _layer_flops(text, 1, short + 1)
             + 2 * text.hidden_size * text.vocab_size)
 
 
-def kv_cache_bytes(config, length: int, victor=None, bytes_per_value: int = 4) -> list[int]:
+def kv_cache_bytes(config, length: int, method=None, bytes_per_value: int = 4) -> list[int]:
     """Bytes of keys and values per decoder layer for one sequence of ``length`` positions (full length): layers
-    from the drop on hold ``length - N``."""
-    text, n, k = config.text_config, image_tokens(config), _drop_layer(config, victor)
+    from the drop on hold ``length - D``."""
+    text, (k, dropped) = config.text_config, _drop(config, method)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     per_position = 2 * text.num_key_value_heads * head_dim * bytes_per_value
-    return [per_position * (length if i < k or k == num_layers(config) else length - n)
-            for i in range(num_layers(config))]
+    return [per_position * (length if i < k else length - dropped) for i in range(num_layers(config))]

@@ -52,14 +52,6 @@ class State:
     mask_short: torch.Tensor  # [B, P_short]
     next_position: torch.Tensor  # [B] int64: the rotary position of the next token
 
-    @property
-    def full_length(self) -> int:
-        return self.mask_full.shape[1]
-
-    @property
-    def short_length(self) -> int:
-        return self.mask_short.shape[1]
-
 
 @dataclasses.dataclass
 class Select:
