@@ -160,7 +160,7 @@ def _family_of_official(source: Path, data: dict[str, Any]):
 
     for name in models.FAMILIES:
         family = models.get(name)
-        if family.is_official(data):
+        if family.TASK == "vqa" and family.is_official(data):
             return family
     if CONFIG_KEY in data:
         raise CheckpointError(f"{source} is already a pumer-export checkpoint; nothing to convert")
@@ -197,6 +197,9 @@ def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: 
     source = resolve_checkpoint(src)
     data = read_config_json(source)
     family = models.for_config(data, source)
+    if family.TASK != "vqa":
+        raise CheckpointError(f"{source} is a {family.TITLE} checkpoint: apply Victor or FastV to it with "
+                              "`pumer-export apply SRC DST --method victor|fastv`")
     if not family.SUPPORTS_APPLY:
         raise CheckpointError(f"{source}: training-free PuMer (`apply`) is for Hugging Face ViLT checkpoints; "
                               f"{family.TITLE} checkpoints come from PuMer training: use `pumer-export convert`")
@@ -231,6 +234,10 @@ def _load_config(path: str | Path):
         raise CheckpointError(f"{source}: no such checkpoint directory")
     data = read_config_json(source)
     family = models.for_config(data, source)
+    if family.TASK != "vqa":
+        raise CheckpointError(f"{source} is a {family.TITLE} checkpoint: this command takes ViLT and METER ones; "
+                              f"{family.TITLE} checkpoints work with apply, info, onnx, validate, run, eval, bench, "
+                              "finetune and pretrained")
     if CONFIG_KEY not in data:
         how = "`pumer-export apply` or `pumer-export convert`" if family.SUPPORTS_APPLY else "`pumer-export convert`"
         raise CheckpointError(

@@ -77,16 +77,22 @@ class Processor:
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Hide transformers' notices that are not about the user's data (e.g. the PIL image backend fallback)."""
+    """Hide transformers' notices that are not about the user's data (e.g. the PIL image backend fallback) and its
+    progress bars for loading and writing weights (the commands show their own progress)."""
+    from transformers.utils import logging as hf_logging
+
     logger = logging.getLogger("transformers")
-    level = logger.level
+    level, bars = logger.level, hf_logging.is_progress_bar_enabled()
     logger.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def has_processor(directory: Path) -> bool:

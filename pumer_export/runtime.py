@@ -381,18 +381,18 @@ class TorchGeneration(GenerationBackend):
 
 
 def generate(backend: GenerationBackend, input_ids: np.ndarray, attention_mask: np.ndarray,
-             pixel_values: np.ndarray, max_new_tokens: int, sampling=None) -> np.ndarray:
+             pixel_values: np.ndarray, max_new_tokens: int, sampling=None, stop_at_eos: bool = True) -> np.ndarray:
     """[B, max_new_tokens] token ids from any :class:`GenerationBackend`: prefill, then one decode step per token
     with the two masks and positions kept as the reference keeps them (the next token's choice is the reference's
     :class:`~pumer_export.models.llava.decoding.Sampling`, greedy by default); rows that reach end-of-sequence
-    are padded."""
+    are padded (without ``stop_at_eos`` every row runs ``max_new_tokens`` steps: what benchmarks time)."""
     import torch
 
     from .models.llava.decoding import Sampling
 
     sampling = sampling or Sampling()
     meta = backend.meta
-    eos, pad = meta.get("eos_token_id"), meta.get("pad_token_id") or 0
+    eos, pad = meta.get("eos_token_id") if stop_at_eos else None, meta.get("pad_token_id") or 0
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
     mask_full = attention_mask.astype(np.int64)
     position = np.maximum(mask_full.cumsum(axis=1) - 1, 0)[:, -1] + 1

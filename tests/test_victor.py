@@ -138,7 +138,7 @@ def test_generation_greedy_and_sampled(stock):
     model.config.text_config.eos_token_id = int(greedy[0, 1])
     stopped = model.generate_tokens(ids, mask, pixels, 6)
     model.config.text_config.eos_token_id = None
-    assert stopped[0, :2].tolist() == greedy[0, :2].tolist() and set(stopped[0, 2:].tolist()) == {0}
+    assert stopped[0, :2].tolist() == greedy[0, :2].tolist() and set(stopped[0, 2:].tolist()) == {model.config.text_config.pad_token_id}
 
 
 def test_checkpoint_round_trip(stock, tmp_path):
@@ -301,7 +301,8 @@ def test_answer_loss_is_the_next_token_loss_and_trains_the_registers(stock):
     steps halve the loss and leave the frozen vision tower as it was."""
     import copy
 
-    from pumer_export.methods.victor.training import answer_loss, trainable, with_answers
+    from pumer_export.methods.victor.training import trainable
+    from pumer_export.models.llava.training import answer_loss, with_answers
 
     model = copy.deepcopy(victor_of(stock))
     ids, mask, pixels = prompts(model, [1, 0, 2, 1], [3, 4, 2, 3], registers=3, seed=21)

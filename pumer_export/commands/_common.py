@@ -107,6 +107,23 @@ def check_report_dir(path: str | os.PathLike, files: tuple[str, ...], force: boo
                                "overwrite it or choose another directory")
 
 
+def is_generation_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint folder of a generation family (LLaVA): the commands that take both kinds
+    branch on it before loading anything."""
+    from ..models import is_generation
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        import json
+
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and is_generation(data)
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> None:
     """Fail fast (before any slow step) when ``path`` cannot become a directory.
 

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "questions of a seeded draw)")
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--new-tokens", type=batch_sizes, default=(2, 16), metavar="N1,N2",
+                        help="LLaVA: tokens generated per sample in the end-to-end runs (default 2,16; the paper "
+                             "times 2 and 128)")
     parser.set_defaults(func=run)
 
 
@@ -63,8 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import BenchOptions, JSON_FILE, MARKDOWN_FILE, PLOT_FILE, run_bench
     from ..console import info, out_console, table
-    from ._common import check_output_dir, check_report_dir, questions_from_args
+    from ._common import check_output_dir, check_report_dir, is_generation_checkpoint, questions_from_args
 
+    if is_generation_checkpoint(args.model):
+        from . import _generation
+
+        check_report_dir(args.report, ("report.json",), args.force)
+        if args.export_dir:
+            check_output_dir(args.export_dir, "--export-dir")
+        return _generation.bench(args)
     check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, PLOT_FILE), args.force)
     if args.export_dir:
         check_output_dir(args.export_dir, "--export-dir")

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", metavar="DIR", default="eval-report", help="output directory (default eval-report)")
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    llava = parser.add_argument_group("LLaVA checkpoints (answers generated, greedy)")
+    llava.add_argument("--baseline-checkpoint", metavar="DIR",
+                       help="the stock LLaVA a Victor checkpoint was trained from (default: the checkpoint's own "
+                            "weights without its method; right for FastV, which trains nothing)")
+    llava.add_argument("--max-new-tokens", type=positive_int, default=4, metavar="N",
+                       help="tokens generated per answer at most (default 4)")
     parser.set_defaults(func=run)
 
 
@@ -57,10 +63,16 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import given_precision
     from ..onnx.files import resolve_onnx_path
     from ..vqa_eval import EvalOptions, run_eval
-    from ._common import check_report_dir, questions_from_args
+    from ._common import check_report_dir, is_generation_checkpoint, questions_from_args
 
     check_report_dir(args.report, ("report.json", "report.md"), args.force)
     questions = questions_from_args(args)
+    if is_generation_checkpoint(args.model):
+        from . import _generation
+
+        return _generation.evaluate(args, questions)
+    if args.baseline_checkpoint:
+        raise PumerExportError("--baseline-checkpoint is for LLaVA checkpoints")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     given = {variant: path for variant, path in (("pumer", args.onnx), ("baseline", args.onnx_baseline)) if path}
     exports = {variant: resolve_onnx_path(path, f"--{'onnx' if variant == 'pumer' else 'onnx-baseline'}").parent

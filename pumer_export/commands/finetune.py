@@ -79,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the training questions of answer type TYPE appear K times an epoch (comma-separated "
                              "for several; e.g. shape=4 for easy-VQA); validation is not oversampled")
     trim = parser.add_argument_group("SmartTrim-style training (--method smarttrim)")
-    trim.add_argument("--method", choices=("pumer", "smarttrim"), default=None,
-                      help="the reduction method to train (default: the checkpoint's own)")
+    trim.add_argument("--method", choices=("pumer", "smarttrim", "victor"), default=None,
+                      help="the reduction method to train (default: the checkpoint's own; victor: LLaVA)")
     trim.add_argument("--target-keep", type=keep_share, default=None, metavar="R",
                       help="share of the untrimmed model's FLOPs to keep, per sample (default 0.5: 2x fewer)")
     trim.add_argument("--curriculum", type=ratio, default=None, metavar="SHARE",
@@ -99,6 +99,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="image-tower blocks with an image token trimmer before them (default: none)")
     trim.add_argument("--head-layers", default=None, metavar="L,L",
                       help="co-attention blocks with head trimmers (default: all; 'none': none)")
+    llava = parser.add_argument_group("LLaVA (answers generated; --method victor attaches Victor to a stock one)")
+    llava.add_argument("--train", choices=("all", "projector", "projector+language"), default=None,
+                       help="what trains: every weight (all, the default for a stock LLaVA), Victor's stage 1 "
+                            "(projector: the registers and the projector; Victor's default) or stage 2 "
+                            "(projector+language: the decoder too)")
+    llava.add_argument("--registers", type=positive_int, default=None, metavar="M",
+                       help="Victor's registers when --method victor attaches it (default 8)")
+    llava.add_argument("--drop-layer", type=int, default=None, metavar="K",
+                       help="the decoder layer Victor drops the visual tokens before (default 3)")
     parser.add_argument("--relabel", action="store_true",
                         help="replace the answer head with the training data's answers")
     parser.add_argument("--val-fraction", type=ratio, default=0.05, metavar="SHARE",
@@ -120,13 +129,19 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import subset
     from ..errors import PumerExportError
     from ..finetune import FinetuneOptions, run_finetune
-    from ._common import check_output_dir, questions_from_args
+    from ._common import check_output_dir, is_generation_checkpoint, questions_from_args
 
     if args.resume and args.force:
         raise PumerExportError("pass --resume (continue OUT) or --force (replace OUT), not both")
     check_output_dir(args.out, "OUT")
     train = subset(questions_from_args(args), args.limit, seed=args.seed)
     validation = questions_from_args(args, prefix="val-", required=False)
+    if is_generation_checkpoint(args.model):
+        return _run_generation(args, train, validation)
+    llava_flags = [f for f in ("train", "registers", "drop_layer") if getattr(args, f) is not None]
+    if llava_flags or args.method == "victor":
+        flag = "--method victor" if args.method == "victor" else "--" + llava_flags[0].replace("_", "-")
+        raise PumerExportError(f"{flag} is for LLaVA checkpoints; {args.model} is not one")
     method, trim_settings, trim_training = _method_options(args)
     log = run_finetune(args.model, args.out, train, FinetuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
@@ -137,6 +152,40 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, force=args.force, threads=args.threads, progress=not args.no_progress,
         method=method, trim_settings=trim_settings, trim_training=trim_training),
         validation=validation)
+    info(f"wrote {args.out}: best validation accuracy {log['best_accuracy']:.2f} at step {log['best_step']} "
+         f"({log['step']} steps, {log['seconds'] / 60:.1f} min); training.json has every epoch")
+    return 0
+
+
+def _run_generation(args: argparse.Namespace, train, validation) -> int:
+    """A LLaVA checkpoint: answers as text (:mod:`pumer_export.generation.finetune`)."""
+    from ..console import info
+    from ..errors import PumerExportError
+    from ..finetune import FinetuneOptions
+    from ..generation.finetune import run_finetune
+
+    for flag in ("relabel", "augment") + TRIM_FLAGS:
+        if getattr(args, flag) not in (None, False, ""):
+            raise PumerExportError(f"--{flag.replace('_', '-')} is for ViLT and METER checkpoints, not LLaVA")
+    if args.pumer != "config":
+        raise PumerExportError("--pumer is for ViLT and METER checkpoints, not LLaVA")
+    if args.device != "cpu":
+        raise PumerExportError("LLaVA training runs on --device cpu so far")
+    victor = None
+    if args.method == "victor":
+        from ..methods.victor.config import VictorConfig
+
+        victor = VictorConfig(**{k: v for k, v in (("registers", args.registers), ("drop_layer", args.drop_layer))
+                                 if v is not None})
+    elif args.registers is not None or args.drop_layer is not None:
+        raise PumerExportError("--registers and --drop-layer set Victor's settings: add --method victor")
+    parts = args.train or ("projector" if args.method == "victor" else "all")
+    log = run_finetune(args.model, args.out, train, FinetuneOptions(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+        weight_decay=args.weight_decay, max_steps=args.max_steps, seed=args.seed, oversample=args.oversample,
+        val_fraction=args.val_fraction, val_limit=args.val_limit, resume=args.resume, force=args.force,
+        threads=args.threads, progress=not args.no_progress, method=args.method),
+        parts=parts, victor_settings=victor, validation=validation)
     info(f"wrote {args.out}: best validation accuracy {log['best_accuracy']:.2f} at step {log['best_step']} "
          f"({log['step']} steps, {log['seconds'] / 60:.1f} min); training.json has every epoch")
     return 0

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "FLOP-ideal speedup that benchmarks are compared with."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory")
+    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (or a LLaVA checkpoint: its "
+                        "prompt layout, the decoder layers on each length, prefill/decode FLOPs and KV-cache bytes)")
     parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
                         help="input image size HxW (default: the checkpoint's own image size)")
     parser.add_argument("--text-length", type=positive_int, default=None, metavar="T",
@@ -65,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_pumer_config
     from ..console import out_console, table
     from ..schedule import input_size
-    from ._common import check_input_lengths
+    from ._common import check_input_lengths, is_generation_checkpoint
 
+    if is_generation_checkpoint(args.model):
+        from . import _generation
+
+        return _generation.info(args)
     config = load_pumer_config(args.model)
     image_size, text_length = input_size(config, args.image_size, args.text_length)
     check_input_lengths(config, image_size, text_length)

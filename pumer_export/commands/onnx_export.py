@@ -66,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
     from ..onnx.export import check_settings, export_onnx
     from ..schedule import input_size
 
-    from ._common import check_output_dir
+    from ._common import check_output_dir, is_generation_checkpoint
 
     outdir = Path(args.outdir)
+    if is_generation_checkpoint(args.model):
+        from . import _generation
+
+        check_output_dir(outdir, "OUTDIR")
+        return _generation.onnx(args)
     if args.skip_validation:
         given = [flag for flag, value in (("--atol", args.atol), ("--rtol", args.rtol),
                                           ("--index-agreement", args.index_agreement)) if value is not None]

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "          pumer-export run vilt-pumer --backend torch --pairs pairs.jsonl --json"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", metavar="EXPORT", help="export folder (manifest.json); a checkpoint for --backend torch")
+    parser.add_argument("source", metavar="EXPORT", help="export folder (manifest.json, or a LLaVA export's "
+                        "generation.json); a checkpoint for --backend torch")
     parser.add_argument("--image", metavar="FILE", help="image file")
     parser.add_argument("--question", metavar="TEXT", help="question about the image")
     parser.add_argument("--pairs", metavar="FILE",
@@ -30,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ort-provider", "--provider", dest="provider", choices=("cpu", "cuda"), default="cpu",
                         help="ONNX Runtime provider (default cpu; --provider is the old spelling)")
     parser.add_argument("--plugins", metavar="LIB", help="TensorRT plugin library (default: found as `build` does)")
-    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="answers per question (default 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+                        help="answers per question (default 5; ViLT and METER: a LLaVA generates one)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=4, metavar="N",
+                        help="LLaVA: tokens generated per answer at most, greedy (default 4)")
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                         help="images per run (default: the export's largest batch)")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads")
@@ -78,7 +82,15 @@ def print_answers(pairs, answers, *, as_json: bool, many: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..runtime import VqaPipeline
 
+    from pathlib import Path
+
+    from ._common import is_generation_checkpoint
+
     pairs = pairs_from_args(args)
+    if is_generation_checkpoint(args.source) or (Path(args.source) / "generation.json").is_file():
+        from . import _generation
+
+        return _generation.run(args, pairs)
     options = {"threads": args.threads}
     if args.backend == "ort":
         options["provider"] = args.provider

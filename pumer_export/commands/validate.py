@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=parse_image_size, metavar="HxW", help="image size (default: the export's)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                         help="precision the tolerances are for (default: the export's)")
+    parser.add_argument("--steps", type=positive_int, default=8, metavar="N",
+                        help="LLaVA exports: greedy decode steps compared token for token (default 8)")
     parser.add_argument("--report", metavar="DIR", help="write report.json, report.md and junit.xml into DIR")
     parser.add_argument("--force", action="store_true", help="overwrite a report already in --report")
     parser.add_argument("--verbose", action="store_true", help="show Polygraphy's log")
@@ -85,8 +87,14 @@ def run(args: argparse.Namespace) -> int:
     from ..console import err_console, info, out_console, step, table
     from ..parity.validate import ValidateOptions, validate
     from ..parity.report import JSON_FILE, JUNIT_FILE, MARKDOWN_FILE
-    from ._common import check_report_dir, questions_from_args
+    from ._common import check_report_dir, is_generation_checkpoint, questions_from_args
 
+    if is_generation_checkpoint(args.model):
+        from . import _generation
+
+        if args.report:
+            check_report_dir(args.report, ("report.json",), args.force)
+        return _generation.validate(args)
     if args.report:
         check_report_dir(args.report, (JSON_FILE, MARKDOWN_FILE, JUNIT_FILE), args.force)
     options = ValidateOptions(

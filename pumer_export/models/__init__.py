@@ -1,6 +1,9 @@
 """Model families: one package per family, each declaring what the rest of the toolchain needs.
 
-A family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``) provides, under the same names:
+Every family says its ``TASK``: "vqa" (answer classification: ViLT, METER) or "generation" (LLaVA, whose answer is
+generated text; its pipeline steps are :mod:`pumer_export.generation`, the interface it declares is
+:data:`GENERATION_INTERFACE`). A "vqa" family package (``pumer_export.models.vilt``, ``pumer_export.models.meter``)
+provides, under the same names:
 
 * ``NAME``, ``TITLE``, ``MODEL_TYPE`` (the ``model_type`` of its config.json), ``SCHEDULE_RULES`` (see
   :func:`pumer_export.schedule.layer_counts`), ``INPUT_NAMES`` (the exported model's inputs, in order),
@@ -31,16 +34,23 @@ from typing import Any, Sequence
 
 from ..errors import CheckpointError
 
-#: What every family package defines (see the module doc); ``tests/test_meter.py`` holds both families to it.
+TASKS = ("vqa", "generation")
+#: What every "vqa" family package defines (see the module doc); ``tests/test_meter.py`` holds both families to it.
 INTERFACE = (
-    "NAME", "TITLE", "MODEL_TYPE", "SCHEDULE_RULES", "INPUT_NAMES", "ANSWER_HEAD", "SUPPORTS_APPLY", "PRESETS",
+    "NAME", "TITLE", "MODEL_TYPE", "TASK", "SCHEDULE_RULES", "INPUT_NAMES", "ANSWER_HEAD", "SUPPORTS_APPLY", "PRESETS",
     "preset_model", "DEMO_PRETRAINED", "DEMO_INPUT", "DEMO_DESCRIPTION", "is_official",
     "convert_official", "config_from_dict", "check_config", "build_model", "check_input_size", "image_tokens",
     "example_inputs", "tiny_processor", "encode_images", "encode_text", "encode", "reference_forward",
     "encoder_flops", "architecture",
 )
+#: What a "generation" family defines: its presets, the token layout and the costs ``info`` and ``bench`` show, and
+#: the checkpoint reader (``load``, ``load_processor``).
+GENERATION_INTERFACE = ("NAME", "TITLE", "MODEL_TYPE", "TASK", "PRESETS", "preset_model", "image_tokens",
+                        "num_layers", "prefill_flops", "decode_flops", "kv_cache_bytes", "architecture", "load",
+                        "load_processor")
 #: Family name -> package; the order is the order of help texts.
-FAMILIES = {"vilt": "pumer_export.models.vilt", "meter": "pumer_export.models.meter"}
+FAMILIES = {"vilt": "pumer_export.models.vilt", "meter": "pumer_export.models.meter",
+            "llava": "pumer_export.models.llava"}
 
 
 def get(name: str) -> ModuleType:
@@ -61,6 +71,12 @@ def for_config(data: dict[str, Any], source: Any = "config.json") -> ModuleType:
         if model_type is None and "num_layers" in data else ""
     raise CheckpointError(f"{source}: model_type {model_type!r} is not supported; supported: "
                           f"{', '.join(repr(get(n).MODEL_TYPE) for n in FAMILIES)}{hint}")
+
+
+def is_generation(data: dict[str, Any]) -> bool:
+    """Whether a config.json's contents are a generation family's (LLaVA) checkpoint."""
+    name = next((n for n in FAMILIES if get(n).MODEL_TYPE == data.get("model_type")), None)
+    return name is not None and get(name).TASK == "generation"
 
 
 def for_model(model: Any) -> ModuleType:

@@ -108,14 +108,17 @@ def example_prompt(model, batch: int = 2, text_length: int = 4, seed: int = 0) -
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
 
 
-def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, force: bool = False) -> Path:
-    """Write the three graphs and ``generation.json`` into ``outdir`` (atomically)."""
+def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, force: bool = False,
+                      processor=None) -> Path:
+    """Write the three graphs and ``generation.json`` into ``outdir`` (atomically), with ``processor``'s files when
+    given (so the export folder answers questions on its own)."""
     from ..models.llava.reduced import ReducedLlavaMixin
 
     if not isinstance(model, ReducedLlavaMixin):
-        raise PumerExportError("export_generation takes a LLaVA model with a decoder method (Victor: "
-                               "pumer_export.models.llava.victor.attach; FastV: "
-                               "pumer_export.models.llava.fastv.attach)")
+        raise PumerExportError("export_generation takes a LLaVA model in a decoder-method class (stock: "
+                               "pumer_export.models.llava.stock.stock; Victor: pumer_export.models.llava.victor."
+                               "attach; FastV: pumer_export.models.llava.fastv.attach; a checkpoint folder: "
+                               "pumer_export.models.llava.checkpoint.load)")
     model = model.eval()
     config = model.config
     layers = config.text_config.num_hidden_layers
@@ -157,4 +160,9 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
             "opset": opset,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if processor is not None:
+            from ..processing import quiet_transformers
+
+            with quiet_transformers():
+                processor.save_pretrained(tmp)
     return Path(outdir)

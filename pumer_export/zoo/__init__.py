@@ -39,6 +39,12 @@ ENTRIES = {e.name: e for e in (
           "easy-vqa-meter with SmartTrim-style trimmers (pumer-export design): image tokens before both CLIP blocks, "
           "both streams before every co-attention block, heads in every block; trained to keep 45 % of the FLOPs",
           base="easy-vqa-meter"),
+    Entry("easy-vqa-llava", "llava", "easy-vqa",
+          "LLaVA on easy-VQA, answers generated: 64x64 images in 8-pixel patches (64 visual tokens), 2-layer CLIP "
+          "tower, 4-layer Llama-style decoder of width 128; stock (nothing dropped)"),
+    Entry("easy-vqa-llava-victor", "llava", "easy-vqa",
+          "easy-vqa-llava with Victor (pumer-export design): 8 registers after the image, the 64 visual tokens "
+          "leave before decoder layer 1", base="easy-vqa-llava"),
 )}
 
 
@@ -68,10 +74,20 @@ def card(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _generation(spec: Entry) -> bool:
+    from .. import models
+
+    return models.get(spec.family).TASK == "generation"
+
+
 def pretrained(name: str):
     """The trained model ``name`` (float32, eval mode), e.g. ``pretrained("easy-vqa-vilt")``."""
+    from .. import models
     from ..checkpoints import load_pumer_model
 
+    spec = entry(name)
+    if _generation(spec):
+        return models.get(spec.family).load(folder(name)).float()
     return load_pumer_model(folder(name))
 
 
@@ -98,6 +114,11 @@ def write(name: str, out: str | Path, *, force: bool = False, untrained_seed: in
         model, source = pretrained(name), folder(name)
     else:
         model, source = untrained(name, untrained_seed), None
+    if _generation(entry(name)):
+        from ..models.llava import checkpoint, processing
+
+        processor = checkpoint.load_processor(source) if source else processing.tiny_processor(model.config)
+        return checkpoint.save(model, processor, out, force=force)
     with atomic_output_dir(out, force=force) as tmp:
         model.save_pretrained(tmp)
         if source is not None:

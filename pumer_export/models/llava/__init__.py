@@ -1,10 +1,11 @@
 """LLaVA (Hugging Face ``LlavaForConditionalGeneration``, llava-hf layout: CLIP vision tower, projector, Llama-style
 language model): the project's first decoder family, the one Victor runs on.
 
-So far: the built-in presets (random weights, :mod:`.presets`), the processor (:mod:`.processing`), the two-group
-decoder the decoder methods share (:mod:`.decoding`, :mod:`.reduced`) and their model classes (:mod:`.victor`,
-:mod:`.fastv`), and the costs below. The commands (``info``, ``onnx``, ``run``, ...) take classification families
-only until the generation path lands; see :mod:`pumer_export.methods.victor` for what is built.
+A "generation" family (:mod:`pumer_export.models`): the built-in presets (random weights, :mod:`.presets`), the
+processor (:mod:`.processing`), checkpoints (:mod:`.checkpoint`: stock, Victor or FastV in the llava-hf folder
+layout), the two-group decoder the decoder methods share (:mod:`.decoding`, :mod:`.reduced`), their model classes
+(:mod:`.stock`, :mod:`.victor`, :mod:`.fastv`), the answer loss (:mod:`.training`) and the costs below. The
+pipeline steps on top of them (finetune, run, eval, validate, bench) are :mod:`pumer_export.generation`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 NAME = "llava"
 TITLE = "LLaVA"
 MODEL_TYPE = "llava"
+TASK = "generation"
 #: Special tokens of the built-in vocabulary: the image placeholder and Victor's register placeholder.
 IMAGE_TOKEN = "<image>"
 REGISTER_TOKEN = "<reg>"
@@ -74,3 +76,45 @@ def kv_cache_bytes(config, length: int, method=None, bytes_per_value: int = 4) -
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     per_position = 2 * text.num_key_value_heads * head_dim * bytes_per_value
     return [per_position * (length if i < k else length - dropped) for i in range(num_layers(config))]
+
+
+# ----------------------------------------------------------------------- presets, checkpoints, ``info``
+from .presets import PRESETS  # noqa: E402,F401  (part of the family interface; after the constants)
+
+
+def preset_model(name: str = "tiny", seed: int = 0):
+    """A seeded random LLaVA of preset ``name`` in the stock class (the decoder methods' interface, nothing
+    dropped)."""
+    from .presets import llava_model
+    from .stock import stock
+
+    return stock(llava_model(name, seed=seed))
+
+
+def load(path):
+    """A LLaVA checkpoint folder as its method's model (:func:`.checkpoint.load`)."""
+    from .checkpoint import load as load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def load_processor(path):
+    from .checkpoint import load_processor as load_folder_processor
+
+    return load_folder_processor(path)
+
+
+def architecture(config) -> dict:
+    """The rows ``info`` shows for a LLaVA config."""
+    vision, text = config.vision_config, config.text_config
+    return {
+        "vision tower": f"CLIP ViT, {vision.num_hidden_layers} layers, width {vision.hidden_size}, "
+                        f"{vision.image_size}x{vision.image_size} images in {vision.patch_size}-px patches",
+        "visual tokens (N)": image_tokens(config),
+        "feature layer": f"{config.vision_feature_layer} ({config.vision_feature_select_strategy})",
+        "language model": f"{text.model_type}, {text.num_hidden_layers} layers, width {text.hidden_size}, "
+                          f"{text.num_attention_heads} heads ({text.num_key_value_heads} for keys/values), "
+                          f"vocabulary {text.vocab_size}",
+        "positions": text.max_position_embeddings,
+        "image token id": config.image_token_id,
+    }

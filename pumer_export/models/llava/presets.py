@@ -15,19 +15,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                      num_key_value_heads=2, max_position_embeddings=256),
     },
+    # easy-VQA's 64x64 images in 8-px patches: 64 visual tokens (room for Victor to remove); the tower's last layer
+    # feeds the projector (a 2-layer tower has no useful penultimate layer)
+    "easy-vqa": {
+        "vision": dict(image_size=64, patch_size=8, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4),
+        "text": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=128),
+        "feature_layer": -1,
+    },
 }
 
 
 def llava_config(name: str = "tiny", *, vocab_size: int = 96, image_token_id: int = 4, **text: Any):
-    """The transformers ``LlavaConfig`` of preset ``name`` (``text`` overrides language-model settings)."""
+    """The transformers ``LlavaConfig`` of preset ``name`` (``text`` overrides language-model settings); the
+    special ids are the built-in tokenizer's (:mod:`.processing`: BOS 1, EOS 2, padding 3)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     preset = PRESETS[name]
     vision = CLIPVisionConfig(**preset["vision"])
-    language = LlamaConfig(**{**preset["text"], "vocab_size": vocab_size, **text})
+    language = LlamaConfig(**{**preset["text"], "vocab_size": vocab_size, "bos_token_id": 1, "eos_token_id": 2,
+                              "pad_token_id": 3, **text})
     grid = (vision.image_size // vision.patch_size) ** 2
     return LlavaConfig(vision_config=vision, text_config=language, image_token_id=image_token_id,
-                       image_seq_length=grid, projector_hidden_act="gelu")
+                       image_seq_length=grid, projector_hidden_act="gelu",
+                       vision_feature_layer=preset.get("feature_layer", -2))
 
 
 def llava_model(name: str = "tiny", seed: int = 0, **kwargs: Any):

@@ -14,6 +14,7 @@ from ...schedule import TokenSchedule
 NAME = "meter"
 TITLE = "METER"
 MODEL_TYPE = "meter"
+TASK = "vqa"
 SCHEDULE_RULES = "meter"
 INPUT_NAMES = ("input_ids", "attention_mask", "pixel_values")
 #: The VQA answer head (an nn.Sequential whose last layer is the label Linear).

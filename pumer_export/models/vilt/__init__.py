@@ -14,6 +14,7 @@ from ...schedule import TokenSchedule, encoder_flops as _encoder_flops, image_to
 NAME = "vilt"
 TITLE = "ViLT"
 MODEL_TYPE = "vilt"
+TASK = "vqa"
 SCHEDULE_RULES = "vilt"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
 #: The VQA answer head (an nn.Sequential whose last layer is the label Linear).
