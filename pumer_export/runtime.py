@@ -344,7 +344,8 @@ class TorchGeneration(GenerationBackend):
         self.meta = {"image_tokens": image_tokens(config), "dropped_tokens": model.dropped_tokens,
                      "drop_layer": model.drop_layer,
                      "layers": config.text_config.num_hidden_layers, "image_token_id": config.image_token_id,
-                     "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id}
+                     "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id,
+                     "max_positions": config.text_config.max_position_embeddings}
 
     def image_features(self, pixel_values):
         import torch
@@ -394,6 +395,11 @@ def generate(backend: GenerationBackend, input_ids: np.ndarray, attention_mask: 
     meta = backend.meta
     eos, pad = meta.get("eos_token_id") if stop_at_eos else None, meta.get("pad_token_id") or 0
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
+    limit = meta.get("max_positions")
+    if limit is not None and input_ids.shape[1] + max_new_tokens > limit:
+        raise PumerExportError(f"the prompt ({input_ids.shape[1]} positions) and {max_new_tokens} new tokens are "
+                               f"longer than the model's {limit} positions: shorten the question or ask for fewer "
+                               "new tokens")
     mask_full = attention_mask.astype(np.int64)
     position = np.maximum(mask_full.cumsum(axis=1) - 1, 0)[:, -1] + 1
     logits, mask_short, pasts = backend.prefill(input_ids, mask_full, backend.image_features(pixel_values))

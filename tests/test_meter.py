@@ -274,12 +274,13 @@ def test_meter_fp16_export_with_official_masking_holds_parity(tmp_path):
     assert sum(c.name.endswith("keep_idx") for c in result.validation.checks) == 8  # 4 blocks x 2 batch sizes
 
 
-@pytest.mark.parametrize("name", ["vilt", "meter"])
+@pytest.mark.parametrize("name", ["vilt", "meter", "llava"])
 def test_every_family_implements_the_interface(name):
     from pumer_export import models
 
     family = models.get(name)
-    missing = [attr for attr in models.INTERFACE if not hasattr(family, attr)]
+    interface = models.INTERFACE if family.TASK == "vqa" else models.GENERATION_INTERFACE
+    missing = [attr for attr in interface if not hasattr(family, attr)]
     assert not missing, missing
     assert family.NAME == name and models.for_config({"model_type": family.MODEL_TYPE}) is family
-    assert set(family.PRESETS) >= {"tiny", "demo"}
+    assert set(family.PRESETS) >= ({"tiny", "demo"} if family.TASK == "vqa" else {"tiny", "easy-vqa"})

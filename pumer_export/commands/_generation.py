@@ -332,6 +332,12 @@ def bench(args: argparse.Namespace) -> int:
     if args.ort_provider != "cpu" or args.device != "cpu":
         raise PumerExportError("LLaVA benchmarks run on the CPU so far")
     backends = list(args.backends or ("torch", "ort"))
+    from ..checkpoints import read_config_json
+    from ..models.llava.checkpoint import method_of
+
+    if not method_of(read_config_json(Path(args.model))):
+        raise PumerExportError("the checkpoint is stock LLaVA: bench compares a method with it; apply one first "
+                               "(pumer-export apply CKPT OUT --method victor|fastv) or bench a Victor checkpoint")
     model, processor = load(args.model)
     report_dir = Path(args.report)
     with progress_bar() if not args.no_progress else contextlib.nullcontext() as progress:

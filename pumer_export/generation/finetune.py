@@ -167,7 +167,12 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
                 log["best_accuracy"], log["best_step"] = value, step
             message = (f"epoch {len(log['epochs'])}: loss {np.mean(losses):.4f}, validation accuracy {value:.2f}"
                        + (" (best so far, saved)" if best else f" (best {log['best_accuracy']:.2f})"))
-            (progress.console.print if progress else print)(message)
+            if progress:
+                progress.console.print(message)
+            else:
+                from ..console import info
+
+                info(message)
             _save(model, processor, out, log, best)
     return log
 

@@ -157,7 +157,7 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
             "image_tokens": n, "dropped_tokens": model.dropped_tokens, "layers": layers, "drop_layer": drop_layer,
             "image_token_id": config.image_token_id, "register_token_id": getattr(config, "register_token_id", None),
             "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id,
-            "opset": opset,
+            "max_positions": config.text_config.max_position_embeddings, "opset": opset,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if processor is not None:

@@ -67,18 +67,34 @@ def load(path: str | Path):
     method = method_of(data)
     try:
         with quiet_transformers():
-            from transformers import LlavaConfig
+            from transformers import LlavaConfig, LlavaForConditionalGeneration
 
             config = LlavaConfig.from_pretrained(source)
         check_config(config, source)
+        model = model_class(method)(config)
+        # transformers' own class reads every llava-hf key layout (its renaming of older names is keyed to it);
+        # the method's weights (Victor's registers) are read from the files
         with quiet_transformers():
-            model = model_class(method).from_pretrained(source, config=config)
+            stock = LlavaForConditionalGeneration.from_pretrained(source, config=config)
+        state = stock.state_dict()
+        if method == "victor":
+            from ...checkpoints import load_weights
+
+            weights = load_weights(source)
+            if "victor_registers" not in weights:
+                raise CheckpointError(f"{source}: config.json has Victor settings but the weights have no "
+                                      "victor_registers")
+            state["victor_registers"] = weights["victor_registers"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{source}: the weights do not fit the model (missing {missing[:3]}, unexpected "
+                                  f"{unexpected[:3]})")
     except CheckpointError:
         raise
     except (PumerExportError, ConfigError) as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{source}: cannot load the LLaVA weights ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{source}: cannot load the LLaVA checkpoint ({str(exc).splitlines()[0]})") from None
     return model.eval()
 
 
