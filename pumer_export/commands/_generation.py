@@ -164,11 +164,12 @@ def onnx(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------------- validate
 def validate(args: argparse.Namespace) -> int:
-    from ..console import err_console, out_console, step, table
     from ..console import info as say
+    from ..console import step
     from ..fsutil import write_text_atomic
     from ..generation.validate import validate as run_validate
     from ._common import questions_from_args
+    from .validate import print_checks
 
     refuse(args, ("engine", "inputs", "tie_tolerance", "baseline", "text_length", "image_size", "dtype"),
            "validate")
@@ -185,8 +186,6 @@ def validate(args: argparse.Namespace) -> int:
         report = run_validate(model, processor, export, questions=questions_from_args(args, required=False),
                               num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                               steps=args.steps, atol=atol, rtol=rtol)
-    rows = [(c.backend, c.name, "pass" if c.passed else "FAIL", c.message) for c in report["checks"]]
-    out_console.print(table("parity checks", ("backend", "check", "result", "details"), rows))
     if args.report:
         folder = Path(args.report)
         folder.mkdir(parents=True, exist_ok=True)
@@ -194,14 +193,7 @@ def validate(args: argparse.Namespace) -> int:
                    "checks": [vars(c) for c in report["checks"]]}
         write_text_atomic(folder / "report.json", json.dumps(payload, indent=2) + "\n")
         say(f"wrote {folder / 'report.json'}")
-    if report["passed"]:
-        say(f"[green]PASSED[/green]: {len(report['checks'])} checks")
-        return 0
-    failed = [c for c in report["checks"] if not c.passed]
-    for check in failed:
-        err_console.print(f"FAILED {check.backend}: {check.name}: {check.message}", markup=False)
-    err_console.print(f"validation failed: {len(failed)} of {len(report['checks'])} checks", markup=False)
-    return 1
+    return print_checks(report["checks"])
 
 
 def _tolerance(values, default: float, flag: str) -> float:

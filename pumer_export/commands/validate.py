@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..console import err_console, info, out_console, step, table
+    from ..console import info, step
     from ..parity.validate import ValidateOptions, validate
     from ..parity.report import JSON_FILE, JUNIT_FILE, MARKDOWN_FILE
     from ._common import check_report_dir, is_generation_checkpoint, questions_from_args
@@ -118,16 +118,24 @@ def run(args: argparse.Namespace) -> int:
     )
     with step(f"validating against the PyTorch reference {args.model}"):
         report = validate(args.model, options)
-    rows = [(c.backend, c.name, "pass" if c.passed else "FAIL", c.message) for c in report["checks"]]
-    out_console.print(table("parity checks", ("backend", "check", "result", "details"), rows))
     for path in report.get("files", []):
         info(f"wrote {path}")
-    if report["passed"]:
-        info(f"[green]PASSED[/green]: {len(report['checks'])} checks")
+    return print_checks(report["checks"])
+
+
+def print_checks(checks) -> int:
+    """The checks (``backend``, ``name``, ``passed``, ``message``) as a table, then PASSED, or every failure on
+    stderr; the exit status (0 all passed, 1 not)."""
+    from ..console import err_console, info, out_console, table
+
+    rows = [(c.backend, c.name, "pass" if c.passed else "FAIL", c.message) for c in checks]
+    out_console.print(table("parity checks", ("backend", "check", "result", "details"), rows))
+    if all(c.passed for c in checks):
+        info(f"[green]PASSED[/green]: {len(checks)} checks")
         return 0
-    failed = [c for c in report["checks"] if not c.passed]
+    failed = [c for c in checks if not c.passed]
     for check in failed:
         err_console.print(f"FAILED {check.backend}: {check.name}: {check.message}", markup=False)
     names = ", ".join(dict.fromkeys(c.name for c in failed))
-    err_console.print(f"validation failed: {len(failed)} of {len(report['checks'])} checks ({names})", markup=False)
+    err_console.print(f"validation failed: {len(failed)} of {len(checks)} checks ({names})", markup=False)
     return 1

@@ -37,6 +37,13 @@ class ReducedLlavaMixin:
     def method_settings(self) -> dict:
         return dict(getattr(self.config, self.METHOD))
 
+    def layout(self, input_ids: torch.Tensor) -> decoding.Layout:
+        """Where the image is in each prompt, with the M register tokens after it (Victor; M = 0 otherwise)."""
+        from . import image_tokens
+
+        return decoding.layout(input_ids, self.config.image_token_id, image_tokens(self.config),
+                               getattr(self.config, "register_token_id", None), self.registers)
+
     def prepare(self, input_ids: torch.Tensor, image_features: torch.Tensor
                 ) -> tuple[torch.Tensor, decoding.Select]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -26,9 +26,6 @@ class StockLlavaForConditionalGeneration(ReducedLlavaMixin, llava_class()):
     def method_settings(self) -> dict:
         return {}
 
-    def layout(self, input_ids: torch.Tensor) -> decoding.Layout:
-        return decoding.layout(input_ids, self.config.image_token_id, image_tokens(self.config), None, 0)
-
     def prepare(self, input_ids: torch.Tensor, image_features: torch.Tensor
                 ) -> tuple[torch.Tensor, decoding.Select]:
         where = self.layout(input_ids)

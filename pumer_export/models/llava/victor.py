@@ -13,7 +13,7 @@ from torch import nn
 from ...errors import PumerExportError
 from ...methods.victor import reference
 from ...methods.victor.config import CONFIG_KEY, VictorConfig
-from . import decoding, image_tokens, num_layers
+from . import decoding, num_layers
 from .reduced import ReducedLlavaMixin, llava_class
 
 
@@ -44,10 +44,6 @@ class VictorLlavaForConditionalGeneration(ReducedLlavaMixin, llava_class()):
     @property
     def registers(self) -> int:
         return self.victor.registers
-
-    def layout(self, input_ids: torch.Tensor) -> decoding.Layout:
-        return decoding.layout(input_ids, self.config.image_token_id, image_tokens(self.config),
-                               getattr(self.config, "register_token_id", None), self.victor.registers)
 
     def prepare(self, input_ids: torch.Tensor, image_features: torch.Tensor
                 ) -> tuple[torch.Tensor, decoding.Select]:
