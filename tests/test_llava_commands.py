@@ -192,3 +192,22 @@ def test_a_prompt_longer_than_the_positions_is_one_line(folders):
     pixels = torch.zeros(1, 3, 32, 32)
     with pytest.raises(PumerExportError, match="longer than the model's"):
         runtime.generate(runtime.TorchGeneration(model), ids.numpy(), mask.numpy(), pixels.numpy(), 4)
+
+
+@pytest.mark.parametrize("name, variant", [("easy-vqa-llava", "stock"), ("easy-vqa-llava-victor", "victor")])
+def test_shipped_llava_checkpoints_answer_easy_vqa(cli, name, variant, tmp_path):
+    """The shipped LLaVA weights, written as an ordinary llava-hf folder, generate the answers of the first 200 test
+    questions about as well as their card's figure for the whole measured set says."""
+    from pumer_export import zoo
+
+    code, _, err = cli("pretrained", name, tmp_path / "ck")
+    assert code == 0, err
+    card = zoo.card(name)
+    assert card["training"]["command"]
+    code, _, err = cli("eval", tmp_path / "ck", "--dataset", "easy-vqa", "--limit", "200", "--backends", "torch",
+                       "--report", tmp_path / "r", "--no-progress", "--batch-size", "64")
+    assert code == 0, err
+    got = json.loads((tmp_path / "r" / "report.json").read_text())["results"][variant]["torch"]["accuracy"]
+    expected = card["test"]["torch"][variant]["accuracy"]
+    # far above the majority answer's share (37 %), and near the card's figure (200 questions: +-8)
+    assert got > 60 and abs(got - expected) < 8, (got, expected)

@@ -9,11 +9,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrained",
         help="write a small trained checkpoint that ships with pumer-export (easy-vqa-vilt, easy-vqa-meter, "
-             "easy-vqa-meter-smarttrim)",
+             "easy-vqa-meter-smarttrim, easy-vqa-llava, easy-vqa-llava-victor)",
         description=(
             "Write one of the small checkpoints trained on easy-VQA that ship with the package as an ordinary "
-            "pumer-export checkpoint folder (config, float32 weights, processor files), ready for info, run, eval, "
-            "onnx, validate and bench. --list names them with what they measured; --untrained writes the same "
+            "checkpoint folder (config, float32 weights, processor files; the LLaVA ones in the llava-hf layout), "
+            "ready for info, run, eval, onnx, validate and bench. --list names them with what they measured; --untrained writes the same "
             "architecture with seeded random weights, where their training recipe starts."
         ),
         epilog="example: pumer-export pretrained easy-vqa-vilt ck && pumer-export eval ck --dataset easy-vqa",

@@ -15,6 +15,10 @@ A method package (``pumer_export.methods.pumer``, ``pumer_export.methods.smarttr
 * ``reduction_set(model, enabled)``: a context manager running the model with its reduction or without (the same
   weights: the baseline every speedup and accuracy cost is measured against).
 
+LLaVA's decoder methods (``victor``, ``fastv``) live here too (their settings and rules), but a LLaVA checkpoint names
+its method by the settings it carries (:func:`pumer_export.models.llava.checkpoint.method_of`): the interface above
+is the classification families' ("vqa" task), and the generation task's pipeline is :mod:`pumer_export.generation`.
+
 The reduction semantics of each method are defined once, in its reference (PuMer: :mod:`pumer_export.reduce` through
 the ``pumer`` ops; SmartTrim: :mod:`pumer_export.methods.smarttrim.reference`); every backend is tested against it.
 """

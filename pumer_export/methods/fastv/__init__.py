@@ -9,6 +9,7 @@ its own.
 
 Where it lives: settings :class:`.config.FastVConfig` (config.json ``"fastv"``); the rule :mod:`.reference`; the
 model class :mod:`pumer_export.models.llava.fastv`; the decoder machinery it shares with Victor
-:mod:`pumer_export.models.llava.decoding`. Built so far: the reference on PyTorch, the ONNX graphs and the runtime
-loop (:mod:`pumer_export.onnx.generation`, :func:`pumer_export.runtime.generate`).
+:mod:`pumer_export.models.llava.decoding`. Built: the reference on PyTorch, the ONNX graphs and the runtime
+loop (:mod:`pumer_export.onnx.generation`, :func:`pumer_export.runtime.generate`), ``apply --method fastv`` on any
+stock llava-hf checkpoint and the commands of :mod:`pumer_export.generation`. Not built: TensorRT engines.
 """

@@ -11,7 +11,10 @@ Where it lives: settings :class:`.config.VictorConfig` (config.json key ``"victo
 definition every backend is held to; the training objective and the stages' parameters :mod:`.training`; the LLaVA
 model class with the registers :mod:`pumer_export.models.llava.victor`.
 
-Built so far: the reference on PyTorch, the answer loss, the three ONNX graphs (:mod:`pumer_export.onnx.generation`)
-and the runtime's loop (:func:`pumer_export.runtime.generate`). Not yet: the method registry entry and the commands
-(``apply``, ``finetune``, ``onnx``, ``run``, ``eval``, ``bench``, ``validate``), trained checkpoints, TensorRT.
+Built: the reference on PyTorch, the answer loss (:mod:`pumer_export.models.llava.training`), the three ONNX graphs
+(:mod:`pumer_export.onnx.generation`), the runtime's loop (:func:`pumer_export.runtime.generate`), the commands
+(``apply --method victor``, ``finetune --method victor``, ``info``, ``onnx``, ``validate``, ``run``, ``eval``,
+``bench``: :mod:`pumer_export.generation`) and the shipped ``easy-vqa-llava-victor``. A LLaVA checkpoint names its
+method by the settings it carries (:func:`pumer_export.models.llava.checkpoint.method_of`), not through
+:data:`pumer_export.methods.METHODS`, whose interface is the classification families'. Not built: TensorRT engines.
 """
