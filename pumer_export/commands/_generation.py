@@ -81,8 +81,7 @@ def info(args: argparse.Namespace) -> int:
     out_console.print(table(f"Prompt layout (\"{data['example_prompt']}\")", ("part", "positions"), [
         ("prefix", layout["prefix"]), ("image (N)", layout["image"]), ("registers (M)", layout["registers"]),
         ("question and answer turn", layout["text"]), ("total (L)", layout["length"])]
-        + ([("decoder layers on L", f"0..{k - 1}" if k else "none"),
-            (f"decoder layers on L - {dropped}", f"{k}..{layers - 1}")] if dropped else
+        + ([("decoder layers on L", _span(0, k)), (f"decoder layers on L - {dropped}", _span(k, layers))] if dropped else
            [("decoder layers on L", f"all {layers}")])))
     kv = cost["kv_bytes_per_layer"]
     out_console.print(
@@ -93,6 +92,11 @@ def info(args: argparse.Namespace) -> int:
                       f"{sum(kv['method']) / 1024:.1f} KiB ({cost['kv_bytes_ratio']:.2f}x); per layer "
                       + ", ".join(f"{b / 1024:.1f}" for b in kv["method"]) + " KiB")
     return 0
+
+
+def _span(first: int, end: int) -> str:
+    """Layers ``first .. end - 1`` as text."""
+    return "none" if end <= first else str(first) if end == first + 1 else f"{first}..{end - 1}"
 
 
 # ----------------------------------------------------------------------------------------------------- apply
@@ -341,7 +345,8 @@ def bench(args: argparse.Namespace) -> int:
     rows = []
     for result in report["results"]:
         speed = result["speedup"]
-        rows.append((result["backend"], result["batch"], f"{result['stock']['prefill_ms']:.2f}",
+        rows.append((result["backend"], result["batch"], f"{result['stock']['vision_ms']:.2f}",
+                     f"{result['stock']['prefill_ms']:.2f}",
                      f"{result['method']['prefill_ms']:.2f}", f"{speed['prefill_ms']:.2f}x",
                      f"{speed['prefill_ms'] / cost['prefill_flop_ideal']:.0%}",
                      f"{result['stock']['decode_tokens_per_s']:.0f} / {result['method']['decode_tokens_per_s']:.0f}",
@@ -349,7 +354,7 @@ def bench(args: argparse.Namespace) -> int:
     out_console.print(table(
         f"{method_title(model)} vs stock LLaVA (medians of {args.iters}; FLOP-ideal prefill "
         f"{cost['prefill_flop_ideal']:.2f}x, decode {cost['decode_flop_ideal']:.2f}x)",
-        ("backend", "batch", "prefill ms stock", "prefill ms method", "prefill speedup", "of ideal",
+        ("backend", "batch", "vision ms", "prefill ms stock", "prefill ms method", "prefill speedup", "of ideal",
          "decode tok/s stock / method", "end-to-end speedup (" + ", ".join(f"{n} tok" for n in args.new_tokens)
          + ")"), rows))
     kv = cost["kv_bytes_per_layer"]

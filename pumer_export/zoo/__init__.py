@@ -44,7 +44,7 @@ ENTRIES = {e.name: e for e in (
           "tower, 4-layer Llama-style decoder of width 128; stock (nothing dropped)"),
     Entry("easy-vqa-llava-victor", "llava", "easy-vqa",
           "easy-vqa-llava with Victor (pumer-export design): 8 registers after the image, the 64 visual tokens "
-          "leave before decoder layer 2 of 4", base="easy-vqa-llava"),
+          "leave before decoder layer 1 of 4", base="easy-vqa-llava"),
 )}
 
 
