@@ -33,6 +33,11 @@ def load(path: str | Path):
     return model, processor
 
 
+#: Whose semantics each LLaVA method's reference follows.
+PROVENANCE = {"stock": "transformers' LLaVA", "victor": "this project's design (the paper; no official code)",
+              "fastv": "FastV's public reference code, with this project's fixed count and tie rule"}
+
+
 def method_title(model) -> str:
     return {"": "stock LLaVA (nothing dropped)", "victor": "Victor", "fastv": "FastV"}[model.METHOD]
 
@@ -70,8 +75,7 @@ def info(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     method, layout, cost = data["method"], data["layout"], data["costs"]
-    out_console.print(f"method: {method['title']}; semantics: "
-                      f"{'this project design (no official code)' if method['name'] == 'victor' else 'FastV reference code' if method['name'] == 'fastv' else 'transformers LLaVA'}")
+    out_console.print(f"method: {method['title']}; semantics: {PROVENANCE[method['name']]}")
     out_console.print(table("Architecture", ("field", "value"), list(data["architecture"].items())))
     if method["settings"]:
         out_console.print(table(method["title"], ("setting", "value"),

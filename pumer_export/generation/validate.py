@@ -107,9 +107,12 @@ def validate(model, processor, export: str | Path, *, questions: Sequence[Questi
         checks.append(Check(f"{tag} present shapes", not wrong,
                             "; ".join(wrong) if wrong else
                             f"layers < {k}: {length} positions, layers >= {k}: {length - dropped} (L - {dropped})"))
-        worst = max((_close("", a, b, atol, rtol) for a, b in zip(ours[2], theirs[2])),
-                    key=lambda c: (c.passed is False, c.message))
-        checks.append(Check(f"{tag} present values", worst.passed, worst.message))
+        if not wrong:  # the values, once the shapes are right: the first layer that fails, else the largest error
+            each = [_close(f"layer {i // 2} {'value' if i % 2 else 'key'}", a, b, atol, rtol)
+                    for i, (a, b) in enumerate(zip(ours[2], theirs[2]))]
+            worst = next((c for c in each if not c.passed), None) or max(
+                each, key=lambda c: float(c.message.split()[1]))
+            checks.append(Check(f"{tag} present values", worst.passed, f"{worst.name}: {worst.message}"))
         generated = runtime.generate(ort, feeds["input_ids"], feeds["attention_mask"], feeds["pixel_values"], steps)
         expected = runtime.generate(torch_, feeds["input_ids"], feeds["attention_mask"], feeds["pixel_values"], steps)
         equal = generated == expected
