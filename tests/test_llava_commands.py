@@ -204,6 +204,9 @@ def test_shipped_llava_checkpoints_answer_easy_vqa(cli, name, variant, tmp_path)
     assert code == 0, err
     card = zoo.card(name)
     assert card["training"]["command"]
+    if variant == "stock":  # an ordinary llava-hf folder: transformers' class named
+        config = json.loads((tmp_path / "ck" / "config.json").read_text())
+        assert config["architectures"] == ["LlavaForConditionalGeneration"]
     code, _, err = cli("eval", tmp_path / "ck", "--dataset", "easy-vqa", "--limit", "200", "--backends", "torch",
                        "--report", tmp_path / "r", "--no-progress", "--batch-size", "64")
     assert code == 0, err

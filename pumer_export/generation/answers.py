@@ -35,7 +35,8 @@ def backend_for(name: str, model, export: Path | None, threads: int | None = Non
 
 
 def check_export_matches(model, export: Path) -> None:
-    """One line when an export folder was made from another method or other settings than ``model``."""
+    """One line when an export folder was made from another method, other settings or other weights than ``model``
+    (``generation.json`` records the weights' fingerprint)."""
     import json
 
     manifest = Path(export) / "generation.json"
@@ -47,6 +48,10 @@ def check_export_matches(model, export: Path) -> None:
     if meta.get("method") != mine:
         raise PumerExportError(f"{export} was exported from {meta.get('method')}, the checkpoint is {mine}: "
                                "export it again")
+    from ..checkpoints import model_fingerprint
+
+    if meta.get("model_sha256") not in (None, model_fingerprint(model)):
+        raise PumerExportError(f"{export} was exported from other weights than the checkpoint's: export it again")
 
 
 def generate_answers(backend, processor, prompts: data.Prompts, batch_size: int, max_new_tokens: int,

@@ -130,11 +130,16 @@ def run_bench(model, processor, *, backends: Sequence[str], batch_sizes: Sequenc
     from .. import runtime
     from ..models.llava.stock import stock
     from ..onnx.generation import export_generation
+    from .answers import check_export_matches
     from .validate import random_batches
 
     if not model.METHOD:
         raise PumerExportError("the checkpoint is stock LLaVA: bench compares a method with it; apply one first "
                                "(pumer-export apply CKPT OUT --method victor|fastv) or bench a Victor checkpoint")
+    unknown = [name for name in backends if name not in ("torch", "ort")]
+    if unknown:
+        raise PumerExportError(f"LLaVA checkpoints run on torch and ort so far; {unknown[0]} is not implemented for "
+                               "them yet")
     if threads:
         import torch
 
@@ -144,7 +149,9 @@ def run_bench(model, processor, *, backends: Sequence[str], batch_sizes: Sequenc
     if "ort" in backends:
         for variant, net in variants.items():
             target = export_dir / variant
-            if not (target / "generation.json").is_file():
+            if (target / "generation.json").is_file():
+                check_export_matches(net, target)  # an export of other weights or settings is refused
+            else:
                 task = progress.add_task(f"exporting {variant}", total=None) if progress else None
                 export_generation(net, target, force=True)
                 if progress:
@@ -153,9 +160,6 @@ def run_bench(model, processor, *, backends: Sequence[str], batch_sizes: Sequenc
     report: dict[str, Any] = {"method": model.METHOD, "settings": model.method_settings(), "results": []}
     lengths = (0, 0)
     for name in backends:
-        if name not in ("torch", "ort"):
-            raise PumerExportError(f"LLaVA checkpoints run on torch and ort so far; {name} is not implemented for "
-                                   "them yet")
         made = {v: runtime.TorchGeneration(net) if name == "torch" else
                 runtime.OrtGeneration(exports[v], threads=threads) for v, net in variants.items()}
         for batch in batch_sizes:

@@ -112,6 +112,7 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
                       processor=None) -> Path:
     """Write the three graphs and ``generation.json`` into ``outdir`` (atomically), with ``processor``'s files when
     given (so the export folder answers questions on its own)."""
+    from ..checkpoints import model_fingerprint
     from ..models.llava.reduced import ReducedLlavaMixin
 
     if not isinstance(model, ReducedLlavaMixin):
@@ -158,6 +159,7 @@ def export_generation(model, outdir: str | Path, *, opset: int = DEFAULT_OPSET, 
             "image_token_id": config.image_token_id, "register_token_id": getattr(config, "register_token_id", None),
             "eos_token_id": config.text_config.eos_token_id, "pad_token_id": config.text_config.pad_token_id,
             "max_positions": config.text_config.max_position_embeddings, "opset": opset,
+            "model_sha256": model_fingerprint(model),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if processor is not None:

@@ -26,6 +26,18 @@ class StockLlavaForConditionalGeneration(ReducedLlavaMixin, llava_class()):
     def method_settings(self) -> dict:
         return {}
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, with config.json naming transformers' class: a stock folder stays an ordinary
+        llava-hf checkpoint (``LlavaForConditionalGeneration.from_pretrained`` and the Auto classes load it)."""
+        import json
+        from pathlib import Path
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        path = Path(save_directory) / "config.json"
+        data = json.loads(path.read_text())
+        data["architectures"] = ["LlavaForConditionalGeneration"]
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
     def prepare(self, input_ids: torch.Tensor, image_features: torch.Tensor
                 ) -> tuple[torch.Tensor, decoding.Select]:
         where = self.layout(input_ids)
