@@ -285,7 +285,8 @@ def evaluate(args: argparse.Namespace, questions) -> int:
     questions = subset(questions, args.limit) if args.limit else questions
     report_dir = Path(args.report)
     exports: dict[str, Path] = {}
-    given = {"stock": args.onnx_baseline, model.METHOD or "stock": args.onnx}
+    given = {variant: path for variant, path in (("stock", args.onnx_baseline), (model.METHOD or "stock", args.onnx))
+             if path}
     with progress_bar() if not args.no_progress else contextlib.nullcontext() as progress:
         if "ort" in backends:
             for variant, net in variants.items():
