@@ -35,8 +35,8 @@ def repeats(text: str) -> dict[str, int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a checkpoint for VQA on a dataset (e.g. easy-vqa), with or without PuMer active, or train "
-             "SmartTrim-style trimmers (--method smarttrim)",
+        help="fine-tune a checkpoint for VQA on a dataset (e.g. easy-vqa), with or without PuMer active, train "
+             "SmartTrim-style trimmers (--method smarttrim) or a LLaVA and Victor's registers (--method victor)",
         description=(
             "Fine-tune a pumer-export checkpoint (ViLT or METER) for VQA: binary cross-entropy on soft answer "
             "scores, AdamW with linear warm-up and cosine decay, PuMer's reducers in place during training unless "
@@ -48,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--head-layers), trained with hard Gumbel-softmax decisions and a straight-through gradient, "
             "self-distillation from the same weights untrimmed, and a cost on the share of FLOPs kept that falls "
             "from 1 to --target-keep over the --curriculum share of the steps. Only epochs that reach the target "
-            "(within 0.02) are kept as the best."
+            "(within 0.02) are kept as the best.\n\n"
+            "A LLaVA checkpoint trains on the same data phrased as generation (the answer word and end-of-sequence "
+            "after the checkpoint's prompt, next-token loss); --method victor attaches Victor's registers to a stock "
+            "one first (--registers, --drop-layer) and trains them with the projector (--train projector, Victor's "
+            "stage 1) or with the decoder too (--train projector+language)."
         ),
         epilog=("example: pumer-export finetune ck ck-easy --dataset easy-vqa --split train --epochs 3\n"
                 "         pumer-export pretrained easy-vqa-vilt init --untrained && pumer-export finetune init "
