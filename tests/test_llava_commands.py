@@ -147,6 +147,37 @@ def test_finetune_victor_trains_the_registers_and_projector_only(cli, folders, i
     assert changed and all("multi_modal_projector" in k for k in changed)  # the tower and decoder stay frozen
 
 
+def test_victor_adds_its_placeholder_to_a_tokenizer_without_one(cli, tmp_path):
+    """A stock llava-hf folder whose tokenizer has no <reg> and whose vocabulary is full: apply adds the token and
+    grows the embedding table; the Victor checkpoint then answers through the processor it wrote."""
+    from PIL import Image
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "what", "color", "is", "it", "?", "user", "assistant", ":"]
+    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", extra_special_tokens=["<image>"], padding_side="left")
+    model = llava_model("tiny", vocab_size=len(words))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=images, tokenizer=fast, patch_size=8, image_token="<image>",
+                   vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                   num_additional_image_tokens=1).save_pretrained(tmp_path / "stock")
+    model.save_pretrained(tmp_path / "stock")
+    code, _, err = cli("apply", tmp_path / "stock", tmp_path / "victor", "--method", "victor", "--registers", "2",
+                       "--drop-layer", "1")
+    assert code == 0, err
+    victor = checkpoint.load(tmp_path / "victor")
+    assert victor.config.register_token_id == len(words) and victor.config.text_config.vocab_size == len(words) + 1
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(tmp_path / "green.png")
+    code, out, err = cli("run", tmp_path / "victor", "--backend", "torch", "--image", tmp_path / "green.png",
+                         "--question", "what color is it?", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["question"] == "what color is it?"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["apply", "{stock}", "{tmp}/x", "--method", "victor", "--drop-layer", "9"], "past the language model's 4"),
     (["apply", "{stock}", "{tmp}/x", "--method", "victor", "--registers", "0", "--drop-layer", "2"], "at least 1"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError, ConfigError, PumerExportError
-from . import IMAGE_TOKEN, REGISTER_TOKEN
+from . import REGISTER_TOKEN
 
 #: Decoder methods with settings in config.json, in the order they are looked for.
 METHOD_KEYS = ("victor", "fastv")
@@ -118,7 +118,8 @@ def load_processor(path: str | Path):
 
 
 def check_processor(model, processor, source: Any) -> None:
-    """One line when the processor's placeholders are not the model's ids or its expansion is not N tokens."""
+    """One line when the processor's placeholders are not the model's ids (its expansion of an image is checked
+    where prompts are made: :func:`pumer_export.generation.data.encode`)."""
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids(processor.image_token)
     if image_id != model.config.image_token_id:
@@ -148,6 +149,7 @@ def apply(src: str | Path, dst: str | Path, method: str, settings, *, force: boo
     """``dst``: the stock LLaVA checkpoint ``src`` with ``method``'s ``settings`` (a VictorConfig or FastVConfig)."""
     from ...fsutil import check_destination
     from . import fastv, victor
+
     dst = Path(dst)
     check_destination(dst, force)
     model, processor = load(src), load_processor(src)
@@ -180,6 +182,3 @@ def register_token(model, processor) -> int:
     if register_id >= model.config.text_config.vocab_size:
         model.resize_token_embeddings(register_id + 1)
     return register_id
-
-
-__all__ = ["IMAGE_TOKEN", "REGISTER_TOKEN", "apply", "load", "load_processor", "method_of", "save"]
