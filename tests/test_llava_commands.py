@@ -11,7 +11,6 @@ import torch
 
 from pumer_export.models.llava import checkpoint, decoding, processing
 from pumer_export.models.llava.presets import llava_model
-from pumer_export.models.llava.stock import stock as stock_of
 
 
 @pytest.fixture(scope="module")
