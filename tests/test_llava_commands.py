@@ -109,15 +109,28 @@ def test_export_validate_run_and_eval(cli, folders, images, tmp_path):
     assert min(report["agreement"].values()) == 1.0 and "drop" in report["results"]["fastv"]["ort"]
 
 
-def test_a_tampered_export_fails_validation(cli, folders, tmp_path):
-    """validate can fail: an export of other weights (another seed) against this checkpoint."""
+def test_a_broken_export_fails_validation_and_other_weights_are_refused(cli, folders, tmp_path):
+    """validate can fail: the checkpoint's own export with one decoder weight of the prefill graph perturbed fails
+    the prefill checks (exit 1); an export of other weights (another seed) is refused before any check (exit 2)."""
+    import onnx
+    from onnx import numpy_helper
+
+    code, _, err = cli("onnx", folders / "victor", tmp_path / "x", "--skip-validation")
+    assert code == 0, err
+    graph = onnx.load(str(tmp_path / "x" / "prefill.onnx"))
+    weight = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the largest: embeddings or head
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.float32(0.05), weight.name))
+    onnx.save(graph, str(tmp_path / "x" / "prefill.onnx"))
+    code, out, err = cli("validate", folders / "victor", "--onnx", tmp_path / "x", "--num-samples", "2")
+    assert code == 1 and "FAILED" in err and "prefill logits" in err, err
     code, _, err = cli("apply", folders / "stock", tmp_path / "v7", "--method", "victor", "--registers", "4",
                        "--drop-layer", "2", "--seed", "7")
     assert code == 0, err
     code, _, err = cli("onnx", tmp_path / "v7", tmp_path / "x7", "--skip-validation")
     assert code == 0, err
     code, out, err = cli("validate", folders / "victor", "--onnx", tmp_path / "x7", "--num-samples", "2")
-    assert code == 1 and "FAILED" in err and "prefill logits" in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # after the "loading" progress line
+    assert code == 2 and len(errors) == 1 and "other weights" in errors[0], err
 
 
 def test_bench_reports_both_variants_and_the_ideal(cli, folders, tmp_path):
