@@ -1,7 +1,8 @@
 """Small trained checkpoints that ship with the package (``pumer-export pretrained``, :func:`pretrained`).
 
-Each entry is a folder next to this file holding an ordinary pumer-export checkpoint (config.json with labels and
-PuMer settings, model.safetensors stored in float16 to keep the package small, the processor files) and
+Each entry is a folder next to this file holding an ordinary checkpoint (a pumer-export one: config.json with labels
+and PuMer settings; a LLaVA one: the llava-hf layout with its method's settings), model.safetensors stored in float16
+to keep the package small, the processor files, and
 ``card.json``: how it was trained (the command lines, seeded, from the family's untrained preset) and what it
 measured. Loading turns the weights back into float32, so a written or loaded checkpoint is an ordinary one.
 """
