@@ -267,7 +267,6 @@ def evaluate(args: argparse.Namespace, questions) -> int:
     from ..fsutil import write_text_atomic
     from ..generation import answers as generated
     from ..models.llava.stock import stock
-    from ..onnx.generation import export_generation
 
     refuse(args, ("dtype",), "eval")
     if args.ort_provider != "cpu":
@@ -284,22 +283,11 @@ def evaluate(args: argparse.Namespace, questions) -> int:
     variants = {"stock": base} if not model.METHOD else {"stock": base, model.METHOD: model}
     questions = subset(questions, args.limit) if args.limit else questions
     report_dir = Path(args.report)
-    exports: dict[str, Path] = {}
-    given = {variant: path for variant, path in (("stock", args.onnx_baseline), (model.METHOD or "stock", args.onnx))
-             if path}
+    given = {variant: Path(path) for variant, path in (("stock", args.onnx_baseline),
+                                                        (model.METHOD or "stock", args.onnx)) if path}
     with progress_bar() if not args.no_progress else contextlib.nullcontext() as progress:
-        if "ort" in backends:
-            for variant, net in variants.items():
-                if given.get(variant):
-                    exports[variant] = Path(given[variant])
-                    generated.check_export_matches(net, exports[variant])
-                    continue
-                target = report_dir / "exports" / variant
-                task = progress.add_task(f"exporting {variant}", total=None) if progress else None
-                export_generation(net, target, force=True)
-                if progress:
-                    progress.remove_task(task)
-                exports[variant] = target
+        exports = generated.ensure_exports(variants, report_dir / "exports", given, progress) \
+            if "ort" in backends else {}
         report = generated.evaluate(variants, processor, questions, backends=backends, exports=exports,
                                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                     threads=args.threads, progress=progress)

@@ -54,6 +54,26 @@ def check_export_matches(model, export: Path) -> None:
         raise PumerExportError(f"{export} was exported from other weights than the checkpoint's: export it again")
 
 
+def ensure_exports(variants: dict[str, Any], folder: Path, given: dict[str, Path] | None = None,
+                   progress=None) -> dict[str, Path]:
+    """An export folder per variant (variant -> model): the one ``given``, else ``folder/<variant>``, reused when
+    it matches the model (method, settings, weights: :func:`check_export_matches`) and exported otherwise."""
+    from ..onnx.generation import MANIFEST, export_generation
+
+    exports: dict[str, Path] = {}
+    for variant, model in variants.items():
+        target = Path((given or {}).get(variant) or Path(folder) / variant)
+        if (given or {}).get(variant) or (target / MANIFEST).is_file():
+            check_export_matches(model, target)  # an export of other weights or settings is refused
+        else:
+            task = progress.add_task(f"exporting {variant}", total=None) if progress else None
+            export_generation(model, target, force=True)
+            if progress:
+                progress.remove_task(task)
+        exports[variant] = target
+    return exports
+
+
 def generate_answers(backend, processor, prompts: data.Prompts, batch_size: int, max_new_tokens: int,
                      progress=None, label: str = "generating") -> tuple[list[str], np.ndarray, float]:
     """(answers, token ids [Q, T], seconds spent generating) for every prompt, in batches."""

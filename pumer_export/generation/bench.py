@@ -129,8 +129,7 @@ def run_bench(model, processor, *, backends: Sequence[str], batch_sizes: Sequenc
     """Every backend x batch size, stock against ``model``'s method; exports both into ``export_dir`` for ort."""
     from .. import runtime
     from ..models.llava.stock import stock
-    from ..onnx.generation import export_generation
-    from .answers import check_export_matches
+    from .answers import ensure_exports
     from .validate import random_batches
 
     if not model.METHOD:
@@ -145,18 +144,7 @@ def run_bench(model, processor, *, backends: Sequence[str], batch_sizes: Sequenc
 
         torch.set_num_threads(threads)
     variants = {"stock": stock(model), model.METHOD: model}
-    exports: dict[str, Path] = {}
-    if "ort" in backends:
-        for variant, net in variants.items():
-            target = export_dir / variant
-            if (target / "generation.json").is_file():
-                check_export_matches(net, target)  # an export of other weights or settings is refused
-            else:
-                task = progress.add_task(f"exporting {variant}", total=None) if progress else None
-                export_generation(net, target, force=True)
-                if progress:
-                    progress.remove_task(task)
-            exports[variant] = target
+    exports = ensure_exports(variants, export_dir, progress=progress) if "ort" in backends else {}
     report: dict[str, Any] = {"method": model.METHOD, "settings": model.method_settings(), "results": []}
     lengths = (0, 0)
     for name in backends:
