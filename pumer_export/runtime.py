@@ -298,6 +298,9 @@ class OrtGeneration(GenerationBackend):
             raise PumerExportError(f"{folder} is not a generative export (no generation.json): export a Victor or "
                                    "FastV LLaVA with pumer_export.onnx.generation.export_generation")
         self.meta = json.loads(manifest.read_text())
+        if self.meta.get("backend") == "tensorrt":
+            raise PumerExportError(f"{folder} holds TensorRT engines: run it with --backend trt, or run the ONNX "
+                                   "export folder they were built from on ort")
         try:
             import onnxruntime as ort
         except ImportError:
@@ -329,6 +332,54 @@ class OrtGeneration(GenerationBackend):
                                  *pasts]))
         outputs = session.run(None, feeds)
         return outputs[0], outputs[1:]
+
+
+class TrtGeneration(GenerationBackend):  # pragma: no cover - needs TensorRT and a GPU
+    """An engine folder of a generative export (``pumer-export build EXPORT OUT``: three plans and
+    ``generation.json``) on TensorRT, through Polygraphy's runner (one execution context per graph, kept for the
+    backend's life; inputs and outputs copied between host and GPU on each call, as ONNX Runtime's CPU session
+    does)."""
+
+    name = "trt"
+
+    def __init__(self, folder: str | Path):
+        from .tensorrt.engine import load_engine
+        from .tensorrt.generation import read_generation_manifest
+
+        folder = Path(folder)
+        self.meta = read_generation_manifest(folder)
+        if self.meta.get("backend") != "tensorrt":
+            raise PumerExportError(f"{folder} is an ONNX export: build its engines with pumer-export build {folder} "
+                                   "OUT (needs TensorRT and a GPU) and run OUT")
+        from polygraphy.backend.trt import TrtRunner
+
+        self.runners = {}
+        for name, plan in self.meta["engines"].items():
+            runner = TrtRunner(load_engine(folder / plan).engine)
+            runner.activate()
+            self.runners[name] = runner
+        self._presents = [f"present.{i}.{kind}" for i in range(self.meta["layers"]) for kind in ("key", "value")]
+
+    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self.runners[graph].infer(feed_dict=feeds).items()}
+
+    def image_features(self, pixel_values):
+        return self._infer("vision", {"pixel_values": pixel_values.astype(np.float32)})["image_features"]
+
+    def prefill(self, input_ids, attention_mask, image_features):
+        out = self._infer("prefill", {"input_ids": input_ids.astype(np.int64),
+                                      "attention_mask": attention_mask.astype(np.int64),
+                                      "image_features": image_features})
+        return out["logits"], out["attention_mask_short"], [out[name] for name in self._presents]
+
+    def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
+        self.check_pasts(pasts, attention_mask_full, attention_mask_short)
+        feeds = {"input_ids": input_ids.astype(np.int64), "position_ids": position_ids.astype(np.int64),
+                 "attention_mask_full": attention_mask_full.astype(np.int64),
+                 "attention_mask_short": attention_mask_short.astype(np.int64)}
+        feeds.update((name.replace("present", "past", 1), past) for name, past in zip(self._presents, pasts))
+        out = self._infer("decode", feeds)
+        return out["logits"], [out[name] for name in self._presents]
 
 
 class TorchGeneration(GenerationBackend):

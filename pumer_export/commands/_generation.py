@@ -226,12 +226,11 @@ def run(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> int:
     if args.provider != "cpu":
         raise PumerExportError("LLaVA exports run on ONNX Runtime's CPU provider so far")
     source = Path(args.source)
-    if args.backend == "ort":
+    if args.backend in ("ort", "trt"):
         if not (source / "generation.json").is_file():
             raise PumerExportError(f"{source} is a checkpoint: pass --backend torch, or export it first "
-                                   "(pumer-export onnx CKPT DIR) and run the folder")
-    elif args.backend != "torch":
-        raise PumerExportError(f"LLaVA runs on torch and ort so far, not {args.backend}")
+                                   "(pumer-export onnx CKPT DIR; for trt then pumer-export build DIR ENGINES) and "
+                                   "run the folder")
     model, processor = load(source) if args.backend == "torch" else _export_processor(source)
     questions = [Question(i, Path(image), question, []) for i, (image, question) in enumerate(pairs)]
     from ..generation import data

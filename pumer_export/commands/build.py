@@ -14,16 +14,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "serialized engine) and OUT.json (its sidecar: TensorRT version, GPU, precision, profile, plugin "
             "library, ONNX and op-definition hashes), both atomically. The engine has one optimization profile "
             "over the batch dimension. Precision comes from the ONNX model (strongly typed network); on "
-            "TensorRT 10, --fp16 on a float32 model sets the FP16 builder flag instead."
+            "TensorRT 10, --fp16 on a float32 model sets the FP16 builder flag instead. "
+            "A LLaVA export folder (Victor, FastV: vision, prefill and decode graphs) builds into the folder OUT: "
+            "three engines with profiles over the batch (--batch, default 1:8:16), the prompt length (--prompt, "
+            "default from the image placeholders and registers up to the model's positions) and the two past "
+            "lengths the decode graph takes, which move together and reach --new-tokens past the longest prompt; "
+            "run OUT with pumer-export run OUT --backend trt."
         ),
     )
     parser.add_argument("model", metavar="MODEL.onnx", help="exported ONNX model (or its export directory)")
-    parser.add_argument("out", metavar="OUT.plan", help="engine file to write (the sidecar is OUT.plan.json)")
+    parser.add_argument("out", metavar="OUT.plan", help="engine file to write (the sidecar is OUT.plan.json); for a "
+                                                        "LLaVA export, the folder of its engines")
     parser.add_argument("--plugins", metavar="LIB", default=None,
                         help="pumer plugin library (default: $PUMER_PLUGINS, then the build-plugins output)")
     parser.add_argument("--batch", metavar="MIN:OPT:MAX", default=None,
                         help="batch sizes of the optimization profile (default: 1:8:32 for a dynamic batch, "
                              "N:N:N for a model exported with a fixed batch N)")
+    parser.add_argument("--prompt", metavar="MIN:OPT:MAX", default=None,
+                        help="LLaVA exports: prompt lengths (in positions, image placeholders included) of the "
+                             "profile")
+    parser.add_argument("--new-tokens", metavar="T", type=int, default=None,
+                        help="LLaVA exports: the most tokens a request generates (default 64)")
     parser.add_argument("--timing-cache", metavar="FILE", default=None,
                         help="TensorRT timing cache: read when it exists, written (updated) after the build")
     parser.add_argument("--workspace", metavar="SIZE", default=None,
@@ -70,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import PumerExportError
 
+    if (Path(args.model) / "generation.json").is_file():
+        return run_generation(args)
+    for flag in ("prompt", "new_tokens"):
+        if getattr(args, flag) is not None:
+            raise PumerExportError(f"--{flag.replace('_', '-')} is for LLaVA export folders; {args.model} is not one")
     if Path(args.out).is_dir():
         raise PumerExportError(f"{args.out} is a directory; name the engine file, e.g. {Path(args.out) / 'model.plan'}")
     if args.print_trtexec:
@@ -88,4 +104,28 @@ def run(args: argparse.Namespace) -> int:
         f"{record['precision']['description']}, batch {batch['min']}:{batch['opt']}:{batch['max']}, "
         f"{record['function_policy']['plugin_layers']} plugin layers"
     )
+    return 0
+
+
+def run_generation(args: argparse.Namespace) -> int:
+    """A LLaVA export folder: its three engines into the folder OUT."""
+    from ..console import info, progress_bar
+    from ..errors import PumerExportError
+    from ..tensorrt.generation import DEFAULT_NEW_TOKENS, build_generation
+
+    for flag in ("plugins", "timing_cache", "print_trtexec", "trt_version"):
+        if getattr(args, flag) not in (None, False):
+            raise PumerExportError(f"--{flag.replace('_', '-')} is not supported for LLaVA exports (their graphs use "
+                                   "standard ONNX operators only)")
+    options = dict(batch=args.batch, prompt=args.prompt, new_tokens=DEFAULT_NEW_TOKENS if args.new_tokens is None else args.new_tokens,
+                   workspace=args.workspace, fp16=args.fp16, force=args.force)
+    with progress_bar() as progress:
+        result = build_generation(args.model, args.out, verbose=args.verbose, progress=progress, **options)
+    plan = result.plan
+    record = next(iter(result.records.values()))
+    info(f"wrote {result.folder}: {', '.join(f'{g}.plan' for g in result.records)} in {result.seconds:.1f} s "
+         f"(TensorRT {record['tensorrt']['version']}, {record['gpu']['name']}); profiles: "
+         + ", ".join(f"{name} {value}" for name, value in plan.ranges.items())
+         + f" (past_short = past_full - {plan.meta['dropped_tokens']}); run it with pumer-export run "
+         f"{result.folder} --backend trt")
     return 0

@@ -22,7 +22,8 @@ DEFAULT_NEW_TOKENS = 4
 
 
 def backend_for(name: str, model, export: Path | None, threads: int | None = None):
-    """The generation backend ``name`` ("torch": the model's reference; "ort": the export folder)."""
+    """The generation backend ``name`` ("torch": the model's reference; "ort": the export folder; "trt": the engine
+    folder built from it)."""
     from .. import runtime
 
     if name == "torch":
@@ -31,7 +32,11 @@ def backend_for(name: str, model, export: Path | None, threads: int | None = Non
         if export is None:
             raise PumerExportError("the ort backend needs an export folder (pumer-export onnx CKPT OUT)")
         return runtime.OrtGeneration(export, threads=threads)
-    raise PumerExportError(f"LLaVA checkpoints run on torch and ort so far; {name} is not implemented for them yet")
+    if name == "trt":
+        if export is None:
+            raise PumerExportError("the trt backend needs an engine folder (pumer-export build EXPORT OUT)")
+        return runtime.TrtGeneration(export)
+    raise PumerExportError(f"LLaVA checkpoints run on torch, ort and trt; not {name}")
 
 
 def check_export_matches(model, export: Path) -> None:

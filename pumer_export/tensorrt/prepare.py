@@ -208,18 +208,19 @@ class BatchProfile:
 DEFAULT_DYNAMIC_BATCH = BatchProfile(1, 8, 32)
 
 
-def parse_batch_profile(text: str) -> BatchProfile:
-    """``"1:8:32"`` (MIN:OPT:MAX) or ``"8"`` (a fixed batch) to a :class:`BatchProfile`."""
+def parse_batch_profile(text: str, flag: str = "--batch") -> BatchProfile:
+    """``"1:8:32"`` (MIN:OPT:MAX) or ``"8"`` (a fixed size) to a :class:`BatchProfile` (``flag``: the option named
+    in errors; the same syntax serves other profile ranges, e.g. ``--prompt``)."""
     parts = [p.strip() for p in str(text).split(":")]
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or not all(re.fullmatch(r"\d+", p) for p in parts):
-        raise PumerExportError(f"--batch expects MIN:OPT:MAX (e.g. 1:8:32) or one size, got {text!r}")
+        raise PumerExportError(f"{flag} expects MIN:OPT:MAX (e.g. 1:8:32) or one size, got {text!r}")
     lo, opt, hi = (int(p) for p in parts)
     if lo < 1:
-        raise PumerExportError(f"--batch {text}: sizes must be at least 1")
+        raise PumerExportError(f"{flag} {text}: sizes must be at least 1")
     if not lo <= opt <= hi:
-        raise PumerExportError(f"--batch {text}: needs MIN <= OPT <= MAX")
+        raise PumerExportError(f"{flag} {text}: needs MIN <= OPT <= MAX")
     return BatchProfile(lo, opt, hi)
 
 
