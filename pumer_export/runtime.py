@@ -267,6 +267,10 @@ class GenerationBackend:
     name = "backend"
     meta: dict[str, Any]
 
+    def start_request(self, new_tokens: int) -> None:
+        """Called by :func:`generate` before each request's prefill (``new_tokens``: the most decode steps it
+        runs); a backend that keeps per-request buffers allocates them from here."""
+
     def check_pasts(self, pasts: Sequence[np.ndarray], mask_full: np.ndarray, mask_short: np.ndarray) -> None:
         """One line when a past cache does not have the lengths the decode graph needs: ``P`` for the layers before
         the drop, ``P - D`` after it (D: the positions dropped; ONNX cannot state the relation, so it is checked
@@ -285,7 +289,10 @@ class GenerationBackend:
 
 
 class OrtGeneration(GenerationBackend):
-    """A generative export folder (``generation.json`` and the three graphs: Victor, FastV) on ONNX Runtime."""
+    """A generative export folder (``generation.json`` and the three graphs: Victor, FastV) on ONNX Runtime.
+
+    Within a request (:func:`generate`) the decode steps write their KV caches through I/O binding into buffers
+    allocated once for the request (:meth:`_present_buffers`); one request at a time per backend."""
 
     name = "ort"
 
@@ -323,6 +330,30 @@ class OrtGeneration(GenerationBackend):
                                                       "image_features": image_features})
         return outputs[0], outputs[1], outputs[2:]
 
+    def start_request(self, new_tokens: int) -> None:
+        self._request = {"new_tokens": int(new_tokens), "buffers": None}
+
+    def _present_buffers(self, pasts) -> list[np.ndarray] | None:
+        """Where the decode step writes its presents: views into the request's KV buffers, allocated once per request
+        (at its first decode step, as long as the request can grow each cache) in two sets, so that a step reads
+        its pasts from one set and writes its presents into the other; None outside a request or past its end."""
+        request = getattr(self, "_request", None)
+        if request is None or not pasts:
+            return None
+        if request["buffers"] is None:
+            request["buffers"] = [[np.empty(p.shape[0] * p.shape[1] * (p.shape[2] + request["new_tokens"])
+                                            * p.shape[3], dtype=p.dtype) for p in pasts] for _ in range(2)]
+        buffers = request["buffers"]
+        target = buffers[1] if np.shares_memory(pasts[0], buffers[0][0]) else buffers[0]
+        views = []
+        for past, flat in zip(pasts, target):
+            shape = (past.shape[0], past.shape[1], past.shape[2] + 1, past.shape[3])
+            size = shape[0] * shape[1] * shape[2] * shape[3]
+            if size > flat.size or past.dtype != flat.dtype:
+                return None
+            views.append(flat[:size].reshape(shape))
+        return views
+
     def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
         self.check_pasts(pasts, attention_mask_full, attention_mask_short)
         session = self.sessions["decode"]
@@ -330,8 +361,19 @@ class OrtGeneration(GenerationBackend):
         feeds = dict(zip(names, [input_ids.astype(np.int64), position_ids.astype(np.int64),
                                  attention_mask_full.astype(np.int64), attention_mask_short.astype(np.int64),
                                  *pasts]))
-        outputs = session.run(None, feeds)
-        return outputs[0], outputs[1:]
+        presents = self._present_buffers(pasts)
+        if presents is None:
+            outputs = session.run(None, feeds)
+            return outputs[0], outputs[1:]
+        binding = session.io_binding()  # the presents are written in place: no cache is allocated per step
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        outputs = [o.name for o in session.get_outputs()]
+        binding.bind_output(outputs[0], "cpu")
+        for name, view in zip(outputs[1:], presents):
+            binding.bind_output(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy(), presents
 
 
 class TrtGeneration(GenerationBackend):  # pragma: no cover - needs TensorRT and a GPU
@@ -451,6 +493,7 @@ def generate(backend: GenerationBackend, input_ids: np.ndarray, attention_mask: 
         raise PumerExportError(f"the prompt ({input_ids.shape[1]} positions) and {max_new_tokens} new tokens are "
                                f"longer than the model's {limit} positions: shorten the question or ask for fewer "
                                "new tokens")
+    backend.start_request(max_new_tokens)
     mask_full = attention_mask.astype(np.int64)
     position = np.maximum(mask_full.cumsum(axis=1) - 1, 0)[:, -1] + 1
     logits, mask_short, pasts = backend.prefill(input_ids, mask_full, backend.image_features(pixel_values))

@@ -231,6 +231,36 @@ def test_ort_prefill_and_greedy_tokens_equal_the_reference(exported):
             == model.generate_tokens(ids, mask, pixels, 5, sampling).numpy()).all()
 
 
+def test_ort_decode_writes_the_cache_into_buffers_allocated_once_per_request(exported):
+    """Within a request every decode step's presents are views into the same two sets of buffers (allocated at the
+    first step, alternating: a step reads one set and writes the other), and the tokens equal those of a loop that
+    lets ONNX Runtime allocate each step's cache."""
+    import numpy as np
+
+    from pumer_export.runtime import OrtGeneration, generate
+
+    model, folder = exported
+    ids, mask, pixels = prompts(model, [0, 2], [5, 3], registers=3, seed=5)
+    backend = OrtGeneration(folder, threads=1)
+    seen = []
+    decode = backend.decode
+
+    def recording(*args):
+        logits, presents = decode(*args)
+        seen.append((id(backend._request["buffers"]), presents[0], presents[-1]))
+        return logits, presents
+
+    backend.decode = recording
+    tokens = generate(backend, ids.numpy(), mask.numpy(), pixels.numpy(), 7, stop_at_eos=False)
+    buffers = backend._request["buffers"]
+    assert len(seen) == 6 and {entry[0] for entry in seen} == {id(buffers)}
+    for step, (_, first, last) in enumerate(seen):
+        assert np.shares_memory(first, buffers[step % 2][0]) and np.shares_memory(last, buffers[step % 2][-1])
+    plain = OrtGeneration(folder, threads=1)
+    plain.start_request = lambda new_tokens: None  # no request buffers: ONNX Runtime allocates every present
+    assert np.array_equal(tokens, generate(plain, ids.numpy(), mask.numpy(), pixels.numpy(), 7, stop_at_eos=False))
+
+
 def test_decode_refuses_a_past_of_the_wrong_length(exported):
     import numpy as np
 
