@@ -13,8 +13,9 @@ What it does, in the order a reader follows:
    learns (SmartTrim, ``--method smarttrim``) brings its own objective
    (:class:`pumer_export.methods.smarttrim.training.Objective`: relaxed decisions, self-distillation, a cost on the
    FLOPs kept) and may scale its modules' learning rate;
-5. after every epoch (and at ``max_steps``): validation accuracy (and what the method realises: SmartTrim's FLOPs
-   share; an epoch short of its target cannot become the best); the best checkpoint so far is written atomically
+5. after every epoch (and at ``max_steps``): validation accuracy as trained (``--pumer off``: without the reducers,
+   and then also with them, logged beside it) and what the method realises (SmartTrim's FLOPs share; an epoch short
+   of its target cannot become the best); the best checkpoint so far is written atomically
    to OUT (config with labels and PuMer settings, weights, processor files) with ``training_state.pt`` and
    ``training.json`` beside it, so ``--resume`` continues where a run stopped.
 
@@ -243,7 +244,10 @@ def run_finetune(checkpoint: str | Path, out: str | Path, train: Sequence[Questi
                 loss = run.train_epoch(lambda text: progress.update(task, advance=1, description=text)
                                        if progress else None)
                 accuracy, best = run.validate_epoch(loss)
+                entry = run.log["epochs"][-1]
                 message = (f"epoch {run.epoch}: loss {loss:.4f}, validation accuracy {accuracy:.2f}"
+                           + (f" without the reducers, as trained ({entry['validation_accuracy_with_reducers']:.2f} "
+                              "with them)" if "validation_accuracy_with_reducers" in entry else "")
                            + (" (best so far, saved)" if best else f" (best {run.log['best_accuracy']:.2f})"))
                 (progress.console.print if progress else _info)(message)
                 _save(run.model, out, checkpoint, run.log, run.optimizer, run.scheduler, best)
@@ -385,12 +389,19 @@ class _Run:
         return float(np.mean(losses)) if losses else float("nan")
 
     def validate_epoch(self, loss: float) -> tuple[float, bool]:
-        """Validation accuracy with the checkpoint's own settings, logged; (accuracy, whether it is the best)."""
-        self.model.set_pumer_config(self.pumer)  # validated and saved as the checkpoint will run
-        accuracy_ = accuracy(self.model, self.encoded_val, self.validation, self.options.eval_batch_size,
-                             self.options.device)
+        """Validation accuracy as the model trains (``--pumer off``: without the reducers), which picks the best
+        epoch, and, when that differs from the checkpoint's own settings, also with those; logged; (accuracy,
+        whether it is the best)."""
+        options = self.options
+        self.model.set_pumer_config(self.train_pumer)
+        accuracy_ = accuracy(self.model, self.encoded_val, self.validation, options.eval_batch_size, options.device)
         log = self.log
         entry = {"epoch": self.epoch + 1, "step": self.step, "loss": loss, "validation_accuracy": accuracy_}
+        if self.train_pumer != self.pumer:
+            self.model.set_pumer_config(self.pumer)
+            entry["validation_accuracy_with_reducers"] = accuracy(self.model, self.encoded_val, self.validation,
+                                                                  options.eval_batch_size, options.device)
+        self.model.set_pumer_config(self.pumer)  # saved as the checkpoint will run
         eligible = True
         if self.objective is not None:  # what the method realises on the validation data, and whether it may win
             entry.update(self.objective.validate(self.encoded_val, self.options.eval_batch_size, self.options.device))

@@ -182,6 +182,42 @@ def test_finetune_learns_from_a_random_checkpoint(cli, tiny_init, train_question
     assert json.loads(text)["answers"][0]["answer"] in EASY_VQA_ANSWERS
 
 
+def test_finetune_without_the_reducers_validates_as_it_trains(tiny_init, train_questions, tmp_path):
+    """--pumer off: the epoch's validation accuracy (which picks the best epoch) is the model's without the reducers;
+    the accuracy with the checkpoint's PuMer is logged beside it; the checkpoint keeps its PuMer settings."""
+    from pumer_export.checkpoints import load_pumer_model
+    from pumer_export.datasets import encode_questions
+    from pumer_export.finetune import FinetuneOptions, accuracy, hold_out, run_finetune
+    from pumer_export.processing import load_processor
+
+    from pumer_export.processing import copy_processor_files
+
+    init = load_pumer_model(tiny_init)  # PuMer from the first layer on, hard enough to change answers
+    init.set_pumer_config(PumerConfig(reduce_layers=(0, 1), prune_ratio=0.7, image_merge_ratio=0.5,
+                                      text_merge_ratio=0.3))
+    init.save_pretrained(tmp_path / "init")
+    copy_processor_files(tiny_init, tmp_path / "init")
+    data = subset(train_questions, 2400, seed=2)
+    options = FinetuneOptions(epochs=2, batch_size=32, lr=3e-3, progress=False, threads=1, val_limit=300,
+                              reduction="off")
+    log = run_finetune(tmp_path / "init", tmp_path / "out", data, options)
+    entry = log["epochs"][-1]
+    model = load_pumer_model(tmp_path / "out")
+    assert model.pumer_config.reduce_layers == (0, 1)
+    _, validation = hold_out(data, options.val_fraction, options.seed)
+    validation = subset(validation, options.val_limit, seed=options.seed)
+    from pumer_export.schedule import input_size
+
+    image_size, text_length = input_size(model.config)
+    encoded = encode_questions(models.for_model(model), load_processor(tmp_path / "out"), validation,
+                               image_size=image_size, text_length=text_length)
+    with_reducers = accuracy(model, encoded, validation, 64, "cpu")
+    model.set_pumer_config(model.pumer_config.without_reduction())
+    assert entry["validation_accuracy"] == pytest.approx(accuracy(model, encoded, validation, 64, "cpu"))
+    assert entry["validation_accuracy_with_reducers"] == pytest.approx(with_reducers)
+    assert with_reducers != pytest.approx(entry["validation_accuracy"])  # the two settings answer differently
+
+
 @pytest.mark.parametrize("init", ["tiny_init", "tiny_meter_init"])
 def test_resume_continues_where_the_run_stopped(init, request, train_questions, tmp_path, monkeypatch):
     """An interrupted run resumed ends with exactly the weights of an uninterrupted one (METER: with dropout)."""
