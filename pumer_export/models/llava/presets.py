@@ -24,6 +24,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      num_key_value_heads=2, max_position_embeddings=128),
         "feature_layer": -1,
     },
+    # speed at a realistic token layout (random weights, benchmarks only): LLaVA-1.5's 336x336 images in 14-px
+    # patches (576 visual tokens) through a small tower, and a decoder of width 512 and 8 layers, so that the
+    # decoder's prefill is dominated by its matmuls as a real LLaVA's is
+    "wide": {
+        "vision": dict(image_size=336, patch_size=14, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=2),
+        "text": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+                     num_key_value_heads=8, max_position_embeddings=1024),
+    },
 }
 
 
