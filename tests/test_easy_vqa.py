@@ -448,6 +448,55 @@ def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
     assert min(report["agreement"].values()) >= 0.99
 
 
+#: easy-VQA's shape colours (RGB as its images have them) and shapes.
+DRAWN_COLORS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+                "teal": (0, 128, 128), "brown": (165, 42, 42), "gray": (128, 128, 128), "black": (0, 0, 0)}
+
+
+def draw_shape(shape: str, color: str, rng: np.random.Generator):
+    """A new easy-VQA-style image: one solid shape of random size and place on a random near-white background."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(230, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    size = int(rng.integers(12, 30))
+    x, y = (int(v) for v in rng.integers(0, 64 - size, 2))
+    fill = DRAWN_COLORS[color]
+    if shape == "circle":
+        draw.ellipse([x, y, x + size, y + size], fill=fill)
+    elif shape == "rectangle":
+        height = int(rng.integers(10, 30))
+        y = min(y, 63 - height)
+        draw.rectangle([x, y, x + size, y + height], fill=fill)
+    else:
+        draw.polygon([(x + size / 2, y), (x, y + size), (x + size, y + size)], fill=fill)
+    return image
+
+
+@pytest.mark.parametrize("name", ["easy-vqa-vilt", "easy-vqa-meter"])
+def test_shipped_checkpoints_answer_shapes_they_have_never_seen(name, tmp_path):
+    """On images drawn here (not easy-VQA's), each shape in turn in a random colour, easy-VQA-style questions about
+    colour, shape and presence are answered as the drawing says (the answers come from the drawing, not a model)."""
+    from pumer_export import zoo
+    from pumer_export.runtime import VqaPipeline
+
+    zoo.write(name, tmp_path / "ck")
+    rng = np.random.default_rng(0)
+    shapes = ("circle", "rectangle", "triangle")
+    images, questions, answers = [], [], []
+    for i in range(24):
+        shape, color = shapes[i % 3], list(DRAWN_COLORS)[int(rng.integers(len(DRAWN_COLORS)))]
+        image = draw_shape(shape, color, rng)
+        for question, answer in (("what color is the shape?", color), ("what shape is in the image?", shape),
+                                 (f"is there a {shape} in the image?", "yes"),
+                                 (f"does the image contain a {shapes[(i + 1) % 3]}?", "no")):
+            images.append(image), questions.append(question), answers.append(answer)
+    got = [top[0]["answer"] for top in VqaPipeline(tmp_path / "ck", backend="torch")(images, questions, top_k=1)]
+    right = np.array([g == a for g, a in zip(got, answers)])
+    assert right.mean() >= 0.85 and right[0::4].mean() >= 0.85 and right[1::4].mean() >= 0.85, \
+        [(q, a, g) for q, a, g, ok in zip(questions, answers, got, right) if not ok]
+
+
 # ------------------------------------------------------------------------- sweep
 def test_sweep_int8_axis(cli, tiny_init, tmp_path):
     """--int8 adds each point's dynamic-int8 ONNX Runtime export as a row of its own (accuracy with ONNX Runtime,
