@@ -117,8 +117,9 @@ def run_generation(args: argparse.Namespace) -> int:
         if getattr(args, flag) not in (None, False):
             raise PumerExportError(f"--{flag.replace('_', '-')} is not supported for LLaVA exports (their graphs use "
                                    "standard ONNX operators only)")
-    options = dict(batch=args.batch, prompt=args.prompt, new_tokens=DEFAULT_NEW_TOKENS if args.new_tokens is None else args.new_tokens,
-                   workspace=args.workspace, fp16=args.fp16, force=args.force)
+    new_tokens = DEFAULT_NEW_TOKENS if args.new_tokens is None else args.new_tokens
+    options = dict(batch=args.batch, prompt=args.prompt, new_tokens=new_tokens, workspace=args.workspace,
+                   fp16=args.fp16, force=args.force)
     with progress_bar() as progress:
         result = build_generation(args.model, args.out, verbose=args.verbose, progress=progress, **options)
     plan = result.plan
