@@ -320,6 +320,8 @@ class OrtGeneration(GenerationBackend):
         self.sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"), options,
                                                     providers=[ORT_PROVIDERS[provider]])
                          for name in self.meta["graphs"]}
+        decode = self.sessions["decode"]  # its input and output names, read once (decode runs every step)
+        self._decode_io = ([i.name for i in decode.get_inputs()], [o.name for o in decode.get_outputs()])
 
     def image_features(self, pixel_values):
         return self.sessions["vision"].run(None, {"pixel_values": pixel_values.astype(np.float32)})[0]
@@ -357,7 +359,7 @@ class OrtGeneration(GenerationBackend):
     def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):
         self.check_pasts(pasts, attention_mask_full, attention_mask_short)
         session = self.sessions["decode"]
-        names = [i.name for i in session.get_inputs()]
+        names, output_names = self._decode_io
         feeds = dict(zip(names, [input_ids.astype(np.int64), position_ids.astype(np.int64),
                                  attention_mask_full.astype(np.int64), attention_mask_short.astype(np.int64),
                                  *pasts]))
@@ -368,9 +370,8 @@ class OrtGeneration(GenerationBackend):
         binding = session.io_binding()  # the presents are written in place: no cache is allocated per step
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        outputs = [o.name for o in session.get_outputs()]
-        binding.bind_output(outputs[0], "cpu")
-        for name, view in zip(outputs[1:], presents):
+        binding.bind_output(output_names[0], "cpu")
+        for name, view in zip(output_names[1:], presents):
             binding.bind_output(name, "cpu", 0, view.dtype, list(view.shape), view.ctypes.data)
         session.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy(), presents
