@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 from typing import Sequence
 
 from . import __version__
@@ -49,6 +50,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help text wrapped to the terminal paragraph by paragraph (paragraphs split by a blank line); a paragraph
+    whose lines are broken on purpose (the examples of an epilog) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join("\n".join(indent + line for line in paragraph.splitlines()) if "\n" in paragraph
+                           else textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                              subsequent_indent=indent, break_on_hyphens=False)
+                           for paragraph in text.split("\n\n"))
+
+    def _split_lines(self, text: str, width: int) -> list[str]:  # option names stay whole (--head-layers)
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pumer-export",
@@ -58,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.commands.{name}").register(subparsers)
+    for command in subparsers.choices.values():
+        command.formatter_class = _HelpFormatter
     parser.set_defaults(_subparsers=subparsers.choices)
     return parser
 

@@ -20,7 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=("examples: pumer-export apply ./vilt-b32-finetuned-vqa ./vilt-pumer --layers 2,5,8 --prune 0.1 --merge 0.3 "
                 "--text-merge 0.2\n"
                 "          pumer-export apply ./llava ./llava-fastv --method fastv --keep-tokens 32 --drop-layer 2"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("src", metavar="SRC", help="Hugging Face ViLT checkpoint directory (or hub id)")
     parser.add_argument("dst", metavar="DST", help="output directory (written atomically)")

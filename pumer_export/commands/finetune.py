@@ -57,7 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=("example: pumer-export finetune ck ck-easy --dataset easy-vqa --split train --epochs 3\n"
                 "         pumer-export pretrained easy-vqa-vilt init --untrained && pumer-export finetune init "
                 "easy-vqa-vilt --dataset easy-vqa --split train --epochs 8 --batch-size 64 --lr 1e-3 --warmup 0.05"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="CKPT", help="pumer-export checkpoint directory (with its processor files)")
     parser.add_argument("out", metavar="OUT", help="output checkpoint directory (the best epoch's weights)")

@@ -36,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and the ONNX metadata record the quantization; OUT is written atomically."
         ),
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("export", metavar="EXPORT", help="ONNX export folder (with manifest.json)")
     parser.add_argument("out", metavar="OUT", help="output export folder (written atomically)")

@@ -19,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=("examples: pumer-export run exports/pumer --image cat.jpg --question 'what is it?' --top-k 3\n"
                 "          pumer-export run vilt-pumer --backend torch --pairs pairs.jsonl --json"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="EXPORT", help="export folder (manifest.json, or a LLaVA export's "
                         "generation.json); a checkpoint for --backend torch")

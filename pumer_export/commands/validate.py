@@ -43,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and junit.xml with --report.", width=79,
         ),
         epilog=EPILOG.format(gates=describe_gates()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (the reference)")
     parser.add_argument("--onnx", metavar="FILE|DIR", help="ONNX file (or export folder) to check, run with ONNX Runtime")
