@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -367,22 +368,48 @@ def test_finetune_smarttrim_reaches_its_target(cli, tiny_meter_init, tmp_path):
     one_line_error(code, err, "already has trimmers")
 
 
-def test_sweep_over_smarttrim_tau(cli, tmp_path):
-    """sweep on a SmartTrim checkpoint varies tau: a larger tau keeps fewer tokens (a larger realised FLOP-ideal
-    speedup), each point's speed is measured against the untrimmed baseline, and its accuracy is reported."""
-    code, _, err = cli("pretrained", "easy-vqa-meter-smarttrim", tmp_path / "st")
-    assert code == 0, err
-    code, out, err = cli("sweep", tmp_path / "st", "--dataset", "easy-vqa", "--limit", "120", "--tau=-4,0,4",
-                         "--backends", "torch", "--iters", "2", "--warmup", "0", "--threads", "2",
-                         "--report", tmp_path / "s", "--no-progress")
+def test_sweep_puts_smarttrim_beside_pumer(cli, tmp_path):
+    """sweep over easy-vqa-meter (a PuMer grid) and easy-vqa-meter-smarttrim (a tau axis) in one report: every point
+    against easy-vqa-meter untrimmed, a larger tau keeps fewer tokens (a larger realised FLOP-ideal speedup), and
+    each SmartTrim point stands beside the PuMer point nearest in FLOPs."""
+    for name, folder in (("easy-vqa-meter", "m"), ("easy-vqa-meter-smarttrim", "st")):
+        code, _, err = cli("pretrained", name, tmp_path / folder)
+        assert code == 0, err
+    code, out, err = cli("sweep", tmp_path / "m", tmp_path / "st", "--dataset", "easy-vqa", "--limit", "120",
+                         "--tau=-4,0,4", "--layers", "0,1", "--prune", "0.1,0.5", "--merge", "0.5",
+                         "--text-merge", "0", "--backends", "torch", "--iters", "2", "--warmup", "0", "--threads",
+                         "2", "--report", tmp_path / "s", "--no-progress")
     assert code == 0, err
     sweep = json.loads((tmp_path / "s" / "sweep.json").read_text())
-    assert sweep["method"]["name"] == "smarttrim" and [r["label"] for r in sweep["points"]] == ["tau -4", "tau 0",
-                                                                                              "tau 4"]
-    ideals = [r["flop_ideal"] for r in sweep["points"]]
+    assert [(r["method"], r["label"]) for r in sweep["points"]] == [
+        ("pumer", "layers 0,1 prune 0.1 merge 0.5 text 0"), ("pumer", "layers 0,1 prune 0.5 merge 0.5 text 0"),
+        ("smarttrim", "tau -4"), ("smarttrim", "tau 0"), ("smarttrim", "tau 4")]
+    pumer, trimmed = sweep["points"][:2], sweep["points"][2:]
+    assert 1 < pumer[0]["flop_ideal"] < pumer[1]["flop_ideal"]
+    ideals = [r["flop_ideal"] for r in trimmed]
     assert 1 <= ideals[0] < ideals[1] < ideals[2], ideals
-    assert all(r["speed"]["torch"]["speedup"] > 0 and 0 <= r["accuracy"]["accuracy"] <= 100 for r in sweep["points"])
-    assert "SmartTrim" in (tmp_path / "s" / "sweep.md").read_text()
+    base = sweep["baseline"]["accuracy"]["accuracy"]
+    for row in sweep["points"]:
+        assert row["speed"]["torch"]["speedup"] > 0 and row["accuracy_drop"] == pytest.approx(
+            base - row["accuracy"]["accuracy"])
+    # the baseline is easy-vqa-meter untrimmed; the SmartTrim weights answer otherwise without their trimmers
+    first, second = sweep["checkpoints"]
+    assert first["accuracy_without_reduction"] == base and second["method"] == "smarttrim"
+    nearest = {p["point"]: p["nearest"] for p in sweep["matched_flops"]}
+    for row in trimmed:
+        expected = min(pumer, key=lambda p: abs(math.log(p["flop_ideal"] / row["flop_ideal"])))
+        assert nearest[row["point"]] == expected["point"]
+    report = (tmp_path / "s" / "sweep.md").read_text()
+    assert "PuMer against SmartTrim-style" in report and "At matched FLOPs" in report
+    assert report.count("| SmartTrim-style (pumer-export design) tau") == 3  # the matched-FLOPs rows
+
+
+def test_sweep_refuses_checkpoints_of_different_models(cli, tiny_init, tmp_path):
+    code, _, err = cli("pretrained", "easy-vqa-meter", tmp_path / "m")
+    assert code == 0, err
+    code, _, err = cli("sweep", tiny_init, tmp_path / "m", "--dataset", "easy-vqa", "--report", tmp_path / "s")
+    one_line_error(code, err, "one model against one baseline", "METER")
+    assert not (tmp_path / "s").exists()
 
 
 # ---------------------------------------------------------------- shipped models

@@ -1,5 +1,5 @@
-"""``pumer-export sweep``: accuracy and measured speed for a grid of PuMer settings, or of SmartTrim's tau (the
-trade-off to pick from)."""
+"""``pumer-export sweep``: accuracy and measured speed for a grid of PuMer settings and of SmartTrim's tau, one
+checkpoint or several of one model in one report (the trade-off to pick from, methods compared at matched FLOPs)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,24 @@ def _layer_sets(text: str) -> tuple[tuple[int, ...], ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep",
-        help="accuracy and measured speedup for a grid of PuMer settings or SmartTrim taus (Pareto front, plot)",
+        help="accuracy and measured speedup for a grid of PuMer settings and SmartTrim taus (Pareto front, plot)",
         description=(
-            "For every combination of --layers, --prune, --merge and --text-merge (score and masking stay the "
-            "checkpoint's): the VQA accuracy with the PyTorch reference (optionally after --finetune-steps of "
-            "fine-tuning with those settings), the speedup over the baseline measured interleaved in one process "
-            "on PyTorch and ONNX Runtime, and the FLOP-ideal speedup. Writes sweep.json, sweep.md and sweep.png "
-            "(accuracy against speedup, FLOP-ideal marked, Pareto front drawn)."
+            "For every PuMer checkpoint, every combination of --layers, --prune, --merge and --text-merge (score and "
+            "masking stay the checkpoint's); for every SmartTrim checkpoint, every --tau: the VQA accuracy with the "
+            "PyTorch reference (PuMer points optionally after --finetune-steps of fine-tuning with those settings), "
+            "the speedup over the baseline (the first checkpoint without reduction) measured interleaved in one "
+            "process on PyTorch and ONNX Runtime, and the FLOP-ideal speedup. Several checkpoints of one model (same "
+            "architecture and processor) go into one report, with each later method's points beside the first "
+            "method's point of nearest FLOPs. Writes sweep.json, sweep.md and sweep.png (accuracy against speedup, "
+            "FLOP-ideal marked, Pareto front drawn)."
         ),
-        epilog="example: pumer-export sweep ck --dataset easy-vqa --limit 1000 --prune 0,0.1,0.3 --merge 0.1,0.3,0.5",
+        epilog="examples: pumer-export sweep ck --dataset easy-vqa --limit 1000 --prune 0,0.1,0.3 --merge 0.1,0.3,0.5\n"
+               "          pumer-export sweep meter meter-smarttrim --dataset easy-vqa --tau=-1,0,1 --prune 0.2,0.5 "
+               "--merge 0.2,0.5",
     )
-    parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (with its processor files)")
+    parser.add_argument("model", metavar="MODEL", nargs="+",
+                        help="pumer-export checkpoint directories (with their processor files); the first one's "
+                             "untrimmed model is the baseline")
     add_data_arguments(parser, split="test")
     parser.add_argument("--limit", type=positive_int, default=1000, metavar="N",
                         help="a seeded draw of N questions (default 1000)")
@@ -104,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         precisions=("fp32", "int8") if args.int8 else ("fp32",), report_dir=Path(args.report), tau=args.tau,
         progress=not args.no_progress), tuning=tuning)
     best = [r for r in sweep["points"] if r["pareto"]]
-    info(f"baseline accuracy {sweep['baseline']['accuracy']['accuracy']:.2f}; Pareto front: "
+    info(f"baseline accuracy {sweep['baseline']['accuracy']['accuracy']:.2f} ({args.model[0]} without reduction); "
+         "Pareto front: "
          + "; ".join(f"{r['label']} ({r['accuracy']['accuracy']:.2f}, "
                      f"{r['speed'][sweep['settings']['pareto_backend']]['speedup']:.2f}x)" for r in best))
     info(f"wrote {Path(args.report) / 'sweep.md'} ({len(sweep['points'])} points)")
