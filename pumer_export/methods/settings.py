@@ -21,7 +21,18 @@ def from_mapping(cls, data: Any, key: str, version: int):
     unknown = sorted(set(data) - fields - {"format_version"})
     if unknown:
         raise ConfigError(f"unknown {key} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return cls(**{k: v for k, v in data.items() if k in fields})
+    return cls(**{k: _special_float(v) for k, v in data.items() if k in fields})
+
+
+#: how transformers writes the floats JSON has no literal for into config.json (``PreTrainedConfig.to_json_string``)
+_FLOAT_TAGS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+
+
+def _special_float(value: Any) -> Any:
+    """``{"__float__": "Infinity"}`` (transformers' encoding of inf, -inf and nan in config.json) as the float."""
+    if isinstance(value, Mapping) and set(value) == {"__float__"} and value["__float__"] in _FLOAT_TAGS:
+        return _FLOAT_TAGS[value["__float__"]]
+    return value
 
 
 def to_mapping(settings, version: int) -> dict[str, Any]:
