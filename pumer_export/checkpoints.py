@@ -212,6 +212,28 @@ def apply_pumer(src: str | Path, dst: str | Path, pumer: PumerConfig, *, force: 
     return model
 
 
+def retune_smarttrim(src: str | Path, dst: str | Path, *, tau: float | None = None, head_tau: float | None = None,
+                     force: bool = False):
+    """Write the SmartTrim checkpoint ``src`` to ``dst`` with other decision thresholds (the deployment knobs
+    ``tau`` / ``head_tau``; None: unchanged); the weights and the trimmers' locations stay."""
+    from . import methods
+
+    dst = Path(dst)
+    if dst.exists() and not force:
+        raise CheckpointError(f"{dst} already exists; pass --force to overwrite it")
+    source = Path(src)
+    model = load_pumer_model(source)
+    method = methods.for_model(model)
+    if method.NAME != "smarttrim":
+        raise CheckpointError(f"{source} is a {method.TITLE} checkpoint; --tau and --head-tau set the thresholds of "
+                              "a SmartTrim checkpoint's trimmers (train them with `finetune --method smarttrim`)")
+    settings = model.smarttrim_config
+    model.set_smarttrim_config(settings.replace(tau=settings.tau if tau is None else tau,
+                                                head_tau=settings.head_tau if head_tau is None else head_tau))
+    _save(model, dst, force, source)
+    return model
+
+
 def _build_and_load(family, config, source: Path):
     from . import methods
 

@@ -161,6 +161,35 @@ def test_checkpoint_describes_its_method(base, tmp_path):
         assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
 
 
+def test_apply_sets_the_deployment_thresholds(base, tmp_path, cli):
+    """apply --tau / --head-tau writes a SmartTrim checkpoint with other decision thresholds and the same weights
+    (inf survives config.json, where transformers writes it as {"__float__": "Infinity"}); tau = inf keeps token 0
+    of each stream only. PuMer checkpoints and PuMer flags are refused in one line, nothing written."""
+    from pumer_export.checkpoints import load_pumer_model
+
+    model = _trained_like(attach(base, SmartTrimConfig(cross_layers=(0,), vit_layers=(0,), head_layers=(0,))))
+    model.save_pretrained(tmp_path / "st")
+    code, _, err = cli("apply", tmp_path / "st", tmp_path / "inf", "--tau", "inf", "--head-tau", "-1.5")
+    assert code == 0, err
+    assert json.loads((tmp_path / "inf" / "config.json").read_text())["smarttrim"]["tau"] == {"__float__": "Infinity"}
+    loaded = load_pumer_model(tmp_path / "inf")
+    assert loaded.smarttrim_config == model.smarttrim_config.replace(tau=math.inf, head_tau=-1.5)
+    inputs = random_inputs(base.config, 3, seed=4)
+    with torch.no_grad():
+        records = loaded(**inputs, output_trim_records=True).trim_records
+        assert all([r.tolist() for r in record[stream]] == [[0]] * 3
+                   for record in records for stream in ("text", "image") if stream in record)
+        loaded.set_smarttrim_config(model.smarttrim_config)
+        assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+    base.save_pretrained(tmp_path / "plain")
+    for argv, message in (((tmp_path / "plain", "--tau", "1"), "is a PuMer checkpoint"),
+                          ((tmp_path / "st", "--tau", "1", "--layers", "1"), "take no --layers"),
+                          ((tmp_path / "st", "--tau", "nan"), "expected a number")):
+        code, _, err = cli("apply", argv[0], tmp_path / "out", *argv[1:])
+        one_line_error(code, err, message)
+        assert not (tmp_path / "out").exists()
+
+
 def test_registry_declares_every_method():
     for name in methods.names():
         method = methods.get(name)

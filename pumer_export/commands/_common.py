@@ -60,6 +60,17 @@ non_negative_float = _float_where(lambda v: v >= 0, "a non-negative number")
 ratio = _float_where(lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
+def threshold(text: str) -> float:
+    """A decision threshold: any number, inf and -inf included (keep nothing / everything that may be dropped)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value:
+        raise argparse.ArgumentTypeError(f"expected a number such as -1, 0, 2.5 or inf, got {text!r}")
+    return value
+
+
 def port(text: str) -> int:
     """A TCP port, 1-65535."""
     try:

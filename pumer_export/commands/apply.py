@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import ratio
+from ._common import ratio, threshold
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,11 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Write a pumer-export checkpoint: the weights of a Hugging Face ViltForQuestionAnswering checkpoint "
             "with PuMer token reduction at the given layers. No training; accuracy depends on the ratios. On a LLaVA "
             "checkpoint (llava-hf layout, model_type llava): --method victor adds Victor's registers (to be "
-            "trained) or --method fastv FastV's settings (training-free)."
+            "trained) or --method fastv FastV's settings (training-free). On a SmartTrim checkpoint: --tau / "
+            "--head-tau write it with other decision thresholds (the deployment knob that trades accuracy for "
+            "speed; `sweep --tau` measures the choices)."
         ),
         epilog=("examples: pumer-export apply ./vilt-b32-finetuned-vqa ./vilt-pumer --layers 2,5,8 --prune 0.1 --merge 0.3 "
                 "--text-merge 0.2\n"
-                "          pumer-export apply ./llava ./llava-fastv --method fastv --keep-tokens 32 --drop-layer 2"),
+                "          pumer-export apply ./llava ./llava-fastv --method fastv --keep-tokens 32 --drop-layer 2\n"
+                "          pumer-export apply ./meter-smarttrim ./meter-smarttrim-tau1 --tau 1"),
     )
     parser.add_argument("src", metavar="SRC", help="Hugging Face ViLT checkpoint directory (or hub id)")
     parser.add_argument("dst", metavar="DST", help="output directory (written atomically)")
@@ -32,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--masking", choices=("standard", "official"), default=None,
                         help="attention masking: standard or official PuMer (default: as the checkpoint was trained: "
                              "the source's own PuMer masking when it has one, else standard)")
+    trimmed = parser.add_argument_group("SmartTrim checkpoints: the trained trimmers' decision thresholds instead of "
+                                        "PuMer (weights unchanged)")
+    trimmed.add_argument("--tau", type=threshold, default=None, metavar="T",
+                         help="keep a token when keep_logit - drop_logit >= T (trained at 0; larger keeps fewer; inf "
+                              "keeps only token 0 of each stream, -inf every token)")
+    trimmed.add_argument("--head-tau", type=threshold, default=None, metavar="T",
+                         help="the same threshold for the head trimmers")
     llava = parser.add_argument_group("LLaVA checkpoints (llava-hf layout): a decoder method instead of PuMer")
     llava.add_argument("--method", choices=("pumer", "victor", "fastv"), default=None,
                        help="victor: M learned registers after the image, the visual tokens leave before decoder "
@@ -55,6 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_output_dir, is_generation_checkpoint
 
     check_output_dir(args.dst, "DST")
+    if args.tau is not None or args.head_tau is not None:
+        from ..checkpoints import retune_smarttrim
+
+        given = [flag for flag in ("layers", "method", "masking", "registers", "drop_layer", "keep_tokens")
+                 if getattr(args, flag) is not None]
+        if given:
+            raise PumerExportError(f"--tau / --head-tau retune a SmartTrim checkpoint and take no "
+                                   f"--{given[0].replace('_', '-')}")
+        with step(f"setting the decision thresholds of {args.src}"):
+            model = retune_smarttrim(args.src, args.dst, tau=args.tau, head_tau=args.head_tau, force=args.force)
+        settings = model.smarttrim_config
+        info(f"wrote {args.dst} (tau {settings.tau:g}, head tau {settings.head_tau:g})")
+        return 0
     if is_generation_checkpoint(args.src):
         from . import _generation
 
