@@ -457,8 +457,8 @@ class TorchGeneration(GenerationBackend):
         with torch.no_grad():
             embeds, select = self.model.prepare(torch.from_numpy(input_ids), torch.from_numpy(image_features))
             logits, state = decoding.prefill(self.model, self.meta["drop_layer"], torch.from_numpy(attention_mask),
-                                             embeds, select)
-        return (logits[:, -1:].numpy(), state.mask_short.numpy(),
+                                             embeds, select, logits_to_keep=1)
+        return (logits.numpy(), state.mask_short.numpy(),
                 [t.numpy() for cache in state.caches for t in cache])
 
     def decode(self, input_ids, position_ids, attention_mask_full, attention_mask_short, pasts):

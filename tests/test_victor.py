@@ -204,6 +204,14 @@ def test_export_has_three_graphs_of_standard_ops_and_two_past_lengths(exported):
     full, short = dims["past.0.key"][2], dims["past.3.key"][2]
     assert isinstance(full, str) and isinstance(short, str) and full != short
     assert dims["past.1.key"][2] == full and dims["past.2.key"][2] == short  # k = 2: layers 0, 1 full
+    # the prefill's language-model head runs on the last position only (its cost must not grow with the prompt)
+    prefill = onnx.load(folder / "prefill.onnx")
+    vocab = model.config.text_config.vocab_size
+    weights = {i.name for i in prefill.graph.initializer if vocab in i.dims}
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*prefill.graph.value_info, *prefill.graph.input]}
+    heads = [n for n in prefill.graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weights]
+    assert len(heads) == 1 and [shapes[x][1] for x in heads[0].input if x not in weights] == [1]
 
 
 def test_ort_prefill_and_greedy_tokens_equal_the_reference(exported):

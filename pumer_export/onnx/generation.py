@@ -58,8 +58,8 @@ class _Prefill(nn.Module):
     def forward(self, input_ids, attention_mask, image_features):
         model = self.model
         embeds, select = model.prepare(input_ids, image_features)
-        logits, state = decoding.prefill(model, model.drop_layer, attention_mask, embeds, select)
-        return (logits[:, -1:], state.mask_short, *[t for cache in state.caches for t in cache])
+        logits, state = decoding.prefill(model, model.drop_layer, attention_mask, embeds, select, logits_to_keep=1)
+        return (logits, state.mask_short, *[t for cache in state.caches for t in cache])
 
 
 class _Decode(nn.Module):

@@ -188,12 +188,13 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------- prefill / decode
-def prefill(model, drop_layer: int, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor, select: Select
-            ) -> tuple[torch.Tensor, State]:
+def prefill(model, drop_layer: int, attention_mask: torch.Tensor, inputs_embeds: torch.Tensor, select: Select,
+            logits_to_keep: int = 0) -> tuple[torch.Tensor, State]:
     """The prompt pass: layers ``< drop_layer`` over the whole sequence, then ``select`` names the positions that
     stay ([B, L'] in order, a fixed L'), layers ``>= drop_layer`` run on those with their original positions.
-    Returns logits [B, L', V] (the kept positions) and the generation state. ``drop_layer`` = the layer count
-    selects after the last layer only (the logits' layout)."""
+    Returns logits [B, L', V] (the kept positions; with ``logits_to_keep`` = n only the last n, as generation needs:
+    the language-model head's cost then does not grow with the prompt) and the generation state. ``drop_layer`` =
+    the layer count selects after the last layer only (the logits' layout)."""
     language = model.model.language_model
     count = len(language.layers)
     position_ids = positions(attention_mask)
@@ -204,6 +205,8 @@ def prefill(model, drop_layer: int, attention_mask: torch.Tensor, inputs_embeds:
         attention_mask.gather(1, keep)
     hidden, late, _ = _run_layers(model, range(drop_layer, count), hidden, short_positions, short_mask,
                                   [None] * (count - drop_layer))
+    if logits_to_keep:
+        hidden = hidden[:, -logits_to_keep:]
     logits = model.lm_head(language.norm(hidden))
     state = State(early + late, attention_mask, short_mask, position_ids[:, -1] + 1)
     return logits, state
@@ -252,7 +255,7 @@ def generate(model, drop_layer: int, attention_mask: torch.Tensor, inputs_embeds
     """[B, max_new_tokens] generated ids (``pad_token_id`` after a row's end-of-sequence): prefill, then one
     cached decode step per token."""
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
-    logits, state = prefill(model, drop_layer, attention_mask, inputs_embeds, select)
+    logits, state = prefill(model, drop_layer, attention_mask, inputs_embeds, select, logits_to_keep=1)
     finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=attention_mask.device)
     out = []
     for step in range(max_new_tokens):
