@@ -156,15 +156,13 @@ class _OrtVariant:
     def __init__(self, path: Path, provider: str, threads: int | None):
         import onnxruntime as ort
 
+        from .backends import ort_session_options
         from .parity.runners import ORT_PROVIDERS
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         wanted = ORT_PROVIDERS[provider]
         if wanted not in ort.get_available_providers():
             raise MissingDependencyError(f"ONNX Runtime has no {wanted} here; install onnxruntime-gpu for CUDA")
-        self.session = ort.InferenceSession(str(path), options, providers=[wanted])
+        self.session = ort.InferenceSession(str(path), ort_session_options(threads), providers=[wanted])
         self.types = {i.name: i.type for i in self.session.get_inputs()}
 
     def prepare(self, feed):

@@ -55,12 +55,12 @@ def _runner(spec: dict[str, Any]):
     if spec["backend"] == "ort":
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
+        from .backends import ort_session_options
+
+        options = ort_session_options(spec.get("threads"))
         # Without the arena the peak follows the tensors the run keeps alive, not the arena's growth steps, so
         # the variants' own needs can be compared.
         options.enable_cpu_mem_arena = False
-        if spec.get("threads"):
-            options.intra_op_num_threads = spec["threads"]
         session = ort.InferenceSession(spec["target"], options, providers=["CPUExecutionProvider"])
         types = {i.name: i.type for i in session.get_inputs()}
 

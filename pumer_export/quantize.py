@@ -425,7 +425,9 @@ def _smoke_run(path: Path, manifest: dict[str, Any]) -> None:
     """ONNX Runtime loads the file without this package and returns finite logits on a small batch."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from .backends import ort_session_options
+
+    session = ort.InferenceSession(str(path), ort_session_options(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {}
     for value in session.get_inputs():

@@ -90,12 +90,11 @@ class OrtBackend(Backend):
         wanted = ORT_PROVIDERS[provider]
         if wanted not in ort.get_available_providers():
             raise MissingDependencyError(f"ONNX Runtime has no {wanted} here; install onnxruntime-gpu for CUDA")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        from .backends import ort_session_options
+
         self.info = _info_from_manifest(manifest)
-        self.session = ort.InferenceSession(str(Path(manifest["directory"]) / manifest["model_file"]), options,
-                                            providers=[wanted])
+        self.session = ort.InferenceSession(str(Path(manifest["directory"]) / manifest["model_file"]),
+                                            ort_session_options(threads), providers=[wanted])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -314,9 +313,9 @@ class OrtGeneration(GenerationBackend):
             raise MissingDependencyError("ONNX Runtime is not installed: pip install onnxruntime") from None
         from .parity.runners import ORT_PROVIDERS
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        from .backends import ort_session_options
+
+        options = ort_session_options(threads)
         self.sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"), options,
                                                     providers=[ORT_PROVIDERS[provider]])
                          for name in self.meta["graphs"]}

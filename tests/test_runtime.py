@@ -107,6 +107,19 @@ def test_pipeline_batches_match_single_runs(deployed):
     np.testing.assert_allclose(together[0], together[3], atol=1e-6)  # PIL image == the same file
 
 
+def test_ort_sessions_spin_only_while_a_run_is_active(deployed):
+    """The runtime's and the benchmark's ONNX Runtime sessions stop their threads spinning when a run returns (with
+    several sessions in one process, as bench and generation have, idle spinning pools take each other's cores)."""
+    from pumer_export.bench import _OrtVariant
+    from pumer_export.runtime import load_backend
+
+    for session in (load_backend(deployed["export"], "ort", threads=2).session,
+                    _OrtVariant(deployed["export"] / "model.onnx", "cpu", 2).session):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert options.intra_op_num_threads == 2
+
+
 def test_images_are_fitted_to_the_canvas(deployed):
     from pumer_export.runtime import VqaPipeline
 

@@ -223,6 +223,8 @@ def test_ort_prefill_and_greedy_tokens_equal_the_reference(exported):
     model, folder = exported
     ids, mask, pixels = prompts(model, [0, 3, 1], [6, 2, 4], registers=3, seed=11)
     ort_backend = OrtGeneration(folder, threads=1)
+    assert all(session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+               for session in ort_backend.sessions.values())  # three graphs in turn: no idle spinning between
     features = ort_backend.image_features(pixels.numpy())
     logits, short_mask, presents = ort_backend.prefill(ids.numpy(), mask.numpy(), features)
     with torch.no_grad():

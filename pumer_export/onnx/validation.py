@@ -164,10 +164,10 @@ def compare_indices(name: str, batch_size: int, got: np.ndarray, ref: np.ndarray
 def make_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    from ..backends import ort_session_options
+
+    options = ort_session_options(threads)
     options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as exc:  # ORT raises its own exception types
