@@ -184,10 +184,13 @@ def test_victor_adds_its_placeholder_to_a_tokenizer_without_one(cli, tmp_path):
     victor = checkpoint.load(tmp_path / "victor")
     assert victor.config.register_token_id == len(words) and victor.config.text_config.vocab_size == len(words) + 1
     Image.new("RGB", (32, 32), (0, 200, 0)).save(tmp_path / "green.png")
-    code, out, err = cli("run", tmp_path / "victor", "--backend", "torch", "--image", tmp_path / "green.png",
+    code, out, err = cli("run", tmp_path / "victor", "--image", tmp_path / "green.png",  # a checkpoint: PyTorch
                          "--question", "what color is it?", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["question"] == "what color is it?"
+    code, _, err = cli("run", tmp_path / "victor", "--backend", "ort", "--image", tmp_path / "green.png",
+                       "--question", "what color is it?")
+    assert code == 2 and "is a checkpoint" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("argv, message", [

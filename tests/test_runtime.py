@@ -86,7 +86,8 @@ def test_run_answers_with_labels_and_torch_agrees(cli, deployed):
     assert len(answers) == 3 and all(isinstance(a["answer"], str) for a in answers)
     scores = [a["score"] for a in answers]
     assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
-    code, out, err = cli("run", deployed["checkpoint"], "--backend", "torch", "--image", deployed["image"],
+    # a checkpoint directory runs with PyTorch unless told otherwise
+    code, out, err = cli("run", deployed["checkpoint"], "--image", deployed["image"],
                          "--question", "what is it?", "--json", "--top-k", "3")
     assert code == 0, err
     torch_answers = json.loads(out)["answers"]

@@ -118,6 +118,14 @@ def check_report_dir(path: str | os.PathLike, files: tuple[str, ...], force: boo
                                "overwrite it or choose another directory")
 
 
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint directory (config.json) rather than an export or engine folder (which a
+    manifest.json or generation.json describes)."""
+    folder = Path(path)
+    return (folder / "config.json").is_file() and not any(
+        (folder / name).is_file() for name in ("manifest.json", "generation.json"))
+
+
 def is_generation_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a checkpoint folder of a generation family (LLaVA): the commands that take both kinds
     branch on it before loading anything."""

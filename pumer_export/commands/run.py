@@ -12,21 +12,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="answer questions about images with an export folder (ONNX Runtime, TensorRT) or a checkpoint",
         description=(
-            "Answer a question about an image (or every image/question pair of a file) with an exported model: "
+            "Answer a question about an image (or every image/question pair of a file) with an exported model (or "
+            "a checkpoint, with PyTorch): "
             "inputs are prepared exactly as the checkpoint's processor does (its files travel with the export), "
             "fitted to the export's fixed image size and text length, and batched within its batch range. "
             "Prints the top-k answers with their sigmoid scores as a table or JSON."
         ),
         epilog=("examples: pumer-export run exports/pumer --image cat.jpg --question 'what is it?' --top-k 3\n"
-                "          pumer-export run vilt-pumer --backend torch --pairs pairs.jsonl --json"),
+                "          pumer-export run vilt-pumer --pairs pairs.jsonl --json     # a checkpoint: PyTorch"),
     )
-    parser.add_argument("source", metavar="EXPORT", help="export folder (manifest.json, or a LLaVA export's "
-                        "generation.json); a checkpoint for --backend torch")
+    parser.add_argument("source", metavar="SOURCE", help="export folder (manifest.json, or a LLaVA export's "
+                        "generation.json), TensorRT engine folder, or checkpoint directory (run with PyTorch)")
     parser.add_argument("--image", metavar="FILE", help="image file")
     parser.add_argument("--question", metavar="TEXT", help="question about the image")
     parser.add_argument("--pairs", metavar="FILE",
                         help="JSON lines of {\"image\": path, \"question\": text} (paths relative to the file)")
-    parser.add_argument("--backend", choices=("ort", "trt", "torch"), default="ort", help="default ort")
+    parser.add_argument("--backend", choices=("ort", "trt", "torch"), default=None,
+                        help="default: torch for a checkpoint directory, ort for an export folder")
     parser.add_argument("--ort-provider", "--provider", dest="provider", choices=("cpu", "cuda"), default="cpu",
                         help="ONNX Runtime provider (default cpu; --provider is the old spelling)")
     parser.add_argument("--plugins", metavar="LIB", help="TensorRT plugin library (default: found as `build` does)")
@@ -83,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from ._common import is_generation_checkpoint
+    from ._common import is_checkpoint_dir, is_generation_checkpoint
 
     pairs = pairs_from_args(args)
+    if args.backend is None:
+        args.backend = "torch" if is_checkpoint_dir(args.source) else "ort"
     if is_generation_checkpoint(args.source) or (Path(args.source) / "generation.json").is_file():
         from . import _generation
 
