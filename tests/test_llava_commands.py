@@ -159,6 +159,46 @@ def test_finetune_victor_trains_the_registers_and_projector_only(cli, folders, i
     assert changed and all("multi_modal_projector" in k for k in changed)  # the tower and decoder stay frozen
 
 
+def test_finetune_resume_continues_where_the_run_stopped(folders, images, tmp_path, monkeypatch):
+    """An interrupted LLaVA run (Victor attached, registers and projector trained) resumed with --resume ends with
+    exactly the weights of an uninterrupted one; other Victor settings or other parts are refused."""
+    from pumer_export.datasets import load_jsonl
+    from pumer_export.finetune import STATE_FILE, FinetuneOptions
+    from pumer_export.generation import finetune
+    from pumer_export.methods.victor.config import VictorConfig
+
+    data = load_jsonl(images / "questions.jsonl")
+    options = dict(epochs=2, batch_size=3, lr=1e-2, progress=False, threads=1, method="victor")
+    settings = VictorConfig(registers=2, drop_layer=3)
+
+    def train(out, *, parts="projector", victor=settings, **extra):
+        return finetune.run_finetune(folders / "stock", tmp_path / out, data, FinetuneOptions(**options, **extra),
+                                     parts=parts, victor_settings=victor, validation=data)
+
+    train("straight")
+    real_save = finetune._save
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train("resumed")
+    monkeypatch.setattr(finetune, "_save", real_save)
+    assert len(json.loads((tmp_path / "resumed" / "training.json").read_text())["epochs"]) == 1
+    with pytest.raises(Exception, match="--registers"):
+        train("resumed", victor=VictorConfig(registers=3, drop_layer=3), resume=True)
+    with pytest.raises(Exception, match="--train"):
+        train("resumed", parts="projector+language", resume=True)
+    log = train("resumed", resume=True)
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["step"] == 4
+    straight = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)["model"]
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6)
+
+
 def test_victor_adds_its_placeholder_to_a_tokenizer_without_one(cli, tmp_path):
     """A stock llava-hf folder whose tokenizer has no <reg> and whose vocabulary is full: apply adds the token and
     grows the embedding table; the Victor checkpoint then answers through the processor it wrote."""

@@ -12,8 +12,8 @@ checkpoint attaches the registers first (:func:`pumer_export.models.llava.victor
 
 The rest follows the classification ``finetune`` (:mod:`pumer_export.finetune`): the validation hold-out by image,
 oversampling by answer type, AdamW with warm-up and cosine decay, validation accuracy (greedy answers, the VQA
-accuracy) after each epoch, the best checkpoint written atomically with its processor files and ``training.json``.
-Not built: ``--resume`` for LLaVA runs (one line says so).
+accuracy) after each epoch, the best checkpoint written atomically with its processor files and ``training.json``,
+and the latest training state (``training_state.pt``) from which ``--resume`` continues at the next epoch.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from ..datasets import Question
 from ..errors import PumerExportError
-from ..finetune import FinetuneOptions, hold_out, oversampled
+from ..finetune import STATE_FILE, FinetuneOptions, _resume_state, hold_out, oversampled
 from . import data
 
 PARTS = ("all", "projector", "projector+language")
@@ -87,18 +87,13 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
     Returns the log (also ``out/training.json``)."""
     from transformers import get_cosine_schedule_with_warmup
 
-    from ..commands._common import check_output_dir
     from ..console import progress_bar
     from ..datasets import subset
     from ..models.llava import checkpoint, victor
     from ..models.llava.training import answer_loss
 
     out = Path(out)
-    check_output_dir(out, "OUT")
-    if options.resume:
-        raise PumerExportError("--resume is not built for LLaVA training yet; start the run again without it")
-    if out.exists() and not options.force:
-        raise PumerExportError(f"{out} already exists; pass --force to replace it")
+    state = _resume_state(out, options)  # OUT free (or --force), or a run to continue with the same options
     if options.threads:
         torch.set_num_threads(options.threads)
     if not train:
@@ -106,11 +101,15 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
     model, processor = checkpoint.load(source), checkpoint.load_processor(source)
     checkpoint.check_processor(model, processor, source)
     check_method(model, options)
+    attached = None
     if options.method == "victor" and not checkpoint.method_of(model.config):
         from ..methods.victor.config import VictorConfig
 
         register_id = checkpoint.register_token(model, processor)
+        attached = (victor_settings or VictorConfig()).to_dict()
         model = victor.attach(model, victor_settings or VictorConfig(), register_id, seed=options.seed)
+    if state is not None:
+        _check_resumable(state["log"], parts, attached)
     parameters = trainable(model, parts)
     if validation is None:
         train, validation = hold_out(train, options.val_fraction, options.seed)
@@ -132,9 +131,22 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
     log: dict[str, Any] = {"checkpoint": str(source), "method": checkpoint.method_of(model.config) or "stock",
                            "train": parts, "options": {k: v for k, v in vars(options).items()
                                                        if k not in ("progress", "force", "resume")},
-                           "train_questions": len(train), "validation_questions": len(validation),
-                           "total_steps": total, "epochs": [], "best_accuracy": None, "step": 0}
+                           "attached": attached, "train_questions": len(train),
+                           "validation_questions": len(validation), "total_steps": total, "epochs": [],
+                           "best_accuracy": None, "step": 0}
     started, step = time.perf_counter(), 0
+    if state is not None:  # weights, optimizer, schedule, RNG and log as the last finished epoch left them
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        log = state["log"]
+        step, started = log["step"], time.perf_counter() - log["seconds"]
+        for _ in log["epochs"]:  # the batch orders of the epochs that ran
+            torch.randperm(len(encoded), generator=generator)
+        from ..console import info
+
+        info(f"resuming at step {step} of {total} (best validation accuracy so far {log['best_accuracy']:.2f})")
     with progress_bar() if options.progress else contextlib.nullcontext() as progress:
         task = progress.add_task("training", total=total) if progress else None
         while step < total:
@@ -173,12 +185,23 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
                 from ..console import info
 
                 info(message)
-            _save(model, processor, out, log, best)
+            _save(model, processor, out, log, best, optimizer, scheduler)
     return log
 
 
-def _save(model, processor, out: Path, log: dict[str, Any], best: bool) -> None:
-    """OUT atomically: the best checkpoint so far (kept from before unless this epoch is better) and the log."""
+def _check_resumable(saved: dict[str, Any], parts: str, attached: dict[str, Any] | None) -> None:
+    """``--resume`` continues only the run it names: the same parts trained and the same Victor settings."""
+    if saved.get("train") != parts:
+        raise PumerExportError(f"--resume: --train {parts} differs from the interrupted run (--train "
+                               f"{saved.get('train')}); pass the same settings")
+    if saved.get("attached") != attached:
+        raise PumerExportError(f"--resume: the Victor settings ({attached}) differ from the interrupted run's "
+                               f"({saved.get('attached')}); pass the same --registers and --drop-layer")
+
+
+def _save(model, processor, out: Path, log: dict[str, Any], best: bool, optimizer, scheduler) -> None:
+    """OUT atomically: the best checkpoint so far (kept from before unless this epoch is better), the latest
+    training state (for ``--resume``) and the log."""
     import shutil
 
     from ..fsutil import atomic_output_dir
@@ -192,6 +215,9 @@ def _save(model, processor, out: Path, log: dict[str, Any], best: bool) -> None:
                 processor.save_pretrained(tmp)
         else:
             for item in out.iterdir():
-                if item.name != LOG_FILE and item.is_file():
+                if item.name not in (STATE_FILE, LOG_FILE) and item.is_file():
                     shutil.copy2(item, tmp / item.name)
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "log": log,
+                    "torch_rng": torch.get_rng_state()}, tmp / STATE_FILE)
         (tmp / LOG_FILE).write_text(json.dumps(log, indent=2, default=str) + "\n")
