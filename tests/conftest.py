@@ -82,6 +82,21 @@ def one_line_error(code, err, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def interrupt_after_first_save(monkeypatch, module, run) -> None:
+    """``run()`` killed right after ``module._save`` first writes its output (a training run stopped after its first
+    epoch, as Ctrl-C would stop it); the real ``_save`` is back afterwards."""
+    real_save = module._save
+
+    def save_then_stop(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(module, "_save", real_save)
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -13,7 +13,7 @@ import torch
 from pumer_export import models
 from pumer_export.config import PumerConfig
 from pumer_export.datasets import EASY_VQA_ANSWERS, encode_questions, load_dataset, subset
-from conftest import one_line_error
+from conftest import interrupt_after_first_save, one_line_error
 
 easy_vqa = pytest.importorskip("easy_vqa", reason="easy-vqa is not installed (pip install -e '.[test]' brings it)")
 
@@ -230,16 +230,8 @@ def test_resume_continues_where_the_run_stopped(init, request, train_questions, 
     options = dict(epochs=2, batch_size=32, lr=2e-3, progress=False, threads=1, val_limit=50)
     run_finetune(tiny_init, tmp_path / "straight", data, FinetuneOptions(**options))
 
-    real_save = finetune._save
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune, "_save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**options))
-    monkeypatch.setattr(finetune, "_save", real_save)
+    interrupt_after_first_save(monkeypatch, finetune,
+                               lambda: run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**options)))
     assert len(json.loads((tmp_path / "resumed" / "training.json").read_text())["epochs"]) == 1
     with pytest.raises(Exception, match="--lr"):
         run_finetune(tiny_init, tmp_path / "resumed", data, FinetuneOptions(**{**options, "lr": 1e-3}, resume=True))

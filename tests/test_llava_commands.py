@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import interrupt_after_first_save
 from pumer_export.models.llava import checkpoint, decoding, processing
 from pumer_export.models.llava.presets import llava_model
 
@@ -176,16 +177,7 @@ def test_finetune_resume_continues_where_the_run_stopped(folders, images, tmp_pa
                                      parts=parts, victor_settings=victor, validation=data)
 
     train("straight")
-    real_save = finetune._save
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune, "_save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("resumed")
-    monkeypatch.setattr(finetune, "_save", real_save)
+    interrupt_after_first_save(monkeypatch, finetune, lambda: train("resumed"))
     assert len(json.loads((tmp_path / "resumed" / "training.json").read_text())["epochs"]) == 1
     with pytest.raises(Exception, match="--registers"):
         train("resumed", victor=VictorConfig(registers=3, drop_layer=3), resume=True)
