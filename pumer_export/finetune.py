@@ -232,7 +232,7 @@ def run_finetune(checkpoint: str | Path, out: str | Path, train: Sequence[Questi
     from .console import progress_bar
 
     checkpoint, out = Path(checkpoint), Path(out)
-    state = _resume_state(out, options)
+    state = resume_state(out, options)
     with (progress_bar() if options.progress else contextlib.nullcontext()) as progress:
         run = _Run(checkpoint, train, validation, options, progress)
     if state is not None:
@@ -420,7 +420,7 @@ def _options_dict(options: FinetuneOptions) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(options).items() if k not in ("progress", "force", "resume")}
 
 
-def _resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
+def resume_state(out: Path, options: FinetuneOptions) -> dict[str, Any] | None:
     """The saved training state for ``--resume`` (None otherwise); one-line errors for what cannot go on."""
     from .commands._common import check_output_dir
 

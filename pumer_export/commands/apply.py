@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "          pumer-export apply ./llava ./llava-fastv --method fastv --keep-tokens 32 --drop-layer 2\n"
                 "          pumer-export apply ./meter-smarttrim ./meter-smarttrim-tau1 --tau 1"),
     )
-    parser.add_argument("src", metavar="SRC", help="Hugging Face ViLT checkpoint directory (or hub id)")
+    parser.add_argument("src", metavar="SRC", help="Hugging Face ViLT checkpoint directory (or hub id), a llava-hf "
+                        "LLaVA folder, or a SmartTrim checkpoint (with --tau / --head-tau)")
     parser.add_argument("dst", metavar="DST", help="output directory (written atomically)")
     parser.add_argument("--layers", metavar="L1,L2,...", help="PuMer's reduce layers, 0-based, comma-separated (e.g. 2,5,8); required for ViLT")
     parser.add_argument("--prune", type=ratio, metavar="RATIO", default=0.1, help="image-token prune ratio in [0, 1) (default 0.1)")

@@ -30,7 +30,7 @@ import torch
 
 from ..datasets import Question
 from ..errors import PumerExportError
-from ..finetune import STATE_FILE, FinetuneOptions, _resume_state, hold_out, oversampled
+from ..finetune import STATE_FILE, FinetuneOptions, hold_out, oversampled, resume_state
 from . import data
 
 PARTS = ("all", "projector", "projector+language")
@@ -93,7 +93,7 @@ def run_finetune(source: str | Path, out: str | Path, train: Sequence[Question],
     from ..models.llava.training import answer_loss
 
     out = Path(out)
-    state = _resume_state(out, options)  # OUT free (or --force), or a run to continue with the same options
+    state = resume_state(out, options)  # OUT free (or --force), or a run to continue with the same options
     if options.threads:
         torch.set_num_threads(options.threads)
     if not train:
