@@ -261,7 +261,6 @@ def run_sweep(checkpoints: str | Path | Sequence[str | Path], questions, options
                                                     processor_dir=checkpoint)
             if not sources[0].trimmed:
                 model.set_pumer_config(base)
-        number = 0
         for index, source in enumerate(sources):
             entry = {"path": str(source.path), "method": source.method.NAME, "title": source.method.TITLE}
             if index:  # the baseline's accuracy is the first checkpoint's; the others' own untrimmed weights too
@@ -272,58 +271,54 @@ def run_sweep(checkpoints: str | Path | Sequence[str | Path], questions, options
             described.append(entry)
             if progress:
                 progress.advance(task)
-            for point in source.points:
-                label = source.label(point)
-                if progress:
-                    progress.update(task, description=f"sweep: {label}")
-                common = {"point": number, "label": label, "checkpoint": str(source.path),
-                          "method": source.method.NAME, "precision": "fp32", "accuracy_backend": "torch",
-                          "speed": {}}
-                if source.trimmed:
-                    net = _point_model(source.path, source.model, point, number, tuning, options, report_dir)
-                    ideal = realised(net, [encoded.batch(slice(i, i + 64)) for i in range(0, len(questions), 64)])
-                    row = {**common, "smarttrim": point.to_dict(), "flops": baseline["flops"] / ideal["per_sample"],
-                           "accuracy": accuracy_of(net), "finetune_steps": 0, "flop_ideal": ideal["per_sample"],
-                           "flop_ideal_timed_batch": realised(net, [feed])["padded"]}
-                elif flops_of(point) >= baseline["flops"]:
-                    notes.append(f"{label}: reduces no token on this model (skipped)"
-                                 + ("; a ViLT layer whose prune count is 0 does nothing (the official rule)"
-                                    if family.SCHEDULE_RULES == "vilt" else ""))
-                    number += 1
-                    if progress:
-                        progress.advance(task)
-                    continue
-                else:
-                    net = _point_model(source.path, source.model, point, number, tuning, options, report_dir)
-                    row = {**common, "pumer": point.to_dict(), "flops": flops_of(point), "accuracy": accuracy_of(net),
-                           "finetune_steps": options.finetune_steps}
-                    row["flop_ideal"] = baseline["flops"] / row["flops"]
-                row["accuracy_drop"] = baseline["accuracy"]["accuracy"] - row["accuracy"]["accuracy"]
-                for backend in backends:
-                    if backend == "torch":
-                        variants = {"baseline": _TorchVariant(model, False, "cpu", "fp32"),
-                                    "pumer": _TorchVariant(net, True, "cpu", "fp32")}
-                    else:
-                        path = ensure_export(net, report_dir / "exports" / f"point{number}", dtype="fp32",
-                                             reduction=True, image_size=image_size, text_length=text_length,
-                                             fingerprint=model_fingerprint(net), processor_dir=source.path)
-                        variants = {"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
-                                    "pumer": _OrtVariant(path, "cpu", options.threads)}
-                    p50 = timed(variants)
-                    row["speed"][backend] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
-                rows.append(row)
-                if "int8" in options.precisions:  # the same point, its ONNX Runtime export quantized
-                    quantized = ensure_quantized(path, report_dir / "exports" / f"point{number}-int8")
-                    int8 = {**row, "label": f"{label} int8", "precision": "int8",
-                            "accuracy": ort_accuracy_of(quantized, net), "accuracy_backend": "ort int8", "speed": {}}
-                    int8["accuracy_drop"] = baseline["accuracy"]["accuracy"] - int8["accuracy"]["accuracy"]
-                    p50 = timed({"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
-                                 "pumer": _OrtVariant(quantized, "cpu", options.threads)})
-                    int8["speed"]["ort"] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
-                    rows.append(int8)
-                number += 1
+        for number, (source, point) in enumerate((source, point) for source in sources for point in source.points):
+            label = source.label(point)
+            if progress:
+                progress.update(task, description=f"sweep: {label}")
+            if not source.trimmed and flops_of(point) >= baseline["flops"]:
+                notes.append(f"{label}: reduces no token on this model (skipped)"
+                             + ("; a ViLT layer whose prune count is 0 does nothing (the official rule)"
+                                if family.SCHEDULE_RULES == "vilt" else ""))
                 if progress:
                     progress.advance(task)
+                continue
+            net = _point_model(source.path, source.model, point, number, tuning, options, report_dir)
+            row = {"point": number, "label": label, "checkpoint": str(source.path), "method": source.method.NAME,
+                   "precision": "fp32", "accuracy": accuracy_of(net), "accuracy_backend": "torch", "speed": {}}
+            if source.trimmed:
+                ideal = realised(net, [encoded.batch(slice(i, i + 64)) for i in range(0, len(questions), 64)])
+                row.update({"smarttrim": point.to_dict(), "flops": baseline["flops"] / ideal["per_sample"],
+                            "finetune_steps": 0, "flop_ideal": ideal["per_sample"],
+                            "flop_ideal_timed_batch": realised(net, [feed])["padded"]})
+            else:
+                row.update({"pumer": point.to_dict(), "flops": flops_of(point),
+                            "finetune_steps": options.finetune_steps,
+                            "flop_ideal": baseline["flops"] / flops_of(point)})
+            row["accuracy_drop"] = baseline["accuracy"]["accuracy"] - row["accuracy"]["accuracy"]
+            for backend in backends:
+                if backend == "torch":
+                    variants = {"baseline": _TorchVariant(model, False, "cpu", "fp32"),
+                                "pumer": _TorchVariant(net, True, "cpu", "fp32")}
+                else:
+                    path = ensure_export(net, report_dir / "exports" / f"point{number}", dtype="fp32",
+                                         reduction=True, image_size=image_size, text_length=text_length,
+                                         fingerprint=model_fingerprint(net), processor_dir=source.path)
+                    variants = {"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
+                                "pumer": _OrtVariant(path, "cpu", options.threads)}
+                p50 = timed(variants)
+                row["speed"][backend] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
+            rows.append(row)
+            if "int8" in options.precisions:  # the same point, its ONNX Runtime export quantized
+                quantized = ensure_quantized(path, report_dir / "exports" / f"point{number}-int8")
+                int8 = {**row, "label": f"{label} int8", "precision": "int8",
+                        "accuracy": ort_accuracy_of(quantized, net), "accuracy_backend": "ort int8", "speed": {}}
+                int8["accuracy_drop"] = baseline["accuracy"]["accuracy"] - int8["accuracy"]["accuracy"]
+                p50 = timed({"baseline": _OrtVariant(baseline_exports["ort"], "cpu", options.threads),
+                             "pumer": _OrtVariant(quantized, "cpu", options.threads)})
+                int8["speed"]["ort"] = _speed(p50, row.get("flop_ideal_timed_batch", row["flop_ideal"]))
+                rows.append(int8)
+            if progress:
+                progress.advance(task)
     if not rows:
         raise PumerExportError("no point of the sweep grid reduces any token on this model; " + "; ".join(notes))
     front_backend = "ort" if "ort" in backends else backends[0]

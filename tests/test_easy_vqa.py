@@ -187,11 +187,9 @@ def test_finetune_without_the_reducers_validates_as_it_trains(tiny_init, train_q
     """--pumer off: the epoch's validation accuracy (which picks the best epoch) is the model's without the reducers;
     the accuracy with the checkpoint's PuMer is logged beside it; the checkpoint keeps its PuMer settings."""
     from pumer_export.checkpoints import load_pumer_model
-    from pumer_export.datasets import encode_questions
     from pumer_export.finetune import FinetuneOptions, accuracy, hold_out, run_finetune
-    from pumer_export.processing import load_processor
-
-    from pumer_export.processing import copy_processor_files
+    from pumer_export.processing import copy_processor_files, load_processor
+    from pumer_export.schedule import input_size
 
     init = load_pumer_model(tiny_init)  # PuMer from the first layer on, hard enough to change answers
     init.set_pumer_config(PumerConfig(reduce_layers=(0, 1), prune_ratio=0.7, image_merge_ratio=0.5,
@@ -207,8 +205,6 @@ def test_finetune_without_the_reducers_validates_as_it_trains(tiny_init, train_q
     assert model.pumer_config.reduce_layers == (0, 1)
     _, validation = hold_out(data, options.val_fraction, options.seed)
     validation = subset(validation, options.val_limit, seed=options.seed)
-    from pumer_export.schedule import input_size
-
     image_size, text_length = input_size(model.config)
     encoded = encode_questions(models.for_model(model), load_processor(tmp_path / "out"), validation,
                                image_size=image_size, text_length=text_length)
