@@ -12,7 +12,7 @@ from conftest import one_line_error
 from pumer_export import methods
 from pumer_export.errors import ConfigError
 from pumer_export.methods.smarttrim.config import SmartTrimConfig
-from pumer_export.methods.smarttrim.reference import compact
+from pumer_export.methods.smarttrim.reference import TokenTrimmer, compact, masked_mean
 from pumer_export.models.meter.presets import random_inputs, tiny_meter_model
 from pumer_export.models.meter.smarttrim import SmartTrimMeterForQuestionAnswering, attach
 
@@ -135,6 +135,24 @@ def test_head_masks_apply_per_sample(trimmed):
         all_heads = model(**inputs).logits
         model.set_smarttrim_config(kept)
         assert not torch.allclose(all_heads, model(**inputs).logits)
+
+
+def test_token_trimmer_reads_each_token_and_both_global_features():
+    """The trimmer's head computes MLP([u, g, g']) (the design's formula) on every token: its split first layer
+    equals the concatenated input written out here, and each of the three parts moves the logits."""
+    torch.manual_seed(0)
+    trimmer = TokenTrimmer(hidden=12, width=6)
+    h, alive = torch.randn(3, 5, 12), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]).bool()
+    other = torch.randn(3, 6)
+    with torch.no_grad():
+        u = trimmer.proj(h)
+        own = masked_mean(u, alive)
+        assert torch.allclose(own[2], u[2, 0]) and torch.allclose(own[0], u[0, :3].mean(0))
+        features = torch.cat([u, own[:, None].expand(-1, 5, -1), other[:, None].expand(-1, 5, -1)], dim=-1)
+        logits = trimmer(u, own, other)
+        torch.testing.assert_close(logits, trimmer.head(features), atol=1e-6, rtol=1e-5)
+        for changed in (trimmer(u + 1, own, other), trimmer(u, own + 1, other), trimmer(u, own, other + 1)):
+            assert not torch.allclose(changed, logits)
 
 
 def test_compaction_is_stable_and_pads():

@@ -51,13 +51,18 @@ class TokenTrimmer(nn.Module):
         self.head = nn.Sequential(nn.Linear(3 * width, width), nn.GELU(), nn.Linear(width, max(width // 2, 1)),
                                   nn.GELU(), nn.Linear(max(width // 2, 1), 2))
 
-    def forward(self, projected: torch.Tensor, alive: torch.Tensor, other_global: torch.Tensor) -> torch.Tensor:
-        """``projected`` = ``self.proj(h)`` [B, N, W]; ``other_global`` [B, W] -> logits [B, N, 2]."""
-        own = masked_mean(projected, alive)
-        tokens = projected.shape[1]
-        features = torch.cat([projected, own[:, None].expand(-1, tokens, -1),
-                              other_global[:, None].expand(-1, tokens, -1)], dim=-1)
-        return self.head(features)
+    def forward(self, projected: torch.Tensor, own_global: torch.Tensor, other_global: torch.Tensor) -> torch.Tensor:
+        """``projected`` = ``self.proj(h)`` [B, N, W]; ``own_global`` = :func:`masked_mean` of it over the stream's
+        alive tokens [B, W]; ``other_global`` [B, W] -> logits [B, N, 2].
+
+        The first layer of ``head`` reads ``[u, g, g']``; it is computed as ``W_u u + (W_g g + W_g' g' + b)`` (the
+        per-sample part once per sample, not concatenated and multiplied at every token: the same function, a third
+        of the layer's cost)."""
+        first, rest = self.head[0], self.head[1:]
+        width = projected.shape[-1]
+        per_sample = nn.functional.linear(torch.cat([own_global, other_global], dim=-1), first.weight[:, width:],
+                                          first.bias)
+        return rest(nn.functional.linear(projected, first.weight[:, :width]) + per_sample[:, None])
 
 
 class HeadTrimmer(nn.Module):

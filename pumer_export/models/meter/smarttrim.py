@@ -237,8 +237,9 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
         for number, layer in enumerate(tower.layers):
             trimmer = trim.vit[str(number)] if str(number) in trim.vit else None
             if trimmer is not None:
-                text_global = trimmer.other_proj(masked_mean(text_states, text_alive))
-                logits = trimmer(trimmer.proj(h), image_alive, text_global)
+                projected = trimmer.proj(h)
+                logits = trimmer(projected, masked_mean(projected, image_alive),
+                                 trimmer.other_proj(masked_mean(text_states, text_alive)))
                 margins = _margins(logits, image_alive, image_index, settings) if records is not None else None
                 image_alive, h, image_index = decide(logits, image_alive, h, image_index,
                                                      f"vit{number}.image{KEPT}", image_width)
@@ -263,8 +264,8 @@ class SmartTrimMeterForQuestionAnswering(PumerMeterForQuestionAnswering):
                 projected_text, projected_image = pair["text"].proj(x), pair["image"].proj(y)
                 text_global = masked_mean(projected_text, text_alive)
                 image_global = masked_mean(projected_image, image_alive)
-                text_logits = pair["text"](projected_text, text_alive, image_global)
-                image_logits = pair["image"](projected_image, image_alive, text_global)
+                text_logits = pair["text"](projected_text, text_global, image_global)
+                image_logits = pair["image"](projected_image, image_global, text_global)
                 if records is not None:
                     margins = {"text_margins": _margins(text_logits, text_alive, text_index, settings),
                                "image_margins": _margins(image_logits, image_alive, image_index, settings)}
