@@ -234,7 +234,8 @@ def run_eval(checkpoint: str | Path, questions: Sequence[Question], options: Eva
     for backend in backends[1:]:
         for variant in ("baseline", "pumer"):
             a, b = results[reference][variant]["predictions"], results[backend][variant]["predictions"]
-            agreement[f"{backend} vs {reference} ({variant})"] = float(np.mean([x == y for x, y in zip(a, b)]))
+            label = variant if variant == "baseline" else method.NAME  # the reduced model by its method's name
+            agreement[f"{backend} vs {reference} ({label})"] = float(np.mean([x == y for x, y in zip(a, b)]))
     report = {
         "model": str(checkpoint), "family": family.NAME, "num_questions": len(questions),
         "settings": {"backends": backends, "dtypes": list(options.dtypes), "image_size": list(image_size),

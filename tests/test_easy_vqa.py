@@ -460,6 +460,7 @@ def test_shipped_checkpoints_answer_easy_vqa(cli, name, tmp_path):
             got = report["results"][backend][variant]["accuracy"]
             # far above the majority answer (37 %), and near the card's full-split figure (300 questions: +-7)
             assert got > 60 and abs(got - measured[backend][key]["accuracy"]) < 7, (backend, variant, got)
+    assert set(report["agreement"]) == {"ort vs torch (baseline)", f"ort vs torch ({reduced})"}  # named by method
     assert min(report["agreement"].values()) >= 0.99
 
 

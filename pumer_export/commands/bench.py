@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="benchmark the reduced model (PuMer, SmartTrim) against the baseline (same weights) on PyTorch, ONNX "
              "Runtime and TensorRT",
         description=(
-            "For every backend x batch size x dtype, measure the baseline (no reducers) and PuMer interleaved in one "
-            "process: latency p50/p90/p99, throughput, peak memory, and the PuMer speedup next to the FLOP-ideal "
-            "ratio. Exports the ONNX files it needs (reused when present with the same settings) unless given. "
+            "For every backend x batch size x dtype, measure the baseline (the same weights, no reduction) and the "
+            "reduced model (the checkpoint's method) interleaved in one process: latency p50/p90/p99, throughput, "
+            "peak memory, and the speedup next to the FLOP-ideal ratio (for counts that depend on the input: from the "
+            "counts realised on the inputs, with the kept share per trimmer). Exports the ONNX files it needs (reused when present with the same settings) unless given. "
             "Writes bench.json, bench.md and bench.png into --report."
         ),
         epilog="example: pumer-export bench ./vilt-pumer --backends torch,ort --batch-sizes 1,8 --iters 20 --report bench/",
@@ -41,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iters", type=positive_int, default=20, metavar="N", help="timed runs per variant and case (default 20)")
     parser.add_argument("--report", metavar="DIR", default="bench-report", help="output directory (default bench-report)")
     parser.add_argument("--export-dir", metavar="DIR", help="where exports are written / reused (default DIR/exports)")
-    parser.add_argument("--onnx", metavar="FILE", help="reuse this PuMer ONNX export (first dtype)")
+    parser.add_argument("--onnx", metavar="FILE", help="reuse this ONNX export of the reduced model (first dtype)")
     parser.add_argument("--onnx-baseline", metavar="FILE", help="reuse this baseline ONNX export (first dtype)")
-    parser.add_argument("--engine", metavar="FILE", help="reuse this PuMer TensorRT engine (first dtype)")
+    parser.add_argument("--engine", metavar="FILE", help="reuse this TensorRT engine of the reduced model (first dtype)")
     parser.add_argument("--engine-baseline", metavar="FILE", help="reuse this baseline TensorRT engine (first dtype)")
     parser.add_argument("--ort-provider", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch device (default cpu)")

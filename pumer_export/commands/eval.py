@@ -14,12 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="VQA accuracy of baseline and reduced model (PuMer, SmartTrim) per backend: accuracy drop, backend "
              "agreement, throughput",
         description=(
-            "Run the baseline and the PuMer model of a checkpoint on a VQA set (a named dataset such as easy-vqa, "
+            "Run the baseline and the reduced model of a checkpoint on a VQA set (a named dataset such as easy-vqa, "
             "VQAv2 question and annotation files with an image folder, or JSON lines of {image, question, answers}) "
             "on every chosen backend, with the same prepared inputs, and report the standard VQA accuracy (official "
-            "normalisation, leave-one-out over the human answers), PuMer's accuracy drop against the baseline, the "
-            "top-1 agreement between backends and the throughput. Writes report.json and report.md. ONNX exports "
-            "are made (and reused) under REPORT/exports."
+            "normalisation, leave-one-out over the human answers), the reduced model's accuracy drop against the "
+            "baseline, the top-1 agreement between backends and the throughput. Writes report.json and report.md. "
+            "ONNX exports are made (and reused) under REPORT/exports."
         ),
         epilog=("examples: pumer-export eval ck --dataset easy-vqa --split test --backends torch,ort --report eval\n"
                 "          pumer-export eval vilt-pumer --questions v2_OpenEnded_mscoco_val2014_questions.json "
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "ort also int8 (ONNX Runtime's "
                              "dynamic quantization of the fp32 exports, made here) and int8-static (given exports "
                              "only); each ort precision is its own row")
-    parser.add_argument("--onnx", metavar="DIR", help="use this PuMer export folder (e.g. a `pumer-export quantize` "
+    parser.add_argument("--onnx", metavar="DIR", help="use this export folder of the reduced model (e.g. a `pumer-export quantize` "
                         "output) for the first --dtype instead of exporting (the baseline is made in the same "
                         "precision unless --onnx-baseline is given)")
     parser.add_argument("--onnx-baseline", metavar="DIR", help="use this baseline export folder for the first --dtype")

@@ -11,11 +11,12 @@ from ._common import parse_image_size, positive_int
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="show a checkpoint's architecture, PuMer settings, token schedule and FLOPs",
+        help="show a checkpoint's architecture, its reduction method's settings, token counts and FLOPs",
         description=(
-            "Show the architecture and PuMer settings of a pumer-export checkpoint, the token counts before and "
-            "after every reduce layer, and the analytic encoder FLOPs with and without PuMer: their ratio is the "
-            "FLOP-ideal speedup that benchmarks are compared with."
+            "Show the architecture of a pumer-export checkpoint and the settings of its reduction method (PuMer, "
+            "SmartTrim, Victor, FastV), the token counts before and after every reducing layer (for SmartTrim, "
+            "whose counts depend on the input, the trimmer locations), and the analytic FLOPs with and without the "
+            "reduction: their ratio is the FLOP-ideal speedup that benchmarks are compared with."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="pumer-export checkpoint directory (or a LLaVA checkpoint: its "
