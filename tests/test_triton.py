@@ -143,8 +143,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(export, tmp_path_factory):
+def _serve(export: Path, root: Path):
+    """A running Triton server on ``export``'s repository (a context: its ports); skips where none can run."""
     from pumer_export.errors import MissingDependencyError
     from pumer_export.triton.repository import write_repository
     from pumer_export.triton.server import find_server, running_server
@@ -156,10 +156,15 @@ def server(export, tmp_path_factory):
         find_server()
     except MissingDependencyError as exc:
         pytest.skip(str(exc))
-    root = tmp_path_factory.mktemp("triton")
     write_repository(export, root / "repo", max_batch_size=16, top_k=3)
     ports = {"http_port": _free_port(), "grpc_port": _free_port(), "metrics_port": _free_port()}
-    with running_server(root / "repo", log=root / "server.log", **ports):
+    return running_server(root / "repo", log=root / "server.log", **ports), ports
+
+
+@pytest.fixture(scope="module")
+def server(export, tmp_path_factory):
+    running, ports = _serve(export, tmp_path_factory.mktemp("triton"))
+    with running:
         yield ports
 
 
@@ -295,3 +300,70 @@ def test_symbolic_output_dims_are_variable():
     from pumer_export.triton.repository import _dims
 
     assert _dims(["batch", 13]) == [13] and _dims(["batch", "u0"]) == [-1] and _dims(["batch", "7", "u3"]) == [7, -1]
+
+
+# --------------------------------------------------------------- SmartTrim: counts that depend on the input
+@pytest.fixture(scope="module")
+def smarttrim_export(tmp_path_factory) -> Path:
+    """A tiny METER with SmartTrim-style trimmers (random weights, tau at the median margin of the image-tower
+    trimmer, so the questions keep different token counts), its processor and its ONNX export folder."""
+    import torch
+
+    from pumer_export.methods.smarttrim.config import SmartTrimConfig
+    from pumer_export.models.meter.presets import random_inputs
+    from pumer_export.models.meter.smarttrim import attach
+    from pumer_export.onnx.export import export_onnx
+
+    family = models.get("meter")
+    root = tmp_path_factory.mktemp("serve-smarttrim")
+    base = family.preset_model("tiny", seed=0)
+    base.set_pumer_config(base.pumer_config.without_reduction())
+    model = attach(base, SmartTrimConfig(cross_layers=(0, 2), vit_layers=(1,), head_layers=(1,)))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.smarttrim.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+        records = model(**random_inputs(base.config, 6, seed=2), output_trim_records=True).trim_records
+    margins = torch.tensor([m for sample in records[0]["image_margins"] for m in sample.values()])
+    model.set_smarttrim_config(model.smarttrim_config.replace(tau=float(margins.median()) + 1e-4))
+    model.save_pretrained(root / "checkpoint")
+    family.tiny_processor(model.config).save(root / "checkpoint")
+    export_onnx(model, root / "export", processor_dir=root / "checkpoint", validate=False)
+    return root / "export"
+
+
+@pytest.fixture(scope="module")
+def smarttrim_server(smarttrim_export, tmp_path_factory):
+    running, ports = _serve(smarttrim_export, tmp_path_factory.mktemp("triton-smarttrim"))
+    with running:
+        yield ports
+
+
+def test_smarttrim_served_answers_as_run(smarttrim_server, smarttrim_export, images):
+    """A SmartTrim export behind Triton: a request of several questions (one batch whose samples keep different
+    counts, compacted and padded in the graph) and concurrent single requests (batched by the server) answer as
+    the local ONNX Runtime pipeline answers each question on its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pumer_export.runtime import VqaPipeline
+    from pumer_export.triton.client import VqaClient
+
+    url = f"127.0.0.1:{smarttrim_server['http_port']}"
+    pipeline = VqaPipeline(smarttrim_export, "ort")
+    kept = {name: pipeline.backend.run(pipeline.encode([image], [question]))
+            for name, image, question in zip("abcd", images, QUESTIONS)}
+    counts = {tuple(int((out[k] >= 0).sum()) for k in sorted(out) if k.endswith("_kept")) for out in kept.values()}
+    assert len(counts) > 1, "the questions should keep different token counts"
+    alone = [pipeline([image], [question], top_k=3)[0] for image, question in zip(images, QUESTIONS)]
+
+    def answers(result):
+        return [a["answer"] for a in result], [a["score"] for a in result]
+
+    together = VqaClient(url).ask(images, QUESTIONS)
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda pair: VqaClient(url).ask([pair[0]], [pair[1]])[0],
+                                   list(zip(images, QUESTIONS)) * 3))
+    for i, expected in enumerate(alone):
+        for got in (together[i], concurrent[i], concurrent[4 + i], concurrent[8 + i]):
+            assert answers(got)[0] == answers(expected)[0]
+            np.testing.assert_allclose(answers(got)[1], answers(expected)[1], atol=1e-5)
