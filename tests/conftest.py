@@ -100,3 +100,23 @@ def interrupt_after_first_save(monkeypatch, module, run) -> None:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def random_smarttrim_meter(settings, seed: int = 3):
+    """A tiny METER with SmartTrim-style trimmers at ``settings``' locations, random trimmer weights (decisions that
+    differ per token and sample, as trained ones do) and tau just above the median margin of the first trimmer (so
+    samples keep different counts, and no margin sits on tau)."""
+    from pumer_export.models.meter.presets import random_inputs, tiny_meter_model
+    from pumer_export.models.meter.smarttrim import attach
+
+    base = tiny_meter_model(seed=0)
+    base.set_pumer_config(base.pumer_config.without_reduction())
+    model = attach(base, settings)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.smarttrim.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+        records = model(**random_inputs(base.config, 6, seed=2), output_trim_records=True).trim_records
+    margins = torch.tensor([m for sample in records[0]["image_margins"] for m in sample.values()])
+    model.set_smarttrim_config(model.smarttrim_config.replace(tau=float(margins.median()) + 1e-4))
+    return model

@@ -10,11 +10,11 @@ import onnx
 import pytest
 import torch
 
+from conftest import random_smarttrim_meter
 from pumer_export.errors import PumerExportError
 from pumer_export.methods.smarttrim.config import SmartTrimConfig
 from pumer_export.methods.smarttrim.reference import compact_index
-from pumer_export.models.meter.presets import random_inputs, tiny_meter_model
-from pumer_export.models.meter.smarttrim import attach
+from pumer_export.models.meter.presets import random_inputs
 from pumer_export.onnx import functions
 
 
@@ -77,16 +77,7 @@ def exported(tmp_path_factory):
     margin of the first trimmer (so samples keep different counts), exported with the export's own validation."""
     from pumer_export.onnx.export import export_onnx
 
-    base = tiny_meter_model(seed=0)
-    base.set_pumer_config(base.pumer_config.without_reduction())
-    model = attach(base, SmartTrimConfig(cross_layers=(0, 2, 3), vit_layers=(1,), head_layers=(1, 3)))
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.smarttrim.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-        records = model(**random_inputs(base.config, 6, seed=2), output_trim_records=True).trim_records
-    margins = torch.tensor([m for sample in records[0]["image_margins"] for m in sample.values()])
-    model.set_smarttrim_config(model.smarttrim_config.replace(tau=float(margins.median()) + 1e-4))
+    model = random_smarttrim_meter(SmartTrimConfig(cross_layers=(0, 2, 3), vit_layers=(1,), head_layers=(1, 3)))
     folder = tmp_path_factory.mktemp("st") / "export"
     result = export_onnx(model, folder, validation_options={"batch_sizes": (1, 3), "show": False})
     assert result.validation.ok

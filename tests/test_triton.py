@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pumer_export import models
-from conftest import one_line_error
+from conftest import one_line_error, random_smarttrim_meter
 
 pytest.importorskip("tritonclient", reason="tritonclient is not installed (pip install -e \".[serve]\")")
 
@@ -307,25 +307,12 @@ def test_symbolic_output_dims_are_variable():
 def smarttrim_export(tmp_path_factory) -> Path:
     """A tiny METER with SmartTrim-style trimmers (random weights, tau at the median margin of the image-tower
     trimmer, so the questions keep different token counts), its processor and its ONNX export folder."""
-    import torch
-
     from pumer_export.methods.smarttrim.config import SmartTrimConfig
-    from pumer_export.models.meter.presets import random_inputs
-    from pumer_export.models.meter.smarttrim import attach
     from pumer_export.onnx.export import export_onnx
 
     family = models.get("meter")
     root = tmp_path_factory.mktemp("serve-smarttrim")
-    base = family.preset_model("tiny", seed=0)
-    base.set_pumer_config(base.pumer_config.without_reduction())
-    model = attach(base, SmartTrimConfig(cross_layers=(0, 2), vit_layers=(1,), head_layers=(1,)))
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for parameter in model.smarttrim.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-        records = model(**random_inputs(base.config, 6, seed=2), output_trim_records=True).trim_records
-    margins = torch.tensor([m for sample in records[0]["image_margins"] for m in sample.values()])
-    model.set_smarttrim_config(model.smarttrim_config.replace(tau=float(margins.median()) + 1e-4))
+    model = random_smarttrim_meter(SmartTrimConfig(cross_layers=(0, 2), vit_layers=(1,), head_layers=(1,)))
     model.save_pretrained(root / "checkpoint")
     family.tiny_processor(model.config).save(root / "checkpoint")
     export_onnx(model, root / "export", processor_dir=root / "checkpoint", validate=False)
