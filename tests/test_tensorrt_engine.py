@@ -97,3 +97,34 @@ def test_load_refuses_a_sidecar_mismatch(engine_path, plugin_library, tmp_path):
     sc.write_sidecar(copy, record)
     with pytest.raises(PumerExportError, match="built with TensorRT .*this GPU is"):
         load_engine(copy, plugins=plugin_library)
+
+
+# ------------------------------------------------------------- SmartTrim: the compaction plugin in an engine
+@pytest.fixture(scope="module")
+def smarttrim_engine(tmp_path_factory, plugin_library):
+    """A tiny SmartTrim METER (random trimmers: the samples of a batch keep different counts), its export and an
+    engine whose batch profile covers 1 to 6."""
+    from conftest import random_smarttrim_meter
+    from pumer_export.methods.smarttrim.config import SmartTrimConfig
+    from pumer_export.onnx.export import export_onnx
+
+    root = tmp_path_factory.mktemp("trt-smarttrim")
+    model = random_smarttrim_meter(SmartTrimConfig(cross_layers=(0, 2, 3), vit_layers=(1,), head_layers=(1, 3)))
+    model.save_pretrained(root / "ck")
+    export_onnx(model, root / "export", validate=False)
+    result = build_engine(root / "export" / "model.onnx", root / "model.plan", plugins=plugin_library, batch="1:3:6",
+                          workspace="1G")
+    return root, result.plan
+
+
+def test_smarttrim_engine_passes_validate(smarttrim_engine, cli):
+    """PumerCompact under TensorRT (a size-tensor count, the token dimension data-dependent): validate runs the
+    reference, ONNX Runtime and the engine on batches whose samples keep different counts, and every sample's logits
+    and kept positions agree (near-ties reported, not failed)."""
+    root, plan = smarttrim_engine
+    record = sc.read_sidecar(plan)
+    assert record["function_policy"]["plugin_layers"] == record["function_policy"]["pumer_nodes"] > 0
+    code, out, err = cli("validate", root / "ck", "--onnx", root / "export", "--engine", plan, "--num-samples", 6,
+                         "--batch-size", 3)
+    assert code == 0, out + err
+    assert "cross0.image_kept" in out and "trt" in out.lower()

@@ -10,7 +10,10 @@ decision and compaction rules :mod:`.reference` (the one definition every backen
 relaxation, cost, curriculum, self-distillation) :mod:`.training`; the METER hook
 :mod:`pumer_export.models.meter.smarttrim`; the compaction op ``pumer::compact`` (:mod:`pumer_export.ops`), its
 ONNX node ``pumer::PumerCompact`` and function body (:mod:`pumer_export.onnx.functions`). Runs on PyTorch and ONNX
-Runtime (one export serves batch 1 and batched inputs, the token counts data-dependent); TensorRT: not yet.
+Runtime (one export serves batch 1 and batched inputs, the token counts data-dependent) and TensorRT (the compaction
+as the ``PumerCompact`` plugin, its count a size tensor; Polygraphy's runner takes the data-dependent output shapes):
+offered like PuMer's engines, but no engine of it has run yet (no TensorRT where this was built), so an engine is to
+be checked with ``validate --engine`` before it is trusted.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ TITLE = "SmartTrim-style (pumer-export design)"
 PROVENANCE = ("pumer-export's design after the paper's abstract (no official code; the method section could not be "
               "read)")
 FAMILIES = ("meter",)
-BACKENDS = ("torch", "ort")
+BACKENDS = ("torch", "ort", "trt")
 STATIC_COUNTS = False  # the token counts depend on the input: exports carry data-dependent lengths
 SETTINGS = SmartTrimConfig
 
