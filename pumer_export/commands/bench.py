@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "For every backend x batch size x dtype, measure the baseline (the same weights, no reduction) and the "
             "reduced model (the checkpoint's method) interleaved in one process: latency p50/p90/p99, throughput, "
             "peak memory, and the speedup next to the FLOP-ideal ratio (for counts that depend on the input: from the "
-            "counts realised on the inputs, with the kept share per trimmer). Exports the ONNX files it needs (reused when present with the same settings) unless given. "
-            "Writes bench.json, bench.md and bench.png into --report."
+            "counts realised on the inputs, with the kept share per trimmer). Exports the ONNX files it needs "
+            "(reused when present with the same settings) unless given. Writes bench.json, bench.md and bench.png "
+            "into --report."
         ),
         epilog="example: pumer-export bench ./vilt-pumer --backends torch,ort --batch-sizes 1,8 --iters 20 --report bench/",
     )

@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "ort also int8 (ONNX Runtime's "
                              "dynamic quantization of the fp32 exports, made here) and int8-static (given exports "
                              "only); each ort precision is its own row")
-    parser.add_argument("--onnx", metavar="DIR", help="use this export folder of the reduced model (e.g. a `pumer-export quantize` "
-                        "output) for the first --dtype instead of exporting (the baseline is made in the same "
+    parser.add_argument("--onnx", metavar="DIR", help="use this export folder of the reduced model (e.g. a "
+                        "`pumer-export quantize` output) for the first --dtype instead of exporting (the baseline is made in the same "
                         "precision unless --onnx-baseline is given)")
     parser.add_argument("--onnx-baseline", metavar="DIR", help="use this baseline export folder for the first --dtype")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N questions only")
