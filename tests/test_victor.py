@@ -163,7 +163,7 @@ def test_bad_settings_and_prompts_are_one_line(stock):
         victor_of(stock, registers=0, drop_layer=2)
     with pytest.raises(PumerExportError, match="registers must be an integer"):
         VictorConfig(registers=-1)
-    with pytest.raises(PumerExportError, match="unknown victor setting\(s\): m"):
+    with pytest.raises(PumerExportError, match=r"unknown victor setting\(s\): m"):
         VictorConfig.from_dict({"m": 3})
     model = victor_of(stock)
     ids, mask, pixels = prompts(model, [1], [3], registers=3)
