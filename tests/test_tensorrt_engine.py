@@ -117,7 +117,7 @@ def smarttrim_engine(tmp_path_factory, plugin_library):
     return root, result.plan
 
 
-def test_smarttrim_engine_passes_validate(smarttrim_engine, cli):
+def test_smarttrim_engine_passes_validate(smarttrim_engine, cli, tmp_path):
     """PumerCompact under TensorRT (a size-tensor count, the token dimension data-dependent): validate runs the
     reference, ONNX Runtime and the engine on batches whose samples keep different counts, and every sample's logits
     and kept positions agree (near-ties reported, not failed)."""
@@ -125,6 +125,10 @@ def test_smarttrim_engine_passes_validate(smarttrim_engine, cli):
     record = sc.read_sidecar(plan)
     assert record["function_policy"]["plugin_layers"] == record["function_policy"]["pumer_nodes"] > 0
     code, out, err = cli("validate", root / "ck", "--onnx", root / "export", "--engine", plan, "--num-samples", 6,
-                         "--batch-size", 3)
+                         "--batch-size", 3, "--report", tmp_path / "r")
     assert code == 0, out + err
-    assert "cross0.image_kept" in out and "trt" in out.lower()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["passed"] is True
+    engine = report["comparison"]["backends"]["tensorrt"]
+    assert {"cross0.image_kept", "vit1.image_kept"} <= set(engine["indices"])
+    assert engine["outputs"]["logits"]["stats"]["max_abs"] <= engine["outputs"]["logits"]["atol"]
